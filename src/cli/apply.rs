@@ -1,0 +1,81 @@
+//! `careplane apply [DIR] [--plan FILE]`: apply a fresh plan (after confirmation) or a
+//! saved one (after checking it still fits the target and the manifests).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use super::plan::{Format, prepare, render};
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use crate::ops::{self, OpsError};
+use crate::render as r;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// Apply this saved plan (from `plan --out`) instead of planning now.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Delete owned objects that are no longer declared.
+    #[arg(long, conflicts_with = "plan")]
+    pub prune: bool,
+}
+
+fn confirm() -> bool {
+    err("Apply these changes? Only 'yes' is accepted: ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
+}
+
+pub async fn run(a: Args) -> u8 {
+    let dir = default_dir(a.dir);
+    let prepared = async {
+        let (m, target) = prepare(&dir, &a.target)?;
+        let plan = match &a.plan {
+            Some(path) => {
+                let plan = crate::plan::file::read(path)?;
+                ops::check_saved_plan(&plan, &target, Some(&m))?;
+                plan
+            }
+            None => ops::plan(&m, &target, a.prune).await?.0,
+        };
+        Ok::<_, OpsError>((plan, target))
+    }
+    .await;
+    let (plan, target) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            print_error(&e, &dir);
+            return EXIT_ERROR;
+        }
+    };
+    out(&render(&plan, Format::Human, None));
+    if !plan.has_changes() {
+        return EXIT_OK;
+    }
+    if a.plan.is_none() && !a.auto_approve {
+        if !std::io::stdin().is_terminal() {
+            err(
+                "error: apply asks for confirmation, and there is no terminal to ask on; review the plan and pass --auto-approve, or apply a saved plan with --plan\n",
+            );
+            return EXIT_ERROR;
+        }
+        if !confirm() {
+            err("Apply cancelled; nothing was changed.\n");
+            return EXIT_ERROR;
+        }
+    }
+    let report = ops::apply(&plan, &target).await;
+    out("\n");
+    out(&r::human::report(&plan, &report));
+    if report.failed() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}

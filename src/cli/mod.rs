@@ -1,0 +1,141 @@
+//! The command line: one file per subcommand, each mapping flags onto an operation in
+//! [`crate::ops`] and its result onto a renderer and an exit code. Nothing here decides
+//! what changes; nothing in `ops` prints.
+
+pub mod apply;
+pub mod plan;
+pub mod schema;
+pub mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::manifest::{LoadError, ManifestErrors};
+use crate::ops::OpsError;
+use crate::render;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CHANGES: u8 = 2;
+
+/// Team-based-care configuration as code: plan and apply roles, teams and staff role
+/// assignments from YAML manifests to a FHIR server.
+#[derive(Debug, Parser)]
+#[command(name = "careplane", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests offline: schema, duplicates, references. Exit 0 clean, 1 on errors.
+    Validate(validate::Args),
+    /// Print the JSON Schema of manifests (or, with --plan, of plan files).
+    Schema(schema::Args),
+    /// Read live state and show what apply would change, and why.
+    Plan(plan::Args),
+    /// Make the live state match the manifests (or apply a saved plan).
+    Apply(apply::Args),
+}
+
+/// Where to plan/apply: shared by plan and apply.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// A target named in the project file (careplane.yaml).
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// An ad-hoc generic FHIR R4 server (bearer token from CAREPLANE_TOKEN, if set).
+    #[arg(long, env = "CAREPLANE_SERVER", conflicts_with = "target")]
+    pub server: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiagnosticFormat {
+    /// With the offending YAML lines.
+    Human,
+    /// One `file:line:col: error: …` line per problem.
+    Plain,
+    /// GitHub Actions annotations.
+    Github,
+}
+
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Schema(a) => schema::run(a),
+        Command::Plan(a) => plan::run(a).await,
+        Command::Apply(a) => apply::run(a).await,
+    }
+}
+
+/// Write to stdout through anstream (strips colour for pipes and NO_COLOR).
+pub fn out(text: &str) {
+    let mut s = anstream::stdout();
+    let _ = s.write_all(text.as_bytes());
+    let _ = s.flush();
+}
+
+pub fn err(text: &str) {
+    let mut s = anstream::stderr();
+    let _ = s.write_all(text.as_bytes());
+    let _ = s.flush();
+}
+
+fn base(dir: &Path) -> String {
+    let d = dir.display().to_string();
+    if d == "." || d.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", d.trim_end_matches('/'))
+    }
+}
+
+/// Print manifest diagnostics to stderr in the chosen format.
+pub fn print_diagnostics(errors: &ManifestErrors, dir: &Path, format: DiagnosticFormat) {
+    let b = base(dir);
+    match format {
+        DiagnosticFormat::Github => out(&render::diagnostics::github(errors, &b)),
+        DiagnosticFormat::Plain => err(&render::diagnostics::plain(errors, &b)),
+        DiagnosticFormat::Human => {
+            let tty = std::io::stderr().is_terminal();
+            if tty {
+                let color = std::env::var_os("NO_COLOR").is_none();
+                err(&render::diagnostics::fancy(errors, &b, color));
+            } else {
+                err(&render::diagnostics::plain(errors, &b));
+            }
+        }
+    }
+    err(&format!(
+        "{} error(s); nothing was sent to any server.\n",
+        errors.diagnostics.len()
+    ));
+}
+
+/// Print an operation error as sentences, with its causes.
+pub fn print_error(e: &OpsError, dir: &Path) {
+    match e {
+        OpsError::Load(LoadError::Invalid(m)) | OpsError::Unplannable(m) => {
+            print_diagnostics(m, dir, DiagnosticFormat::Human)
+        }
+        other => {
+            let mut msg = format!("error: {other}\n");
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                let text = s.to_string();
+                if !msg.contains(&text) {
+                    msg.push_str(&format!("  caused by: {text}\n"));
+                }
+                src = s.source();
+            }
+            err(&msg);
+        }
+    }
+}
+
+pub fn default_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from("."))
+}

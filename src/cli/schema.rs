@@ -1,0 +1,19 @@
+//! `careplane schema`: print the manifest JSON Schema (draft-07), or the plan file schema.
+
+use super::{EXIT_OK, out};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the schema of plan files (`plan --format json`, `plan --out`) instead.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+pub fn run(a: Args) -> u8 {
+    if a.plan {
+        out(&crate::plan::schema::plan_schema_text());
+    } else {
+        out(&crate::manifest::schema::manifest_schema_text());
+    }
+    EXIT_OK
+}

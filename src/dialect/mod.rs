@@ -1,0 +1,281 @@
+//! Dialects: how the desired model maps onto one kind of target.
+//!
+//! A dialect is data plus a mapping, nothing more:
+//! - a [`Capabilities`] table says, per object kind, which resource type holds it and
+//!   whether the target lets careplane create, update or delete it (what it cannot write
+//!   becomes a `manual` change, what it cannot delete is never deleted);
+//! - the [`Dialect`] methods turn the desired model into [`DesiredObject`]s, recognise the
+//!   objects careplane owns among live resources, read a live resource back into the same
+//!   field map (`project`), and write a field map into a resource (`build`, `merge`).
+//!
+//! diff, plan and apply only speak field maps and capabilities, so adding a dialect
+//! (Canvas, for instance) touches this folder and nothing downstream.
+
+pub mod r4;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fhir::Query;
+use crate::manifest::Diagnostic;
+use crate::model::{DesiredState, PractitionerRef, Source};
+
+/// The kinds of object careplane manages on a target.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectKind {
+    /// All declared roles, as one catalog.
+    RoleCatalog,
+    /// All declared care-team roles, as one catalog.
+    CareTeamRoleCatalog,
+    Team,
+    RoleAssignment,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::RoleCatalog,
+        ObjectKind::CareTeamRoleCatalog,
+        ObjectKind::Team,
+        ObjectKind::RoleAssignment,
+    ];
+
+    /// Apply order: catalogs, then teams, then assignments. Deletes run in reverse.
+    pub fn level(self) -> u8 {
+        match self {
+            ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => 0,
+            ObjectKind::Team => 1,
+            ObjectKind::RoleAssignment => 2,
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            ObjectKind::RoleCatalog => "role-catalog",
+            ObjectKind::CareTeamRoleCatalog => "care-team-role-catalog",
+            ObjectKind::Team => "team",
+            ObjectKind::RoleAssignment => "role-assignment",
+        }
+    }
+
+    pub fn from_slug(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.slug() == s)
+    }
+
+    /// How a person would say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectKind::RoleCatalog => "role catalog",
+            ObjectKind::CareTeamRoleCatalog => "care-team-role catalog",
+            ObjectKind::Team => "team",
+            ObjectKind::RoleAssignment => "role assignment",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.slug())
+    }
+}
+
+/// What a target allows for one object kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KindCapability {
+    pub kind: ObjectKind,
+    pub resource_type: &'static str,
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+/// The capability table of a dialect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Capabilities(pub Vec<KindCapability>);
+
+impl Capabilities {
+    pub fn of(&self, kind: ObjectKind) -> Option<&KindCapability> {
+        self.0.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// Managed fields of one object, by field name. Lists whose order means nothing are kept
+/// sorted so that order never shows up as drift.
+pub type Fields = BTreeMap<String, Value>;
+
+/// One object as the manifests want it on this target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredObject {
+    pub kind: ObjectKind,
+    /// Manifest name (`metadata.name`), or the catalog's name.
+    pub name: String,
+    /// A name a person recognises on the server (team name), used to spot same-named
+    /// objects careplane does not own.
+    pub natural_key: Option<String>,
+    pub fields: Fields,
+    /// Where each field was asked for.
+    pub field_sources: BTreeMap<String, Source>,
+    /// The manifest position that declares the object.
+    pub source: Source,
+}
+
+/// A live resource careplane owns, read back into managed fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedObject {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: Option<String>,
+    pub last_updated: Option<String>,
+    pub fields: Fields,
+}
+
+/// A live resource careplane does not own but that a manifest object could be mistaken for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignObject {
+    pub kind: ObjectKind,
+    pub natural_key: String,
+    pub resource_type: String,
+    pub id: String,
+}
+
+/// What a query's results are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Staff directory, to resolve practitioner references.
+    Staff,
+    /// Resources that may hold managed objects.
+    Objects,
+}
+
+/// Practitioners indexed by the ways manifests name them.
+#[derive(Clone, Debug, Default)]
+pub struct StaffIndex {
+    pub by_npi: BTreeMap<String, Vec<String>>,
+    pub by_email: BTreeMap<String, Vec<String>>,
+    pub ids: std::collections::BTreeSet<String>,
+}
+
+/// Why a practitioner reference did not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    Missing,
+    Ambiguous(usize),
+}
+
+impl StaffIndex {
+    pub const NPI_SYSTEM: &'static str = "http://hl7.org/fhir/sid/us-npi";
+
+    pub fn from_practitioners(resources: &[Value]) -> Self {
+        let mut idx = StaffIndex::default();
+        for r in resources {
+            let Some(id) = r.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            idx.ids.insert(id.to_owned());
+            for ident in r
+                .get("identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if ident.get("system").and_then(Value::as_str) == Some(Self::NPI_SYSTEM)
+                    && let Some(v) = ident.get("value").and_then(Value::as_str)
+                {
+                    idx.by_npi
+                        .entry(v.to_owned())
+                        .or_default()
+                        .push(id.to_owned());
+                }
+            }
+            for t in r
+                .get("telecom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if t.get("system").and_then(Value::as_str) == Some("email")
+                    && let Some(v) = t.get("value").and_then(Value::as_str)
+                {
+                    let ids = idx.by_email.entry(v.trim().to_lowercase()).or_default();
+                    if !ids.iter().any(|x| x == id) {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        idx
+    }
+
+    /// The Practitioner id a reference names.
+    pub fn resolve(&self, r: &PractitionerRef) -> Result<String, Unresolved> {
+        let found: Vec<String> = match r {
+            PractitionerRef::Id(id) => self.ids.get(id).cloned().into_iter().collect(),
+            PractitionerRef::Npi(n) => self.by_npi.get(n).cloned().unwrap_or_default(),
+            PractitionerRef::Email(e) => self
+                .by_email
+                .get(&e.trim().to_lowercase())
+                .cloned()
+                .unwrap_or_default(),
+        };
+        match found.len() {
+            0 => Err(Unresolved::Missing),
+            1 => Ok(found[0].clone()),
+            n => Err(Unresolved::Ambiguous(n)),
+        }
+    }
+}
+
+/// The mapping half of a dialect.
+pub trait Dialect: Send + Sync {
+    /// Short name shown in plans (`fhir-r4`, `canvas`).
+    fn name(&self) -> &'static str;
+
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The searches that observe everything this dialect needs (one paged search per
+    /// resource type, never one read per object).
+    fn queries(&self, project: &str) -> Vec<(Purpose, Query)>;
+
+    /// The desired objects, with practitioner references resolved against live staff.
+    /// Unresolvable references come back as diagnostics naming the manifest line.
+    fn desired(
+        &self,
+        state: &DesiredState,
+        staff: &StaffIndex,
+    ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>>;
+
+    /// Recognise a live resource: `Ok(owned object)`, `Err(Some(foreign))` for an object
+    /// careplane does not own but could be confused with, `Err(None)` for anything else.
+    fn identify(
+        &self,
+        project: &str,
+        resource: &Value,
+    ) -> Result<ObservedObject, Option<ForeignObject>>;
+
+    /// A new resource holding `fields`, tagged as owned by `project`.
+    fn build(&self, project: &str, kind: ObjectKind, name: &str, fields: &Fields) -> Value;
+
+    /// `live` with the given managed fields set (a `None` value removes the field);
+    /// everything careplane does not manage is kept exactly as it was.
+    fn merge(
+        &self,
+        kind: ObjectKind,
+        live: &Value,
+        fields: &BTreeMap<String, Option<Value>>,
+    ) -> Value;
+
+    /// A search that finds the object if it already exists (for conditional create and
+    /// for checking that a planned create is still valid).
+    fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query;
+
+    /// Whether a live resource is owned by `project` (writes to anything else are refused).
+    fn owns(&self, project: &str, resource: &Value) -> bool;
+}

@@ -1,0 +1,812 @@
+//! The generic FHIR R4 dialect.
+//!
+//! | object | resource | identity |
+//! |---|---|---|
+//! | role catalog | `CodeSystem` (one concept per role; domain, type, level, auth groups as concept properties) | identifier |
+//! | care-team-role catalog | `CodeSystem` (one concept per care-team role; the clinical coding as properties) | identifier |
+//! | team | `Group` type `practitioner`, `actual: true`, members, responsibilities as `characteristic` | identifier |
+//! | role assignment | `PractitionerRole` (practitioner + role codes) | identifier |
+//!
+//! Everything careplane writes carries `meta.tag` `https://careplane.dev/project|<project>`
+//! and an identifier `https://careplane.dev/id/<project>|<kind>/<name>`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{
+    Capabilities, DesiredObject, Dialect, Fields, ForeignObject, KindCapability, ObjectKind,
+    ObservedObject, Purpose, StaffIndex, Unresolved,
+};
+use crate::fhir::Query;
+use crate::manifest::Diagnostic;
+use crate::model::{DesiredState, Located, PractitionerRef};
+
+pub const TAG_SYSTEM: &str = "https://careplane.dev/project";
+pub const RESPONSIBILITY_SYSTEM: &str = "https://careplane.dev/fhir/CodeSystem/team-responsibility";
+pub const CHARACTERISTIC_SYSTEM: &str =
+    "https://careplane.dev/fhir/CodeSystem/group-characteristic";
+
+pub fn id_system(project: &str) -> String {
+    format!("https://careplane.dev/id/{project}")
+}
+
+pub fn catalog_url(project: &str, kind: ObjectKind) -> String {
+    let what = match kind {
+        ObjectKind::CareTeamRoleCatalog => "care-team-roles",
+        _ => "roles",
+    };
+    format!("https://careplane.dev/fhir/CodeSystem/{project}/{what}")
+}
+
+pub struct R4 {
+    caps: Capabilities,
+}
+
+impl Default for R4 {
+    fn default() -> Self {
+        let all = |kind, resource_type| KindCapability {
+            kind,
+            resource_type,
+            create: true,
+            update: true,
+            delete: true,
+        };
+        R4 {
+            caps: Capabilities(vec![
+                all(ObjectKind::RoleCatalog, "CodeSystem"),
+                all(ObjectKind::CareTeamRoleCatalog, "CodeSystem"),
+                all(ObjectKind::Team, "Group"),
+                all(ObjectKind::RoleAssignment, "PractitionerRole"),
+            ]),
+        }
+    }
+}
+
+fn tag(project: &str) -> Value {
+    json!({"system": TAG_SYSTEM, "code": project})
+}
+
+fn identifier(project: &str, kind: ObjectKind, name: &str) -> Value {
+    json!({"system": id_system(project), "value": format!("{}/{name}", kind.slug())})
+}
+
+fn sorted_strings(mut v: Vec<String>) -> Value {
+    v.sort();
+    v.dedup();
+    Value::Array(v.into_iter().map(Value::String).collect())
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A concept field name: `concept[CODE]`.
+fn concept_field(code: &str) -> String {
+    format!("concept[{code}]")
+}
+
+fn concept_code(field: &str) -> Option<&str> {
+    field.strip_prefix("concept[")?.strip_suffix(']')
+}
+
+/// The concept properties careplane writes on role catalog concepts, with their types.
+const ROLE_PROPERTIES: &[(&str, &str, &str)] = &[
+    // (field in the normalised concept, property code, value[x])
+    ("domain", "domain", "valueCode"),
+    ("abbreviation", "abbreviation", "valueString"),
+    ("privilegeLevel", "privilege-level", "valueInteger"),
+    ("type", "role-type", "valueCode"),
+    ("authGroups", "auth-group", "valueString"),
+    ("system", "coding-system", "valueString"),
+    ("code", "coding-code", "valueString"),
+];
+
+/// Concept JSON → normalised object (display + properties).
+fn read_concept(c: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(d) = c.get("display") {
+        out.insert("display".into(), d.clone());
+    }
+    for p in c
+        .get("property")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let code = p.get("code").and_then(Value::as_str).unwrap_or_default();
+        let Some((field, _, vx)) = ROLE_PROPERTIES.iter().find(|(_, pc, _)| *pc == code) else {
+            continue;
+        };
+        let Some(v) = p.get(*vx) else { continue };
+        if *field == "authGroups" {
+            let list = out.entry(*field).or_insert_with(|| json!([]));
+            if let Some(a) = list.as_array_mut() {
+                a.push(v.clone());
+                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+            }
+        } else {
+            out.insert((*field).into(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// Normalised object → concept JSON.
+fn write_concept(code: &str, v: &Value) -> Value {
+    let mut props = Vec::new();
+    for (field, pc, vx) in ROLE_PROPERTIES {
+        match v.get(*field) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    props.push(json!({"code": pc, *vx: item}));
+                }
+            }
+            Some(x) if !x.is_null() => props.push(json!({"code": pc, *vx: x})),
+            _ => {}
+        }
+    }
+    let mut c = json!({"code": code, "display": v.get("display").cloned().unwrap_or(json!(code))});
+    if !props.is_empty() {
+        c["property"] = Value::Array(props);
+    }
+    c
+}
+
+fn property_definitions(kind: ObjectKind) -> Value {
+    let defs: Vec<Value> = ROLE_PROPERTIES
+        .iter()
+        .filter(|(f, _, _)| match kind {
+            ObjectKind::CareTeamRoleCatalog => matches!(*f, "system" | "code"),
+            _ => !matches!(*f, "system" | "code"),
+        })
+        .map(|(_, pc, vx)| {
+            let t = match *vx {
+                "valueCode" => "code",
+                "valueInteger" => "integer",
+                _ => "string",
+            };
+            json!({"code": pc, "type": t})
+        })
+        .collect();
+    Value::Array(defs)
+}
+
+fn practitioner_ref(id: &str) -> String {
+    format!("Practitioner/{id}")
+}
+
+fn is_responsibility(ch: &Value) -> bool {
+    ch.pointer("/code/text").and_then(Value::as_str) == Some("responsibility")
+        || ch
+            .pointer("/code/coding")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c.get("code").and_then(Value::as_str) == Some("responsibility"))
+}
+
+fn responsibility_value(ch: &Value) -> Option<String> {
+    ch.pointer("/valueCodeableConcept/coding/0/code")
+        .or_else(|| ch.pointer("/valueCodeableConcept/text"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn responsibility_json(code: &str) -> Value {
+    json!({
+        "code": {"coding": [{"system": CHARACTERISTIC_SYSTEM, "code": "responsibility"}], "text": "responsibility"},
+        "valueCodeableConcept": {"coding": [{"system": RESPONSIBILITY_SYSTEM, "code": code}], "text": code},
+        "exclude": false
+    })
+}
+
+impl R4 {
+    fn role_codes_system(project: &str) -> String {
+        catalog_url(project, ObjectKind::RoleCatalog)
+    }
+
+    fn project_fields(&self, kind: ObjectKind, r: &Value, project: &str) -> Fields {
+        let mut f = Fields::new();
+        match kind {
+            ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
+                for c in r
+                    .get("concept")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(code) = c.get("code").and_then(Value::as_str) {
+                        f.insert(concept_field(code), read_concept(c));
+                    }
+                }
+            }
+            ObjectKind::Team => {
+                f.insert("name".into(), r.get("name").cloned().unwrap_or(Value::Null));
+                let resp: Vec<String> = r
+                    .get("characteristic")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| is_responsibility(c))
+                    .filter_map(responsibility_value)
+                    .collect();
+                f.insert("responsibilities".into(), sorted_strings(resp));
+                let members: Vec<String> = r
+                    .get("member")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.pointer("/entity/reference").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect();
+                f.insert("members".into(), sorted_strings(members));
+            }
+            ObjectKind::RoleAssignment => {
+                f.insert(
+                    "practitioner".into(),
+                    r.pointer("/practitioner/reference")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+                let system = Self::role_codes_system(project);
+                let codes: Vec<String> = r
+                    .get("code")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|cc| {
+                        cc.get("coding")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                    })
+                    .filter(|c| c.get("system").and_then(Value::as_str) == Some(system.as_str()))
+                    .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_owned))
+                    .collect();
+                f.insert("roles".into(), sorted_strings(codes));
+                f.insert(
+                    "active".into(),
+                    r.get("active").cloned().unwrap_or(json!(true)),
+                );
+            }
+        }
+        f
+    }
+}
+
+impl Dialect for R4 {
+    fn name(&self) -> &'static str {
+        "fhir-r4"
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn queries(&self, project: &str) -> Vec<(Purpose, Query)> {
+        let owned = format!("{TAG_SYSTEM}|{project}");
+        vec![
+            (
+                Purpose::Staff,
+                Query::new("Practitioner").param("_elements", "identifier,telecom,active"),
+            ),
+            (
+                Purpose::Objects,
+                Query::new("CodeSystem").param("_tag", owned.clone()),
+            ),
+            (
+                Purpose::Objects,
+                Query::new("Group").param("type", "practitioner"),
+            ),
+            (
+                Purpose::Objects,
+                Query::new("PractitionerRole").param("_tag", owned),
+            ),
+        ]
+    }
+
+    fn desired(
+        &self,
+        state: &DesiredState,
+        staff: &StaffIndex,
+    ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        let mut resolve = |r: &Located<PractitionerRef>| match staff.resolve(&r.value) {
+            Ok(id) => Some(practitioner_ref(&id)),
+            Err(why) => {
+                let (message, help) = match why {
+                    Unresolved::Missing => (
+                        format!("no Practitioner on the target has {}", r.value),
+                        "careplane never creates staff: add the staff member in the EHR first, or fix the reference",
+                    ),
+                    Unresolved::Ambiguous(n) => (
+                        format!("{n} Practitioners on the target have {}", r.value),
+                        "name this staff member by id or NPI instead",
+                    ),
+                };
+                errors.push(Diagnostic {
+                    source: r.source.clone(),
+                    message,
+                    help: Some(help.into()),
+                });
+                None
+            }
+        };
+
+        if let Some(first) = state.roles.first() {
+            let mut d = DesiredObject {
+                kind: ObjectKind::RoleCatalog,
+                name: "roles".into(),
+                natural_key: None,
+                fields: Fields::new(),
+                field_sources: BTreeMap::new(),
+                source: first.source.clone(),
+            };
+            for r in &state.roles {
+                let mut c = serde_json::Map::new();
+                c.insert("display".into(), json!(r.display));
+                if let Some(a) = &r.abbreviation {
+                    c.insert("abbreviation".into(), json!(a));
+                }
+                if !r.auth_groups.is_empty() {
+                    c.insert("authGroups".into(), sorted_strings(r.auth_groups.clone()));
+                }
+                c.insert(
+                    "domain".into(),
+                    serde_json::to_value(r.domain).unwrap_or_default(),
+                );
+                if let Some(p) = r.privilege_level {
+                    c.insert("privilegeLevel".into(), json!(p));
+                }
+                if let Some(t) = r.role_type {
+                    c.insert("type".into(), serde_json::to_value(t).unwrap_or_default());
+                }
+                let field = concept_field(&r.code);
+                d.fields.insert(field.clone(), Value::Object(c));
+                d.field_sources.insert(field, r.source.clone());
+            }
+            out.push(d);
+        }
+        if let Some(first) = state.care_team_roles.first() {
+            let mut d = DesiredObject {
+                kind: ObjectKind::CareTeamRoleCatalog,
+                name: "care-team-roles".into(),
+                natural_key: None,
+                fields: Fields::new(),
+                field_sources: BTreeMap::new(),
+                source: first.source.clone(),
+            };
+            for r in &state.care_team_roles {
+                let field = concept_field(&r.name);
+                d.fields.insert(
+                    field.clone(),
+                    json!({"display": r.display, "system": r.system, "code": r.code}),
+                );
+                d.field_sources.insert(field, r.source.clone());
+            }
+            out.push(d);
+        }
+        for t in &state.teams {
+            let members: Vec<String> = t.members.iter().filter_map(&mut resolve).collect();
+            let mut d = DesiredObject {
+                kind: ObjectKind::Team,
+                name: t.name.clone(),
+                natural_key: Some(t.display_name.clone()),
+                fields: Fields::new(),
+                field_sources: BTreeMap::new(),
+                source: t.source.clone(),
+            };
+            d.fields.insert("name".into(), json!(t.display_name));
+            d.fields.insert(
+                "responsibilities".into(),
+                sorted_strings(t.responsibilities.iter().map(|r| r.value.code()).collect()),
+            );
+            d.fields.insert("members".into(), sorted_strings(members));
+            if let Some(r) = t.responsibilities.first() {
+                d.field_sources
+                    .insert("responsibilities".into(), r.source.clone());
+            }
+            if let Some(m) = t.members.first() {
+                d.field_sources.insert("members".into(), m.source.clone());
+            }
+            d.field_sources.insert("name".into(), t.source.clone());
+            out.push(d);
+        }
+        for a in &state.assignments {
+            let Some(practitioner) = resolve(&a.practitioner) else {
+                continue;
+            };
+            let codes: Vec<String> = a
+                .roles
+                .iter()
+                .filter_map(|r| state.role(&r.value).map(|role| role.code.clone()))
+                .collect();
+            let mut d = DesiredObject {
+                kind: ObjectKind::RoleAssignment,
+                name: a.name.clone(),
+                natural_key: None,
+                fields: Fields::new(),
+                field_sources: BTreeMap::new(),
+                source: a.source.clone(),
+            };
+            d.fields.insert("practitioner".into(), json!(practitioner));
+            d.fields.insert("roles".into(), sorted_strings(codes));
+            d.fields.insert("active".into(), json!(true));
+            d.field_sources
+                .insert("practitioner".into(), a.practitioner.source.clone());
+            if let Some(r) = a.roles.first() {
+                d.field_sources.insert("roles".into(), r.source.clone());
+            }
+            out.push(d);
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn owns(&self, project: &str, r: &Value) -> bool {
+        r.pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM)
+                    && t.get("code").and_then(Value::as_str) == Some(project)
+            })
+    }
+
+    fn identify(&self, project: &str, r: &Value) -> Result<ObservedObject, Option<ForeignObject>> {
+        let rt = r
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
+        let system = id_system(project);
+        let key = r
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.get("system").and_then(Value::as_str) == Some(system.as_str()))
+            .find_map(|i| i.get("value").and_then(Value::as_str))
+            .and_then(|v| v.split_once('/'))
+            .and_then(|(k, n)| ObjectKind::from_slug(k).map(|k| (k, n.to_owned())));
+        match key {
+            Some((kind, name))
+                if self.owns(project, r)
+                    && self.caps.of(kind).is_some_and(|c| c.resource_type == rt) =>
+            {
+                Ok(ObservedObject {
+                    kind,
+                    name,
+                    resource_type: rt.to_owned(),
+                    id: id.to_owned(),
+                    version_id: r
+                        .pointer("/meta/versionId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    last_updated: r
+                        .pointer("/meta/lastUpdated")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    fields: self.project_fields(kind, r, project),
+                })
+            }
+            _ if rt == "Group" && !self.owns(project, r) => Err(r
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| ForeignObject {
+                    kind: ObjectKind::Team,
+                    natural_key: n.to_owned(),
+                    resource_type: rt.to_owned(),
+                    id: id.to_owned(),
+                })),
+            _ => Err(None),
+        }
+    }
+
+    fn build(&self, project: &str, kind: ObjectKind, name: &str, fields: &Fields) -> Value {
+        let mut r = match kind {
+            ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
+                let (title, cs_name) = match kind {
+                    ObjectKind::RoleCatalog => ("staff roles", "StaffRoles"),
+                    _ => ("care-team roles", "CareTeamRoles"),
+                };
+                json!({
+                    "resourceType": "CodeSystem",
+                    "url": catalog_url(project, kind),
+                    "name": cs_name,
+                    "title": format!("{project} {title}"),
+                    "status": "active",
+                    "content": "complete",
+                    "caseSensitive": true,
+                    "property": property_definitions(kind),
+                })
+            }
+            ObjectKind::Team => {
+                json!({"resourceType": "Group", "type": "practitioner", "actual": true})
+            }
+            ObjectKind::RoleAssignment => json!({"resourceType": "PractitionerRole"}),
+        };
+        r["meta"] = json!({"tag": [tag(project)]});
+        r["identifier"] = json!([identifier(project, kind, name)]);
+        let set: BTreeMap<String, Option<Value>> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        self.merge_with_project(kind, &r, &set, project)
+    }
+
+    fn merge(
+        &self,
+        kind: ObjectKind,
+        live: &Value,
+        fields: &BTreeMap<String, Option<Value>>,
+    ) -> Value {
+        // The project is recorded in the resource's own tag.
+        let project = live
+            .pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|t| t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM))
+            .and_then(|t| t.get("code").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_owned();
+        self.merge_with_project(kind, live, fields, &project)
+    }
+
+    fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query {
+        let rt = self
+            .caps
+            .of(kind)
+            .map(|c| c.resource_type)
+            .unwrap_or("Basic");
+        Query::new(rt).param(
+            "identifier",
+            format!("{}|{}/{name}", id_system(project), kind.slug()),
+        )
+    }
+}
+
+impl R4 {
+    fn merge_with_project(
+        &self,
+        kind: ObjectKind,
+        live: &Value,
+        fields: &BTreeMap<String, Option<Value>>,
+        project: &str,
+    ) -> Value {
+        let mut r = live.clone();
+        match kind {
+            ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
+                let mut concepts: BTreeMap<String, Value> = r
+                    .get("concept")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| {
+                        c.get("code")
+                            .and_then(Value::as_str)
+                            .map(|k| (k.to_owned(), c.clone()))
+                    })
+                    .collect();
+                for (field, value) in fields {
+                    let Some(code) = concept_code(field) else {
+                        continue;
+                    };
+                    match value {
+                        Some(v) => {
+                            let mut c = write_concept(code, v);
+                            // keep anything careplane does not manage on the concept
+                            if let Some(old) = concepts.get(code).and_then(Value::as_object) {
+                                for (k, v) in old {
+                                    if !matches!(k.as_str(), "code" | "display" | "property") {
+                                        c[k.as_str()] = v.clone();
+                                    }
+                                }
+                            }
+                            concepts.insert(code.to_owned(), c);
+                        }
+                        None => {
+                            concepts.remove(code);
+                        }
+                    }
+                }
+                r["concept"] = Value::Array(concepts.into_values().collect());
+                r["count"] = json!(r["concept"].as_array().map_or(0, Vec::len));
+            }
+            ObjectKind::Team => {
+                if let Some(v) = fields.get("name") {
+                    r["name"] = v.clone().unwrap_or(Value::Null);
+                }
+                if let Some(v) = fields.get("responsibilities") {
+                    let want = str_list(v.as_ref());
+                    let mut chars: Vec<Value> = r
+                        .get("characteristic")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| !is_responsibility(c))
+                        .cloned()
+                        .collect();
+                    chars.extend(want.iter().map(|c| responsibility_json(c)));
+                    set_or_remove(&mut r, "characteristic", chars);
+                }
+                if let Some(v) = fields.get("members") {
+                    let want = str_list(v.as_ref());
+                    let old: Vec<Value> = r
+                        .get("member")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut members: Vec<Value> = old
+                        .into_iter()
+                        .filter(|m| {
+                            m.pointer("/entity/reference")
+                                .and_then(Value::as_str)
+                                .is_some_and(|x| want.iter().any(|w| w == x))
+                        })
+                        .collect();
+                    for w in &want {
+                        let present = members.iter().any(|m| {
+                            m.pointer("/entity/reference").and_then(Value::as_str) == Some(w)
+                        });
+                        if !present {
+                            members.push(json!({"entity": {"reference": w}}));
+                        }
+                    }
+                    set_or_remove(&mut r, "member", members);
+                }
+            }
+            ObjectKind::RoleAssignment => {
+                if let Some(v) = fields.get("practitioner") {
+                    match v.as_ref().and_then(Value::as_str) {
+                        Some(p) => r["practitioner"] = json!({"reference": p}),
+                        None => {
+                            r.as_object_mut().map(|o| o.remove("practitioner"));
+                        }
+                    }
+                }
+                if let Some(v) = fields.get("active") {
+                    r["active"] = v.clone().unwrap_or(json!(true));
+                }
+                if let Some(v) = fields.get("roles") {
+                    let system = Self::role_codes_system(project);
+                    let mut codes: Vec<Value> = r
+                        .get("code")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|cc| {
+                            !cc.get("coding")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .any(|c| {
+                                    c.get("system").and_then(Value::as_str) == Some(system.as_str())
+                                })
+                        })
+                        .cloned()
+                        .collect();
+                    codes.extend(
+                        str_list(v.as_ref())
+                            .into_iter()
+                            .map(|c| json!({"coding": [{"system": system, "code": c}]})),
+                    );
+                    set_or_remove(&mut r, "code", codes);
+                }
+            }
+        }
+        r
+    }
+}
+
+fn set_or_remove(r: &mut Value, key: &str, list: Vec<Value>) {
+    if let Some(o) = r.as_object_mut() {
+        if list.is_empty() {
+            o.remove(key);
+        } else {
+            o.insert(key.to_owned(), Value::Array(list));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_then_project_round_trips_every_kind() {
+        let d = R4::default();
+        let cases: Vec<(ObjectKind, Fields)> = vec![
+            (
+                ObjectKind::Team,
+                Fields::from([
+                    ("name".into(), json!("Care Coordinators")),
+                    (
+                        "responsibilities".into(),
+                        json!(["COORDINATE_REFERRALS_FOR_PATIENT", "REVIEW_COVERAGES"]),
+                    ),
+                    (
+                        "members".into(),
+                        json!(["Practitioner/a", "Practitioner/b"]),
+                    ),
+                ]),
+            ),
+            (
+                ObjectKind::RoleAssignment,
+                Fields::from([
+                    ("practitioner".into(), json!("Practitioner/a")),
+                    ("roles".into(), json!(["MD", "RN"])),
+                    ("active".into(), json!(true)),
+                ]),
+            ),
+            (
+                ObjectKind::RoleCatalog,
+                Fields::from([(
+                    "concept[MD]".into(),
+                    json!({"display":"Physician","domain":"clinical","authGroups":["a","b"],"privilegeLevel":9,"type":"provider"}),
+                )]),
+            ),
+            (
+                ObjectKind::CareTeamRoleCatalog,
+                Fields::from([(
+                    "concept[pcp]".into(),
+                    json!({"display":"Primary care provider","system":"http://snomed.info/sct","code":"453231000124104"}),
+                )]),
+            ),
+        ];
+        for (kind, fields) in cases {
+            let r = d.build("p", kind, "x", &fields);
+            let seen = d.identify("p", &r).expect("owned");
+            assert_eq!(seen.kind, kind);
+            assert_eq!(seen.name, "x");
+            assert_eq!(seen.fields, fields, "{kind}");
+        }
+    }
+
+    #[test]
+    fn merge_keeps_what_careplane_does_not_manage() {
+        let d = R4::default();
+        let live = json!({"resourceType":"Group","id":"g","type":"practitioner","actual":true,"name":"A",
+            "meta":{"tag":[{"system":TAG_SYSTEM,"code":"p"}]},
+            "extension":[{"url":"urn:x","valueString":"keep"}],
+            "characteristic":[{"code":{"text":"shift"},"valueBoolean":true,"exclude":false},
+                              responsibility_json("REVIEW_COVERAGES")],
+            "member":[{"entity":{"reference":"Practitioner/a"},"period":{"start":"2020-01-01"}},
+                      {"entity":{"reference":"Practitioner/b"}}]});
+        let changes = BTreeMap::from([
+            (
+                "members".to_owned(),
+                Some(json!(["Practitioner/a", "Practitioner/c"])),
+            ),
+            ("responsibilities".to_owned(), Some(json!([]))),
+        ]);
+        let out = d.merge(ObjectKind::Team, &live, &changes);
+        assert_eq!(out["extension"], live["extension"]);
+        assert_eq!(out["characteristic"], json!([live["characteristic"][0]]));
+        assert_eq!(out["member"][0], live["member"][0], "member period kept");
+        assert_eq!(out["member"][1]["entity"]["reference"], "Practitioner/c");
+        assert_eq!(out["member"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unowned_groups_are_foreign_not_owned() {
+        let d = R4::default();
+        let g = json!({"resourceType":"Group","id":"g","type":"practitioner","actual":true,"name":"Front Desk",
+            "identifier":[{"system":id_system("p"),"value":"team/front-desk"}]});
+        match d.identify("p", &g) {
+            Err(Some(f)) => assert_eq!(f.natural_key, "Front Desk"),
+            other => panic!("expected foreign, got {other:?}"),
+        }
+    }
+}

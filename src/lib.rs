@@ -1,0 +1,19 @@
+//! careplane: team-based-care configuration as code for FHIR servers.
+//!
+//! The data flows one way, one module per stage:
+//! [`manifest`] (YAML → validated [`model`]) → [`observe`] (live state, through
+//! [`fhir`] and a [`dialect`]) → [`diff`] → [`plan`] → [`apply`] → [`render`].
+//! [`ops`] strings the stages together for the commands in [`cli`].
+
+pub mod apply;
+pub mod cli;
+pub mod dialect;
+pub mod diff;
+pub mod fhir;
+pub mod manifest;
+pub mod model;
+pub mod observe;
+pub mod ops;
+pub mod plan;
+pub mod render;
+pub mod target;

@@ -1,0 +1,599 @@
+//! Stage 1: manifests → desired model.
+//!
+//! Reads every `*.yaml`/`*.yml` file under a directory, checks each document against the
+//! JSON Schema, then checks what a schema cannot (duplicates, cross references, one team
+//! per responsibility) and builds the [`DesiredState`]. Every problem is a [`Diagnostic`]
+//! naming `file:line:col`; nothing here touches the network, so a manifest error can never
+//! reach a server.
+
+pub mod schema;
+pub mod types;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
+use types::{
+    CareTeamRoleSpec, Metadata, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec, RoleSpec,
+    TargetType, TeamSpec,
+};
+use yaml::{Document, Pos};
+
+/// One problem in the manifests, with where it is and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub source: Source,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// Everything wrong with a manifest directory, plus the file texts for rendering snippets.
+#[derive(Debug, thiserror::Error)]
+#[error("{} error(s) in the manifests", diagnostics.len())]
+pub struct ManifestErrors {
+    pub diagnostics: Vec<Diagnostic>,
+    pub files: BTreeMap<String, String>,
+}
+
+/// Errors that stop loading before any document is read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read manifest directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no manifest files (*.yaml, *.yml) found under {0}")]
+    Empty(PathBuf),
+    #[error(transparent)]
+    Invalid(#[from] ManifestErrors),
+}
+
+/// The validated manifests.
+#[derive(Clone, Debug)]
+pub struct Manifests {
+    pub dir: PathBuf,
+    pub desired: DesiredState,
+    pub project: ProjectSpec,
+    /// `sha256:` over every manifest file's path and bytes: a saved plan remembers it.
+    pub checksum: String,
+    pub files: BTreeMap<String, String>,
+}
+
+/// Load and validate every manifest under `dir`.
+pub fn load(dir: &Path) -> Result<Manifests, LoadError> {
+    let mut paths = Vec::new();
+    collect_files(dir, dir, &mut paths)?;
+    if paths.is_empty() {
+        return Err(LoadError::Empty(dir.to_path_buf()));
+    }
+    paths.sort();
+    let mut files = BTreeMap::new();
+    for rel in &paths {
+        let full = dir.join(rel);
+        let text = std::fs::read_to_string(&full).map_err(|source| LoadError::Io {
+            path: full.clone(),
+            source,
+        })?;
+        files.insert(rel.to_string_lossy().replace('\\', "/"), text);
+    }
+    let checksum = checksum(&files);
+    let default_project = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| sanitize_name(&n))
+        .unwrap_or_else(|| "careplane".into());
+    match build(&files, &default_project) {
+        Ok((desired, project)) => Ok(Manifests {
+            dir: dir.to_path_buf(),
+            desired,
+            project,
+            checksum,
+            files,
+        }),
+        Err(diagnostics) => Err(LoadError::Invalid(ManifestErrors { diagnostics, files })),
+    }
+}
+
+/// `sha256:<hex>` over the manifest files (path, NUL, bytes, NUL), in path order.
+pub fn checksum(files: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (path, text) in files {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    format!("sha256:{:x}", h.finalize())
+}
+
+fn sanitize_name(s: &str) -> String {
+    let mut out: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    out = out.trim_matches('-').to_owned();
+    if out.is_empty() {
+        "careplane".into()
+    } else {
+        out
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| LoadError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// One parsed document and the file it came from.
+struct Doc<'a> {
+    file: &'a str,
+    doc: Document,
+}
+
+impl Doc<'_> {
+    fn at(&self, pointer: &str) -> Source {
+        self.source(self.doc.pos_of(pointer))
+    }
+    fn key_at(&self, pointer: &str) -> Source {
+        self.source(self.doc.key_pos_of(pointer))
+    }
+    fn source(&self, pos: Pos) -> Source {
+        Source {
+            file: self.file.to_owned(),
+            line: pos.line,
+            col: pos.col,
+        }
+    }
+}
+
+struct Checker {
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn error(&mut self, source: Source, message: impl Into<String>, help: impl Into<String>) {
+        let help: String = help.into();
+        self.diags.push(Diagnostic {
+            source,
+            message: message.into(),
+            help: (!help.is_empty()).then_some(help),
+        });
+    }
+}
+
+fn schema_help(message: &str) -> String {
+    if message.contains("is not one of") {
+        "use one of the listed values (`careplane schema` prints them all)".into()
+    } else if message.contains("Additional properties") || message.contains("unexpected") {
+        "remove the field or fix its spelling; `careplane schema` lists the allowed fields".into()
+    } else if message.contains("is a required property") {
+        "add the missing field".into()
+    } else if message.contains("does not match") {
+        "names use lowercase letters, digits and dashes, e.g. `care-coordinators`".into()
+    } else {
+        "see `careplane schema` for what this field accepts".into()
+    }
+}
+
+/// Parse, schema-check and cross-check all documents.
+fn build(
+    files: &BTreeMap<String, String>,
+    default_project: &str,
+) -> Result<(DesiredState, ProjectSpec), Vec<Diagnostic>> {
+    let mut ck = Checker { diags: Vec::new() };
+    let validators = schema::KindValidators::new();
+    let mut docs = Vec::new();
+    for (file, text) in files {
+        match yaml::parse_documents(text) {
+            Ok(parsed) => docs.extend(parsed.into_iter().map(|doc| Doc { file, doc })),
+            Err(e) => {
+                let pos = e.pos.unwrap_or(Pos { line: 1, col: 1 });
+                ck.error(
+                    Source {
+                        file: file.clone(),
+                        line: pos.line,
+                        col: pos.col,
+                    },
+                    format!("invalid YAML: {}", e.message),
+                    "fix the YAML syntax; each key may appear once per mapping",
+                );
+            }
+        }
+    }
+
+    // Schema first; documents that fail it are not cross-checked (their shape is unknown).
+    let mut valid = Vec::new();
+    for d in docs {
+        let errors = validators.errors(&d.doc.value);
+        if errors.is_empty() {
+            valid.push(d);
+            continue;
+        }
+        for (pointer, message) in errors {
+            let source = match unexpected_field(&message) {
+                Some(field) => d.key_at(&format!("{pointer}/{}", field.replace('/', "~1"))),
+                None => d.at(&pointer),
+            };
+            let what = if pointer.is_empty() {
+                String::new()
+            } else {
+                format!("{pointer}: ")
+            };
+            let help = schema_help(&message);
+            ck.error(source, format!("{what}{message}"), help);
+        }
+    }
+
+    let mut desired = DesiredState::default();
+    let mut project: Option<(ProjectSpec, String, Source)> = None;
+    let mut names: HashMap<(String, String), Source> = HashMap::new();
+    for d in &valid {
+        let kind = d.doc.value["kind"].as_str().unwrap_or_default().to_owned();
+        let metadata: Metadata = match serde_json::from_value(d.doc.value["metadata"].clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                ck.error(d.at("/metadata"), e.to_string(), "");
+                continue;
+            }
+        };
+        let name_src = d.at("/metadata/name");
+        if let Some(first) = names.insert((kind.clone(), metadata.name.clone()), name_src.clone()) {
+            ck.error(
+                name_src.clone(),
+                format!(
+                    "duplicate {kind} name '{}' (first declared at {first})",
+                    metadata.name
+                ),
+                "give each object of a kind its own metadata.name, or merge the two",
+            );
+            continue;
+        }
+        let spec = d.doc.value["spec"].clone();
+        let doc_src = d.at("");
+        macro_rules! typed {
+            ($t:ty) => {
+                match serde_json::from_value::<$t>(spec.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        ck.error(d.at("/spec"), format!("invalid spec: {e}"), "");
+                        continue;
+                    }
+                }
+            };
+        }
+        match kind.as_str() {
+            "Project" => {
+                let spec = typed!(ProjectSpec);
+                if let Some((_, _, first)) = &project {
+                    ck.error(
+                        doc_src.clone(),
+                        format!("a second Project document (the first is at {first})"),
+                        "keep one Project document per manifest directory",
+                    );
+                    continue;
+                }
+                check_project(&mut ck, d, &spec);
+                project = Some((spec, metadata.name.clone(), doc_src));
+            }
+            "Role" => {
+                let spec = typed!(RoleSpec);
+                desired.roles.push(Role {
+                    name: metadata.name,
+                    code: spec.code,
+                    display: spec.display,
+                    abbreviation: spec.abbreviation,
+                    domain: spec.domain,
+                    privilege_level: spec.privilege_level,
+                    role_type: spec.role_type,
+                    auth_groups: spec.auth_groups,
+                    source: name_src,
+                });
+            }
+            "CareTeamRole" => {
+                let spec = typed!(CareTeamRoleSpec);
+                desired.care_team_roles.push(CareTeamRole {
+                    name: metadata.name,
+                    system: spec.code.system,
+                    code: spec.code.code,
+                    display: spec.code.display,
+                    source: d.at("/spec/code/code"),
+                });
+            }
+            "Team" => {
+                let spec = typed!(TeamSpec);
+                desired.teams.push(Team {
+                    display_name: spec.display_name.unwrap_or_else(|| metadata.name.clone()),
+                    name: metadata.name,
+                    responsibilities: spec
+                        .responsibilities
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, value)| Located {
+                            value,
+                            source: d.at(&format!("/spec/responsibilities/{i}")),
+                        })
+                        .collect(),
+                    members: spec
+                        .members
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, value)| Located {
+                            value,
+                            source: d.at(&format!("/spec/members/{i}")),
+                        })
+                        .collect(),
+                    source: name_src,
+                });
+            }
+            "RoleAssignment" => {
+                let spec = typed!(RoleAssignmentSpec);
+                desired.assignments.push(RoleAssignment {
+                    name: metadata.name,
+                    practitioner: Located {
+                        value: spec.practitioner,
+                        source: d.at("/spec/practitioner"),
+                    },
+                    roles: spec
+                        .roles
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, value)| Located {
+                            value,
+                            source: d.at(&format!("/spec/roles/{i}")),
+                        })
+                        .collect(),
+                    source: name_src,
+                });
+            }
+            k if RESERVED_KINDS.contains(&k) => ck.error(
+                d.at("/kind"),
+                format!("kind {k} is reserved for rule support, which this version of careplane does not apply"),
+                "remove the document for now; it would otherwise be silently ignored",
+            ),
+            _ => {}
+        }
+    }
+    check_cross_references(&mut ck, &desired);
+    let (project, name) = match project {
+        Some((spec, name, _)) => (spec, name),
+        None => (ProjectSpec::default_spec(), default_project.to_owned()),
+    };
+    desired.project = name;
+    if ck.diags.is_empty() {
+        Ok((desired, project))
+    } else {
+        ck.diags.sort_by(|a, b| a.source.cmp(&b.source));
+        ck.diags.dedup();
+        Err(ck.diags)
+    }
+}
+
+impl ProjectSpec {
+    fn default_spec() -> Self {
+        ProjectSpec {
+            default_target: None,
+            targets: BTreeMap::new(),
+        }
+    }
+}
+
+/// The property name in a jsonschema "Additional properties are not allowed ('x' was
+/// unexpected)" message, to point at the key rather than the enclosing object.
+fn unexpected_field(message: &str) -> Option<String> {
+    if !message.contains("unexpected") {
+        return None;
+    }
+    let start = message.find('\'')? + 1;
+    let end = start + message[start..].find('\'')?;
+    Some(message[start..end].to_owned())
+}
+
+fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
+    for (name, t) in &spec.targets {
+        let at = d.at(&format!("/spec/targets/{name}"));
+        match t.target_type {
+            TargetType::File if t.path.is_none() => ck.error(
+                at,
+                format!("target '{name}' has type file but no path"),
+                "add `path:` (the store directory, relative to the manifests)",
+            ),
+            TargetType::Fhir if t.url.is_none() => ck.error(
+                at,
+                format!("target '{name}' has type fhir but no url"),
+                "add `url:` with the FHIR base URL",
+            ),
+            TargetType::Fhir => {
+                let url = t.url.as_deref().unwrap_or_default();
+                if url::Url::parse(url).is_err() {
+                    ck.error(
+                        d.at(&format!("/spec/targets/{name}/url")),
+                        format!("target '{name}': '{url}' is not a URL"),
+                        "write the base URL, e.g. https://fhir.example.org/r4",
+                    );
+                }
+            }
+            _ => {}
+        }
+        if let Some(auth) = &t.auth
+            && auth.bearer_token_env.is_some()
+            && auth.oauth2.is_some()
+        {
+            ck.error(
+                d.at(&format!("/spec/targets/{name}/auth")),
+                format!("target '{name}' names both a bearer token and OAuth2"),
+                "keep one of bearerTokenEnv and oauth2",
+            );
+        }
+    }
+    if let Some(default) = &spec.default_target
+        && !spec.targets.contains_key(default)
+    {
+        ck.error(
+            d.at("/spec/defaultTarget"),
+            format!("defaultTarget '{default}' is not one of the targets"),
+            "name a target declared under spec.targets",
+        );
+    }
+}
+
+fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
+    let mut codes: HashMap<&str, &Source> = HashMap::new();
+    for r in &desired.roles {
+        if let Some(first) = codes.insert(&r.code, &r.source) {
+            ck.error(
+                r.source.clone(),
+                format!(
+                    "role code '{}' is already used by the role at {first}",
+                    r.code
+                ),
+                "role codes are unique; give this role another code",
+            );
+        }
+    }
+    let mut ctr: HashMap<(&str, &str), &Source> = HashMap::new();
+    for r in &desired.care_team_roles {
+        if let Some(first) = ctr.insert((&r.system, &r.code), &r.source) {
+            ck.error(
+                r.source.clone(),
+                format!(
+                    "care-team role code {}|{} is already declared at {first}",
+                    r.system, r.code
+                ),
+                "each care-team role needs its own code",
+            );
+        }
+    }
+    let mut owners: HashMap<_, (&str, &Source)> = HashMap::new();
+    let mut display: HashMap<&str, &Source> = HashMap::new();
+    for t in &desired.teams {
+        if let Some(first) = display.insert(&t.display_name, &t.source) {
+            ck.error(
+                t.source.clone(),
+                format!(
+                    "team name '{}' is already used by the team at {first}",
+                    t.display_name
+                ),
+                "staff tell teams apart by name; choose another displayName",
+            );
+        }
+        for r in &t.responsibilities {
+            match owners.get(&r.value) {
+                Some((team, first)) if *team == t.name => ck.error(
+                    r.source.clone(),
+                    format!(
+                        "responsibility {} is listed twice (first at {first})",
+                        r.value.code()
+                    ),
+                    "remove the repeated entry",
+                ),
+                Some((team, first)) => ck.error(
+                    r.source.clone(),
+                    format!(
+                        "responsibility {} is already claimed by team '{team}' at {first}",
+                        r.value.code()
+                    ),
+                    "a responsibility belongs to one team only: remove it from one of the teams",
+                ),
+                None => {
+                    owners.insert(r.value, (&t.name, &r.source));
+                }
+            }
+        }
+        let mut members: HashMap<_, &Source> = HashMap::new();
+        for m in &t.members {
+            if let Some(first) = members.insert(&m.value, &m.source) {
+                ck.error(
+                    m.source.clone(),
+                    format!(
+                        "{} is listed twice in team '{}' (first at {first})",
+                        m.value, t.name
+                    ),
+                    "remove the repeated member",
+                );
+            }
+        }
+    }
+    let mut staff: HashMap<_, &Source> = HashMap::new();
+    for a in &desired.assignments {
+        if let Some(first) = staff.insert(&a.practitioner.value, &a.practitioner.source) {
+            ck.error(
+                a.practitioner.source.clone(),
+                format!(
+                    "{} already has a RoleAssignment at {first}",
+                    a.practitioner.value
+                ),
+                "list all of a staff member's roles in one RoleAssignment",
+            );
+        }
+        let mut seen: HashMap<&str, &Source> = HashMap::new();
+        for r in &a.roles {
+            if desired.role(&r.value).is_none() {
+                let known: Vec<&str> = desired.roles.iter().map(|r| r.name.as_str()).collect();
+                ck.error(
+                    r.source.clone(),
+                    format!("role '{}' is not declared", r.value),
+                    if known.is_empty() {
+                        "declare it with a `kind: Role` document".to_owned()
+                    } else {
+                        format!(
+                            "declare a Role named '{}' or use one of: {}",
+                            r.value,
+                            known.join(", ")
+                        )
+                    },
+                );
+            }
+            if let Some(first) = seen.insert(&r.value, &r.source) {
+                ck.error(
+                    r.source.clone(),
+                    format!("role '{}' is listed twice (first at {first})", r.value),
+                    "remove the repeated role",
+                );
+            }
+        }
+    }
+}
+
+/// Parse the manifests in memory (for tests and `careplane test`): `files` maps relative
+/// paths to YAML text.
+pub fn load_from_memory(
+    files: BTreeMap<String, String>,
+    project: &str,
+) -> Result<Manifests, ManifestErrors> {
+    let checksum = checksum(&files);
+    match build(&files, project) {
+        Ok((desired, project)) => Ok(Manifests {
+            dir: PathBuf::from("."),
+            desired,
+            project,
+            checksum,
+            files,
+        }),
+        Err(diagnostics) => Err(ManifestErrors { diagnostics, files }),
+    }
+}

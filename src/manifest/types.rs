@@ -1,0 +1,184 @@
+//! The manifest document types: one `spec` struct per kind. These are the single source of
+//! the JSON Schema (`careplane schema`) and of typed deserialization, so the editor, the
+//! schema check and the semantic check all agree.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{PractitionerRef, Responsibility, RoleDomain, RoleType};
+
+pub const API_VERSION: &str = "careplane.dev/v1";
+
+/// Kinds careplane knows. The last three are reserved for rule support.
+pub const KINDS: &[&str] = &[
+    "Project",
+    "Role",
+    "CareTeamRole",
+    "Team",
+    "RoleAssignment",
+    "PatientGroup",
+    "CareTeamAssignment",
+    "RoutingRule",
+];
+pub const RESERVED_KINDS: &[&str] = &["PatientGroup", "CareTeamAssignment", "RoutingRule"];
+
+/// Every document's `metadata`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Stable name of the object: lowercase letters, digits and dashes. Renaming it is
+    /// a delete plus a create; change `displayName` instead to rename what staff see.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// Free text for reviewers; never sent to the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A staff role (Canvas: Settings → Roles).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// Internal code, unique in the organisation (e.g. `MD`, `RN`, `MA`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,32}$"))]
+    pub code: String,
+    /// Display name.
+    #[schemars(length(min = 1))]
+    pub display: String,
+    /// Public abbreviation shown after staff names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abbreviation: Option<String>,
+    pub domain: RoleDomain,
+    /// Domain privilege level; the highest a staff member holds decides their abbreviation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub privilege_level: Option<i64>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub role_type: Option<RoleType>,
+    /// Auth groups staff receive when the role is given to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_groups: Vec<String>,
+}
+
+/// A coded concept.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Coding {
+    /// Code system URI; SNOMED CT when omitted.
+    #[serde(default = "snomed")]
+    pub system: String,
+    #[schemars(length(min = 1))]
+    pub code: String,
+    #[schemars(length(min = 1))]
+    pub display: String,
+}
+
+pub fn snomed() -> String {
+    "http://snomed.info/sct".into()
+}
+
+/// The role a staff member plays in a patient's care (Canvas: Settings → Care Team Roles).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CareTeamRoleSpec {
+    pub code: Coding,
+}
+
+/// A team: a group of staff that owns responsibilities (Canvas: Settings → Teams).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TeamSpec {
+    /// The team's name as staff see it. Defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub display_name: Option<String>,
+    /// Responsibilities; each may belong to one team only.
+    #[serde(default)]
+    pub responsibilities: Vec<Responsibility>,
+    /// Staff on the team, by NPI, email or id.
+    #[serde(default)]
+    pub members: Vec<PractitionerRef>,
+}
+
+/// Gives one staff member their roles.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignmentSpec {
+    pub practitioner: PractitionerRef,
+    /// Names (`metadata.name`) of declared roles.
+    #[schemars(length(min = 1))]
+    pub roles: Vec<String>,
+}
+
+/// Reserved kinds: accepted by the schema so editors know them; the rules engine is not
+/// part of this version, and `validate` says so.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReservedSpec(pub serde_json::Map<String, serde_json::Value>);
+
+/// The project file (`careplane.yaml`): project name and targets.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProjectSpec {
+    /// Target used when `--target` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_target: Option<String>,
+    /// Named targets.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetType {
+    /// A directory of NDJSON files, one per resource type (the embedded default).
+    File,
+    /// A FHIR R4 server over HTTP.
+    Fhir,
+}
+
+/// Where careplane plans and applies. Secrets are named by environment variable, never
+/// written here.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetSpec {
+    #[serde(rename = "type")]
+    pub target_type: TargetType,
+    /// `file` targets: the store directory, relative to the manifest directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `fhir` targets: the FHIR base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Maximum concurrent writes during apply (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32))]
+    pub concurrency: Option<u32>,
+}
+
+/// How to authenticate to a `fhir` target.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Environment variable holding a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// OAuth2 client credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Spec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OAuth2Spec {
+    pub token_url: String,
+    /// Environment variable holding the client id.
+    pub client_id_env: String,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}

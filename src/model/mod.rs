@@ -1,0 +1,162 @@
+//! The desired state: what the manifests ask for, validated and cross-referenced.
+//!
+//! Nothing in here knows about FHIR. Every object remembers the manifest position it came
+//! from (`Source`), which becomes the *reason* of any change it causes.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A manifest position, `file:line:col`, with the file relative to the manifest directory.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct Source {
+    pub file: String,
+    pub line: u64,
+    pub col: u64,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// A value and where in the manifests it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// How a manifest names a staff member. careplane looks staff up; it never creates them.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PractitionerRef {
+    /// National Provider Identifier (identifier system `http://hl7.org/fhir/sid/us-npi`).
+    Npi(String),
+    /// Work email (`telecom` with system `email`).
+    Email(String),
+    /// The server's Practitioner id.
+    Id(String),
+}
+
+impl fmt::Display for PractitionerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PractitionerRef::Npi(v) => write!(f, "npi {v}"),
+            PractitionerRef::Email(v) => write!(f, "email {v}"),
+            PractitionerRef::Id(v) => write!(f, "id {v}"),
+        }
+    }
+}
+
+/// Team responsibilities, as Canvas defines them: each drives where automated tasks go.
+/// A responsibility belongs to at most one team.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Responsibility {
+    CollectSpecimensFromPatient,
+    CommunicateDiagnosticResultsToPatient,
+    CoordinateReferralsForPatient,
+    ProcessRefillRequests,
+    ProcessChangeRequests,
+    ScheduleLabVisitsForPatient,
+    PopulationHealthCampaignOutreach,
+    CollectPatientPayments,
+    CompleteOpenLabOrders,
+    ReviewEraPostingExceptions,
+    ReviewCoverages,
+}
+
+impl Responsibility {
+    pub fn code(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Role domain: administrative staff cannot join patient care teams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleDomain {
+    Clinical,
+    Administrative,
+    Hybrid,
+}
+
+/// Role type: providers can prescribe and order labs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleType {
+    NonLicensed,
+    Licensed,
+    Provider,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Role {
+    pub name: String,
+    /// The role's internal code (e.g. `MD`, `RN`), unique in the organisation.
+    pub code: String,
+    pub display: String,
+    pub abbreviation: Option<String>,
+    pub domain: RoleDomain,
+    pub privilege_level: Option<i64>,
+    pub role_type: Option<RoleType>,
+    pub auth_groups: Vec<String>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CareTeamRole {
+    pub name: String,
+    pub system: String,
+    pub code: String,
+    pub display: String,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Team {
+    pub name: String,
+    /// The team's name as staff see it; defaults to `name`.
+    pub display_name: String,
+    pub responsibilities: Vec<Located<Responsibility>>,
+    pub members: Vec<Located<PractitionerRef>>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleAssignment {
+    pub name: String,
+    pub practitioner: Located<PractitionerRef>,
+    /// Names of declared roles.
+    pub roles: Vec<Located<String>>,
+    pub source: Source,
+}
+
+/// Everything the manifests declare, after validation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredState {
+    /// The project name: the ownership tag on everything careplane writes.
+    pub project: String,
+    pub roles: Vec<Role>,
+    pub care_team_roles: Vec<CareTeamRole>,
+    pub teams: Vec<Team>,
+    pub assignments: Vec<RoleAssignment>,
+}
+
+impl DesiredState {
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+}

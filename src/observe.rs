@@ -1,0 +1,63 @@
+//! Stage 3: observe live state.
+//!
+//! Runs the dialect's searches (one paged search per resource type, concurrently), then
+//! sorts what comes back into objects careplane owns, look-alikes it does not own, and the
+//! staff directory used to resolve practitioner references.
+
+use crate::dialect::{Dialect, ForeignObject, ObservedObject, Purpose, StaffIndex};
+use crate::fhir::{FhirError, Store};
+
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub owned: Vec<ObservedObject>,
+    pub foreign: Vec<ForeignObject>,
+    pub staff: StaffIndex,
+    /// How many searches were run.
+    pub searches: usize,
+}
+
+pub async fn observe(
+    store: &Store,
+    dialect: &dyn Dialect,
+    project: &str,
+) -> Result<Observed, FhirError> {
+    let queries = dialect.queries(project);
+    let results = futures::future::join_all(queries.iter().map(|(_, q)| store.search(q))).await;
+    let mut observed = Observed {
+        searches: queries.len(),
+        ..Observed::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for ((purpose, _), result) in queries.iter().zip(results) {
+        let resources = result?;
+        match purpose {
+            Purpose::Staff => observed.staff = StaffIndex::from_practitioners(&resources),
+            Purpose::Objects => {
+                for r in &resources {
+                    let key = (
+                        r.get("resourceType")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        r.get("id")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                    if !seen.insert(key) {
+                        continue;
+                    }
+                    match dialect.identify(project, r) {
+                        Ok(o) => observed.owned.push(o),
+                        Err(Some(f)) => observed.foreign.push(f),
+                        Err(None) => {}
+                    }
+                }
+            }
+        }
+    }
+    observed
+        .owned
+        .sort_by(|a, b| (a.kind, &a.name, &a.id).cmp(&(b.kind, &b.name, &b.id)));
+    Ok(observed)
+}

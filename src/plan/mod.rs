@@ -1,0 +1,209 @@
+//! The plan: the one data type that flows from diff to the plan file, to apply and to the
+//! renderers.
+//!
+//! A [`Change`] says what will happen (`action`), to what (`target`), field by field
+//! (`fields`, before → after), and why (`reason`: the manifest position and the rule). The
+//! reason only explains; what apply acts on is recorded separately (`precondition`: the
+//! version or last-modified time seen when planning, and whether the object must still be
+//! absent).
+
+pub mod file;
+pub mod schema;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dialect::ObjectKind;
+use crate::model::Source;
+
+pub const FORMAT: &str = "careplane-plan";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    /// The target cannot make this change through its API: a person must (checklist).
+    Manual,
+    NoOp,
+}
+
+impl Action {
+    /// One-character symbol, as in the human plan.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Manual => "!",
+            Action::NoOp => "=",
+        }
+    }
+    pub fn is_change(self) -> bool {
+        !matches!(self, Action::NoOp)
+    }
+}
+
+/// The object a change is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Target {
+    pub kind: ObjectKind,
+    /// Manifest name (`metadata.name`), or the catalog's name.
+    pub name: String,
+    pub resource_type: String,
+    /// Server id; absent for creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} '{}' ({}",
+            self.kind.label(),
+            self.name,
+            self.resource_type
+        )?;
+        match &self.id {
+            Some(id) => write!(f, "/{id})"),
+            None => write!(f, ", new)"),
+        }
+    }
+}
+
+/// One managed field, before and after. `None` = absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// The manifest position that asks for the `after` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// Why a change is planned: for people, never for apply's decisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reason {
+    /// The manifest position that declares the object (absent for deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// The rule that produced the change, in words.
+    pub rule: String,
+}
+
+/// What apply requires before it writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Precondition {
+    /// `meta.versionId` seen when planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// `meta.lastUpdated` seen when planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
+    /// The object must still not exist (creates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Change {
+    pub action: Action,
+    pub target: Target,
+    pub fields: Vec<FieldChange>,
+    pub reason: Reason,
+    pub precondition: Precondition,
+}
+
+/// An owned object that left the manifests and is kept because `--prune` was not given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Orphan {
+    pub target: Target,
+}
+
+/// Where the plan was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetInfo {
+    /// Target name from the project file (or `server` for `--server`).
+    pub name: String,
+    /// Dialect (`fhir-r4`).
+    pub dialect: String,
+    /// Base URL or store directory (never credentials).
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub manual: usize,
+    pub no_op: usize,
+    pub orphaned: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    pub format: String,
+    pub format_version: u32,
+    pub careplane_version: String,
+    pub project: String,
+    pub target: TargetInfo,
+    /// Checksum of the manifests the plan was made from.
+    pub manifests_checksum: String,
+    pub prune: bool,
+    pub summary: Summary,
+    pub changes: Vec<Change>,
+    pub orphans: Vec<Orphan>,
+}
+
+impl Plan {
+    pub fn new(
+        project: &str,
+        target: TargetInfo,
+        manifests_checksum: &str,
+        prune: bool,
+        changes: Vec<Change>,
+        orphans: Vec<Orphan>,
+    ) -> Self {
+        let mut summary = Summary {
+            orphaned: orphans.len(),
+            ..Summary::default()
+        };
+        for c in &changes {
+            match c.action {
+                Action::Create => summary.create += 1,
+                Action::Update => summary.update += 1,
+                Action::Delete => summary.delete += 1,
+                Action::Manual => summary.manual += 1,
+                Action::NoOp => summary.no_op += 1,
+            }
+        }
+        Plan {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            careplane_version: env!("CARGO_PKG_VERSION").into(),
+            project: project.into(),
+            target,
+            manifests_checksum: manifests_checksum.into(),
+            prune,
+            summary,
+            changes,
+            orphans,
+        }
+    }
+
+    /// Whether applying would write anything.
+    pub fn has_changes(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+            || self.summary.manual > 0
+    }
+}

@@ -1,0 +1,259 @@
+//! The human plan and apply report: coloured when the terminal wants colour (the CLI
+//! writes through anstream, which strips styling for pipes, files and `NO_COLOR`).
+
+use std::fmt::Write;
+
+use owo_colors::OwoColorize;
+use serde_json::Value;
+use similar::{ChangeTag, TextDiff};
+
+use super::{inline, list_delta};
+use crate::apply::Report;
+use crate::ops::Stats;
+use crate::plan::{Action, Change, FieldChange, Plan};
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Delete => "delete",
+        Action::Manual => "manual",
+        Action::NoOp => "no-op",
+    }
+}
+
+fn styled_symbol(a: Action) -> String {
+    let s = format!("{} {}", a.symbol(), action_word(a));
+    match a {
+        Action::Create => s.green().to_string(),
+        Action::Update => s.yellow().to_string(),
+        Action::Delete => s.red().to_string(),
+        Action::Manual => s.magenta().to_string(),
+        Action::NoOp => s.dimmed().to_string(),
+    }
+}
+
+fn field(out: &mut String, f: &FieldChange) {
+    let at = f
+        .source
+        .as_ref()
+        .map(|s| format!("  ({s})").dimmed().to_string())
+        .unwrap_or_default();
+    let name = format!("{}:", f.field);
+    if let Some((removed, added)) = list_delta(f.before.as_ref(), f.after.as_ref()) {
+        let _ = writeln!(out, "      {}{at}", name.bold());
+        for r in removed {
+            let _ = writeln!(out, "        {}", format!("- {}", inline(&r)).red());
+        }
+        for a in added {
+            let _ = writeln!(out, "        {}", format!("+ {}", inline(&a)).green());
+        }
+        if f.before.is_none()
+            && f.after
+                .as_ref()
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+        {
+            let _ = writeln!(out, "        (empty)");
+        }
+        return;
+    }
+    match (&f.before, &f.after) {
+        (Some(b @ Value::Object(_)), Some(a @ Value::Object(_))) => {
+            let _ = writeln!(out, "      {}{at}", name.bold());
+            let bt = serde_json::to_string_pretty(b).unwrap_or_default();
+            let att = serde_json::to_string_pretty(a).unwrap_or_default();
+            for change in TextDiff::from_lines(&bt, &att).iter_all_changes() {
+                let line = change.value().trim_end_matches('\n');
+                let _ = match change.tag() {
+                    ChangeTag::Delete => writeln!(out, "        {}", format!("- {line}").red()),
+                    ChangeTag::Insert => writeln!(out, "        {}", format!("+ {line}").green()),
+                    ChangeTag::Equal => writeln!(out, "          {}", line.dimmed()),
+                };
+            }
+        }
+        (None, Some(a)) => {
+            let _ = writeln!(out, "      {} {}{at}", name.bold(), inline(a).green());
+        }
+        (Some(b), None) => {
+            let _ = writeln!(
+                out,
+                "      {} {}{at}",
+                name.bold(),
+                inline(b).red().strikethrough()
+            );
+        }
+        (Some(b), Some(a)) => {
+            let _ = writeln!(
+                out,
+                "      {} {} → {}{at}",
+                name.bold(),
+                inline(b).red(),
+                inline(a).green()
+            );
+        }
+        (None, None) => {}
+    }
+}
+
+fn change(out: &mut String, c: &Change) {
+    let _ = writeln!(
+        out,
+        "  {} {}",
+        styled_symbol(c.action),
+        c.target.to_string().bold()
+    );
+    let because = match &c.reason.source {
+        Some(s) => format!("because {s}: {}", c.reason.rule),
+        None => format!("because {}", c.reason.rule),
+    };
+    let _ = writeln!(out, "      {}", because.dimmed());
+    for f in &c.fields {
+        field(out, f);
+    }
+}
+
+/// The whole plan for a terminal.
+pub fn plan(p: &Plan, stats: Option<&Stats>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} project {} · target {} ({}, {})",
+        "careplane plan".bold(),
+        p.project.bold(),
+        p.target.name.bold(),
+        p.target.dialect,
+        p.target.endpoint
+    );
+    let _ = writeln!(out);
+    let writes: Vec<&Change> = p
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change() && c.action != Action::Manual)
+        .collect();
+    for c in &writes {
+        change(&mut out, c);
+        let _ = writeln!(out);
+    }
+    let manual: Vec<&Change> = p
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Manual)
+        .collect();
+    if !manual.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            "Manual checklist (the target's API cannot make these changes):".bold()
+        );
+        for c in &manual {
+            change(&mut out, c);
+        }
+        let _ = writeln!(out);
+    }
+    if !p.orphans.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            format!(
+                "{} object(s) owned by careplane are no longer declared and are kept (plan with --prune to delete them):",
+                p.orphans.len()
+            )
+            .yellow()
+        );
+        for o in &p.orphans {
+            let _ = writeln!(out, "    {}", o.target);
+        }
+        let _ = writeln!(out);
+    }
+    let s = &p.summary;
+    if !p.has_changes() {
+        let _ = writeln!(
+            out,
+            "{} {} object(s) match the manifests.",
+            "No changes.".green().bold(),
+            s.no_op
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} {} to create, {} to update, {} to delete, {} manual, {} unchanged.",
+            "Plan:".bold(),
+            s.create,
+            s.update,
+            s.delete,
+            s.manual,
+            s.no_op
+        );
+    }
+    if let Some(st) = stats {
+        let _ = writeln!(
+            out,
+            "{}",
+            format!(
+                "Read live state with {} searches ({} requests) in {} ms.",
+                st.searches,
+                st.requests,
+                st.elapsed.as_millis()
+            )
+            .dimmed()
+        );
+    }
+    out
+}
+
+/// What apply did, one line per write.
+pub fn report(p: &Plan, r: &Report) -> String {
+    let mut out = String::new();
+    for o in &r.outcomes {
+        match &o.result {
+            Ok(w) => {
+                let id = w
+                    .as_ref()
+                    .map(|w| format!("{}/{}", o.target.resource_type, w.id))
+                    .or_else(|| {
+                        o.target
+                            .id
+                            .as_ref()
+                            .map(|id| format!("{}/{id}", o.target.resource_type))
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} {} '{}' {}",
+                    styled_symbol(o.action),
+                    o.target.kind.label(),
+                    o.target.name,
+                    id.dimmed()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  {} {}", "✗ failed".red().bold(), e);
+            }
+        }
+    }
+    let manual = p.summary.manual;
+    let _ = writeln!(out);
+    if r.failed() == 0 {
+        let _ = writeln!(
+            out,
+            "{} {} change(s) applied{}.",
+            "Apply complete.".green().bold(),
+            r.succeeded(),
+            if manual > 0 {
+                format!("; {manual} manual item(s) left on the checklist")
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} {} applied, {} failed. Nothing is rolled back: plan again to see what remains.",
+            "Apply incomplete.".red().bold(),
+            r.succeeded(),
+            r.failed()
+        );
+    }
+    out
+}

@@ -1,0 +1,162 @@
+//! Which target a command talks to: a named target from the project file, an ad-hoc
+//! `--server URL`, or the embedded default (a file store inside the manifest directory).
+//! Credentials are read from the environment variables the project file names.
+
+use std::path::Path;
+
+use secrecy::SecretString;
+
+use crate::dialect::{Dialect, r4::R4};
+use crate::fhir::auth::{Auth, OAuth2};
+use crate::fhir::file::FileStore;
+use crate::fhir::http::HttpStore;
+use crate::fhir::{FhirError, Store};
+use crate::manifest::types::{ProjectSpec, TargetSpec, TargetType};
+use crate::plan::TargetInfo;
+
+/// Where the embedded default file store lives, relative to the manifest directory.
+pub const DEFAULT_STORE: &str = ".careplane/store";
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+pub struct ResolvedTarget {
+    pub info: TargetInfo,
+    pub store: Store,
+    pub dialect: Box<dyn Dialect>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("there is no target named '{name}'{}", if known.is_empty() { " (the project file declares none)".to_owned() } else { format!("; declared targets: {}", known.join(", ")) })]
+    Unknown { name: String, known: Vec<String> },
+    #[error("the project declares several targets ({}) and no defaultTarget: choose one with --target", .0.join(", "))]
+    Ambiguous(Vec<String>),
+    #[error("environment variable {var} ({what} for target '{target}') is not set")]
+    MissingEnv {
+        var: String,
+        what: String,
+        target: String,
+    },
+    #[error(transparent)]
+    Fhir(#[from] FhirError),
+}
+
+fn env(var: &str, what: &str, target: &str) -> Result<String, TargetError> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| TargetError::MissingEnv {
+            var: var.into(),
+            what: what.into(),
+            target: target.into(),
+        })
+}
+
+/// An ad-hoc generic FHIR R4 target; bearer token from `CAREPLANE_TOKEN` if set.
+pub fn server(url: &str) -> Result<ResolvedTarget, TargetError> {
+    let auth = match std::env::var("CAREPLANE_TOKEN") {
+        Ok(t) if !t.is_empty() => Auth::Bearer(SecretString::from(t)),
+        _ => Auth::None,
+    };
+    let store = HttpStore::new(url, auth)?;
+    Ok(ResolvedTarget {
+        info: TargetInfo {
+            name: "server".into(),
+            dialect: R4::default().name().into(),
+            endpoint: store.base().to_string(),
+        },
+        store: Store::Http(store),
+        dialect: Box::new(R4::default()),
+        concurrency: DEFAULT_CONCURRENCY,
+    })
+}
+
+pub fn resolve(
+    dir: &Path,
+    project: &ProjectSpec,
+    name: Option<&str>,
+) -> Result<ResolvedTarget, TargetError> {
+    let known: Vec<String> = project.targets.keys().cloned().collect();
+    let chosen = match name.or(project.default_target.as_deref()) {
+        Some(n) => Some((
+            n.to_owned(),
+            project.targets.get(n).ok_or_else(|| TargetError::Unknown {
+                name: n.into(),
+                known: known.clone(),
+            })?,
+        )),
+        None if project.targets.len() == 1 => {
+            project.targets.iter().next().map(|(k, v)| (k.clone(), v))
+        }
+        None if project.targets.is_empty() => None,
+        None => return Err(TargetError::Ambiguous(known)),
+    };
+    match chosen {
+        None => Ok(file_target(
+            "default",
+            &dir.join(DEFAULT_STORE),
+            DEFAULT_CONCURRENCY,
+        )),
+        Some((n, spec)) => from_spec(dir, &n, spec),
+    }
+}
+
+fn file_target(name: &str, path: &Path, concurrency: usize) -> ResolvedTarget {
+    ResolvedTarget {
+        info: TargetInfo {
+            name: name.into(),
+            dialect: R4::default().name().into(),
+            endpoint: path.display().to_string(),
+        },
+        store: Store::File(FileStore::new(path)),
+        dialect: Box::new(R4::default()),
+        concurrency,
+    }
+}
+
+fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget, TargetError> {
+    let concurrency = spec
+        .concurrency
+        .map(|c| c as usize)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    match spec.target_type {
+        TargetType::File => Ok(file_target(
+            name,
+            &dir.join(spec.path.as_deref().unwrap_or(DEFAULT_STORE)),
+            concurrency,
+        )),
+        TargetType::Fhir => {
+            let url = spec.url.as_deref().unwrap_or_default();
+            let auth = match &spec.auth {
+                None => Auth::None,
+                Some(a) => match (&a.bearer_token_env, &a.oauth2) {
+                    (Some(var), _) => {
+                        Auth::Bearer(SecretString::from(env(var, "bearer token", name)?))
+                    }
+                    (None, Some(o)) => Auth::oauth2(OAuth2 {
+                        token_url: o.token_url.clone(),
+                        client_id: env(&o.client_id_env, "OAuth2 client id", name)?,
+                        client_secret: SecretString::from(env(
+                            &o.client_secret_env,
+                            "OAuth2 client secret",
+                            name,
+                        )?),
+                        scope: o.scope.clone(),
+                    }),
+                    (None, None) => Auth::None,
+                },
+            };
+            let store = HttpStore::new(url, auth)?;
+            Ok(ResolvedTarget {
+                info: TargetInfo {
+                    name: name.into(),
+                    dialect: R4::default().name().into(),
+                    endpoint: store.base().to_string(),
+                },
+                store: Store::Http(store),
+                dialect: Box::new(R4::default()),
+                concurrency,
+            })
+        }
+    }
+}
