@@ -570,10 +570,12 @@ impl Dialect for R4 {
             .of(kind)
             .map(|c| c.resource_type)
             .unwrap_or("Basic");
-        Query::new(rt).param(
-            "identifier",
-            format!("{}|{}/{name}", id_system(project), kind.slug()),
-        )
+        Query::new(rt)
+            .param(
+                "identifier",
+                format!("{}|{}/{name}", id_system(project), kind.slug()),
+            )
+            .param("_tag", format!("{TAG_SYSTEM}|{project}"))
     }
 }
 

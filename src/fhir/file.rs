@@ -116,7 +116,7 @@ impl FileStore {
         for (k, _) in &q.params {
             if !matches!(
                 k.as_str(),
-                "_id" | "_tag" | "identifier" | "type" | "url" | "_count"
+                "_id" | "_tag" | "identifier" | "type" | "url" | "_count" | "_elements"
             ) {
                 return Err(FhirError::Unsupported(format!(
                     "the file store cannot search {} by '{k}'",
@@ -124,7 +124,19 @@ impl FileStore {
                 )));
             }
         }
-        Ok(all.into_iter().filter(|r| matches(r, &q.params)).collect())
+        let elements: Option<Vec<&str>> = q
+            .params
+            .iter()
+            .find(|(k, _)| k == "_elements")
+            .map(|(_, v)| v.split(',').map(str::trim).collect());
+        Ok(all
+            .into_iter()
+            .filter(|r| matches(r, &q.params))
+            .map(|r| match &elements {
+                Some(keep) => subset(r, keep),
+                None => r,
+            })
+            .collect())
     }
 
     pub async fn read(&self, rt: &str, id: &str) -> Result<Option<Value>, FhirError> {
@@ -215,6 +227,21 @@ impl FileStore {
         }
         all.remove(i);
         self.save(rt, &all)
+    }
+}
+
+/// `_elements`: only the listed top-level elements (plus `resourceType`, `id`, `meta`).
+fn subset(r: Value, keep: &[&str]) -> Value {
+    match r {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(k, _)| {
+                    matches!(k.as_str(), "resourceType" | "id" | "meta")
+                        || keep.contains(&k.as_str())
+                })
+                .collect(),
+        ),
+        other => other,
     }
 }
 

@@ -45,7 +45,7 @@ pub fn manifest_schema() -> Value {
     ];
     let reserved = generator.subschema_for::<ReservedSpec>().to_value();
     let mut definitions = generator.take_definitions(true);
-    definitions.insert("Metadata".into(), metadata.to_value());
+    debug_assert!(metadata.get("$ref").is_some());
     let mut all_of = Vec::new();
     for kind in KINDS {
         let (spec, description) = specs
@@ -139,7 +139,27 @@ impl KindValidators {
     pub fn errors(&self, doc: &Value) -> Vec<(String, String)> {
         let collect = |v: &jsonschema::Validator| {
             v.iter_errors(doc)
-                .map(|e| (e.instance_path().to_string(), e.to_string()))
+                .map(|e| {
+                    let mut message = e.to_string();
+                    if let jsonschema::error::ValidationErrorKind::Enum { options } = e.kind() {
+                        let allowed: Vec<String> = options
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|o| {
+                                o.as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| o.to_string())
+                            })
+                            .collect();
+                        message = format!(
+                            "{} is not one of the allowed values: {}",
+                            e.instance(),
+                            allowed.join(", ")
+                        );
+                    }
+                    (e.instance_path().to_string(), message)
+                })
                 .collect::<Vec<_>>()
         };
         let root = collect(&self.root);

@@ -239,8 +239,17 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
         .collect())
 }
 
+/// The parser's message without its position (careplane prints its own) and without
+/// advice meant for programmers embedding the parser.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_owned()
+    let mut m = s.lines().next().unwrap_or(s).trim().to_owned();
+    if let Some(i) = m.find(", set DuplicateKeyPolicy") {
+        m.truncate(i);
+    }
+    if let Some(i) = m.rfind(" at line ") {
+        m.truncate(i);
+    }
+    m
 }
 
 #[cfg(test)]
