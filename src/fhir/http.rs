@@ -468,7 +468,7 @@ fn precondition_headers(pre: &Precondition) -> HeaderMap {
             h.insert("If-Match", v);
         }
     } else if let Some(t) = &pre.last_updated
-        && let Ok(when) = humantime::parse_rfc3339_weak(t).or_else(|_| humantime::parse_rfc3339(t))
+        && let Some(when) = super::parse_instant(t)
         && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(when))
     {
         h.insert("If-Unmodified-Since", v);

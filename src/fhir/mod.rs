@@ -168,3 +168,61 @@ impl Store {
         }
     }
 }
+
+/// A FHIR `instant` (`2026-11-20T14:05:00.123+01:00`, `…Z`) as a point in time.
+pub fn parse_instant(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let tz_at = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (time, tz) = rest.split_at(tz_at);
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let secs: f64 = t.next().unwrap_or("0").parse().ok()?;
+    let offset = match tz {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = tz[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    // days from 1970-01-01 (Howard Hinnant's days_from_civil)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let whole = days * 86_400 + hh * 3600 + mm * 60 + secs.trunc() as i64 - offset;
+    let nanos = ((secs.fract()) * 1e9).round() as u32;
+    let base = std::time::UNIX_EPOCH;
+    if whole >= 0 {
+        Some(base + std::time::Duration::new(whole as u64, nanos))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_with_offsets_and_fractions() {
+        let z = parse_instant("2026-11-20T14:05:00.000Z").unwrap();
+        assert_eq!(httpdate::fmt_http_date(z), "Fri, 20 Nov 2026 14:05:00 GMT");
+        let plus = parse_instant("2026-11-20T15:05:00+01:00").unwrap();
+        assert_eq!(plus, z);
+        assert_eq!(
+            httpdate::fmt_http_date(parse_instant("2000-02-29T23:59:59-00:30").unwrap()),
+            "Wed, 01 Mar 2000 00:29:59 GMT"
+        );
+        assert!(parse_instant("yesterday").is_none());
+    }
+}
