@@ -15,7 +15,7 @@ use careplane::model::Responsibility;
 use careplane::ops;
 use careplane::plan::TargetInfo;
 use careplane::target::ResolvedTarget;
-use common::{Staff, Server, fhir_url, seed_staff, unique};
+use common::{Server, Staff, fhir_url, seed_staff, unique};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -32,30 +32,55 @@ const RESPONSIBILITIES: [Responsibility; 11] = [
     Responsibility::ReviewEraPostingExceptions,
     Responsibility::ReviewCoverages,
 ];
-const ROLES: [(&str, &str); 5] = [("physician", "MD"), ("nurse", "RN"), ("assistant", "MA"), ("coordinator", "CC"), ("front-desk", "FD")];
+const ROLES: [(&str, &str); 5] = [
+    ("physician", "MD"),
+    ("nurse", "RN"),
+    ("assistant", "MA"),
+    ("coordinator", "CC"),
+    ("front-desk", "FD"),
+];
 const DOMAINS: [&str; 3] = ["clinical", "administrative", "hybrid"];
 const STAFF: usize = 6;
 
 #[derive(Clone, Debug)]
 struct Org {
-    roles: Vec<(usize, String, usize)>,      // (role index, display, domain)
-    care_team_roles: Vec<(usize, String)>,   // (index, display)
-    teams: Vec<(String, Vec<(usize, u8)>)>,  // (display suffix, members as (staff, ref kind))
-    owner: Vec<Option<usize>>,               // responsibility → team index
+    roles: Vec<(usize, String, usize)>, // (role index, display, domain)
+    care_team_roles: Vec<(usize, String)>, // (index, display)
+    teams: Vec<(String, Vec<(usize, u8)>)>, // (display suffix, members as (staff, ref kind))
+    owner: Vec<Option<usize>>,          // responsibility → team index
     assignments: Vec<(usize, u8, Vec<usize>)>, // (staff, ref kind, role positions)
 }
 
 fn org() -> impl Strategy<Value = Org> {
     (
         proptest::sample::subsequence((0..ROLES.len()).collect::<Vec<_>>(), 0..=ROLES.len()),
-        proptest::collection::vec(("[A-Z][a-z]{2,8}( [a-z]{2,6})?", 0..DOMAINS.len()), ROLES.len()),
+        proptest::collection::vec(
+            ("[A-Z][a-z]{2,8}( [a-z]{2,6})?", 0..DOMAINS.len()),
+            ROLES.len(),
+        ),
         proptest::sample::subsequence((0..4usize).collect::<Vec<_>>(), 0..=3),
-        proptest::collection::vec(("[A-Z][a-z]{2,10}", proptest::collection::btree_map(0..STAFF, 0..3u8, 0..=STAFF)), 0..4),
+        proptest::collection::vec(
+            (
+                "[A-Z][a-z]{2,10}",
+                proptest::collection::btree_map(0..STAFF, 0..3u8, 0..=STAFF),
+            ),
+            0..4,
+        ),
         proptest::collection::vec(proptest::option::of(0..4usize), RESPONSIBILITIES.len()),
-        proptest::collection::btree_map(0..STAFF, (0..3u8, proptest::collection::btree_set(0..ROLES.len(), 1..=3)), 0..=STAFF),
+        proptest::collection::btree_map(
+            0..STAFF,
+            (
+                0..3u8,
+                proptest::collection::btree_set(0..ROLES.len(), 1..=3),
+            ),
+            0..=STAFF,
+        ),
     )
         .prop_map(|(role_idx, role_meta, ctr, teams, owner, assign)| {
-            let roles: Vec<(usize, String, usize)> = role_idx.iter().map(|&i| (i, role_meta[i].0.clone(), role_meta[i].1)).collect();
+            let roles: Vec<(usize, String, usize)> = role_idx
+                .iter()
+                .map(|&i| (i, role_meta[i].0.clone(), role_meta[i].1))
+                .collect();
             let teams: Vec<(String, Vec<(usize, u8)>)> = teams
                 .into_iter()
                 .enumerate()
@@ -69,7 +94,8 @@ fn org() -> impl Strategy<Value = Org> {
                 assign
                     .into_iter()
                     .map(|(s, (k, picks))| {
-                        let mut chosen: Vec<usize> = picks.into_iter().map(|p| p % roles.len()).collect();
+                        let mut chosen: Vec<usize> =
+                            picks.into_iter().map(|p| p % roles.len()).collect();
                         chosen.sort();
                         chosen.dedup();
                         (s, k, chosen)
@@ -78,7 +104,10 @@ fn org() -> impl Strategy<Value = Org> {
             };
             Org {
                 roles,
-                care_team_roles: ctr.into_iter().map(|i| (i, format!("Care role {i}"))).collect(),
+                care_team_roles: ctr
+                    .into_iter()
+                    .map(|i| (i, format!("Care role {i}")))
+                    .collect(),
                 teams,
                 owner,
                 assignments,
@@ -95,7 +124,9 @@ fn reference(s: &Staff, kind: u8) -> String {
 }
 
 fn manifests(o: &Org, project: &str, staff: &[Staff]) -> BTreeMap<String, String> {
-    let mut docs = vec![format!("apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n")];
+    let mut docs = vec![format!(
+        "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n"
+    )];
     for (i, display, domain) in &o.roles {
         let (name, code) = ROLES[*i];
         docs.push(format!(
@@ -116,7 +147,10 @@ fn manifests(o: &Org, project: &str, staff: &[Staff]) -> BTreeMap<String, String
             .filter(|(_, owner)| **owner == Some(t))
             .map(|(r, _)| r.code())
             .collect();
-        let members: Vec<String> = members.iter().map(|(s, k)| format!("    - {}\n", reference(&staff[*s], *k))).collect();
+        let members: Vec<String> = members
+            .iter()
+            .map(|(s, k)| format!("    - {}\n", reference(&staff[*s], *k)))
+            .collect();
         docs.push(format!(
             "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: team-{t}\nspec:\n  displayName: {display} {project}\n  responsibilities: [{}]\n  members:\n{}",
             resp.join(", "),
@@ -134,15 +168,25 @@ fn manifests(o: &Org, project: &str, staff: &[Staff]) -> BTreeMap<String, String
     BTreeMap::from([("org.yaml".to_owned(), docs.join("---\n"))])
 }
 
-fn converge(target: &ResolvedTarget, o: &Org, project: &str, staff: &[Staff]) -> Result<(), TestCaseError> {
-    let m = manifest::load_from_memory(manifests(o, project, staff), project)
-        .map_err(|e| TestCaseError::fail(format!("generated manifests invalid: {:?}", e.diagnostics)))?;
+fn converge(
+    target: &ResolvedTarget,
+    o: &Org,
+    project: &str,
+    staff: &[Staff],
+) -> Result<(), TestCaseError> {
+    let m = manifest::load_from_memory(manifests(o, project, staff), project).map_err(|e| {
+        TestCaseError::fail(format!("generated manifests invalid: {:?}", e.diagnostics))
+    })?;
     let rt = common::runtime();
     rt.block_on(async {
-        let (plan, _) = ops::plan(&m, target, true).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (plan, _) = ops::plan(&m, target, true)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let report = ops::apply(&plan, target).await;
         prop_assert_eq!(report.failed(), 0, "{:?}", report);
-        let (again, _) = ops::plan(&m, target, true).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (again, _) = ops::plan(&m, target, true)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(!again.has_changes(), "not converged: {:#?}", again.changes);
         prop_assert!(again.orphans.is_empty());
         Ok(())
@@ -151,7 +195,11 @@ fn converge(target: &ResolvedTarget, o: &Org, project: &str, staff: &[Staff]) ->
 
 fn file_staff(dir: &std::path::Path) -> Vec<Staff> {
     let staff: Vec<Staff> = (0..STAFF)
-        .map(|i| Staff { id: format!("p{i:031x}"), npi: format!("10000000{i:02}"), email: format!("s{i}@example-clinic.org") })
+        .map(|i| Staff {
+            id: format!("p{i:031x}"),
+            npi: format!("10000000{i:02}"),
+            email: format!("s{i}@example-clinic.org"),
+        })
         .collect();
     let lines: Vec<String> = staff
         .iter()

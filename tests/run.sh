@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README and CI run it: installs and starts the real FHIR R4 test
 # server (Medplum's FHIR router, pinned in tests/fhir-server/package-lock.json) on
-# 127.0.0.1, runs every Rust test against it, and stops it again.
+# 127.0.0.1, runs every Rust test (unit, integration, property, doc) against it, stops it.
 #   FHIR_TEST_PORT (default 18080)   extra arguments are passed to `cargo test`
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,11 +18,20 @@ stop() {
 }
 trap stop EXIT
 
+# Build first, so the server is not left idle through a long compile.
+cargo test --locked --no-run
+
 echo "==> starting the FHIR R4 test server on 127.0.0.1:$PORT" >&2
 CAREPLANE_TEST_FHIR_URL="$(PORT="$PORT" bash tests/fhir-server/start-fhir-test-server.sh)"
 export CAREPLANE_TEST_FHIR_URL
 echo "==> FHIR test server ready at $CAREPLANE_TEST_FHIR_URL" >&2
 
 export NO_COLOR=1
-cargo test --all-targets --locked "$@"
-cargo test --doc --locked
+set +e
+cargo test --locked "$@" 2>&1 | tee "$STATE/out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$STATE/out"
+exit "$status"

@@ -31,6 +31,12 @@ impl Query {
         self
     }
     /// What may be logged: the type and the parameter *names*, never their values.
+    ///
+    /// ```
+    /// use careplane::fhir::Query;
+    /// let q = Query::new("Patient").param("identifier", "urn:mrn|12345");
+    /// assert_eq!(q.describe(), "Patient search by identifier");
+    /// ```
     pub fn describe(&self) -> String {
         let names: Vec<&str> = self.params.iter().map(|(k, _)| k.as_str()).collect();
         if names.is_empty() {
@@ -170,6 +176,11 @@ impl Store {
 }
 
 /// A FHIR `instant` (`2026-11-20T14:05:00.123+01:00`, `…Z`) as a point in time.
+///
+/// ```
+/// let t = careplane::fhir::parse_instant("2026-11-20T15:05:00+01:00").unwrap();
+/// assert_eq!(httpdate::fmt_http_date(t), "Fri, 20 Nov 2026 14:05:00 GMT");
+/// ```
 pub fn parse_instant(s: &str) -> Option<std::time::SystemTime> {
     let s = s.trim();
     let (date, rest) = s.split_once('T')?;

@@ -9,6 +9,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A manifest position, `file:line:col`, with the file relative to the manifest directory.
+///
+/// ```
+/// let s = careplane::model::Source { file: "teams.yaml".into(), line: 12, col: 7 };
+/// assert_eq!(s.to_string(), "teams.yaml:12:7");
+/// ```
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
