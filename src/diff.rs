@@ -29,6 +29,7 @@ fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> 
             let before = live.get(name).filter(|v| !v.is_null());
             let after = desired.fields.get(name).filter(|v| !v.is_null());
             (before != after).then(|| FieldChange {
+                labels: labels_for(desired, before, after),
                 field: name.clone(),
                 before: before.cloned(),
                 after: after.cloned(),
@@ -40,6 +41,29 @@ fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> 
             })
         })
         .collect()
+}
+
+/// The labels of ids that appear in a field's values.
+fn labels_for(
+    desired: &DesiredObject,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for v in before.into_iter().chain(after) {
+        let items: Vec<&serde_json::Value> = match v {
+            serde_json::Value::Array(a) => a.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            if let Some(s) = item.as_str()
+                && let Some(label) = desired.labels.get(s)
+            {
+                out.insert(s.to_owned(), label.clone());
+            }
+        }
+    }
+    out
 }
 
 pub fn diff(
@@ -196,6 +220,7 @@ pub fn diff(
                         before: Some(v.clone()),
                         after: None,
                         source: None,
+                        labels: BTreeMap::new(),
                     })
                     .collect(),
                 reason: Reason {

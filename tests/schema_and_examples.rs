@@ -159,3 +159,27 @@ fn the_example_clinic_plans_applies_and_converges_on_the_file_store() {
     assert_eq!(legacy(&after), legacy(&store_before));
     assert!(legacy(&after).is_some());
 }
+
+#[test]
+fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line() {
+    let out = careplane()
+        .arg("plan")
+        .arg(root().join("examples/clinic"))
+        .args(["--format", "markdown"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("| create | update | delete | manual | unchanged | orphaned |"));
+    assert!(md.contains("| 18 | 1 | 0 | 0 | 0 | 0 |"), "{md}");
+    assert_eq!(md.matches("<details>").count(), 19);
+    assert_eq!(md.matches("<details>").count(), md.matches("</details>").count());
+    // the lab team's drift: who left, who joined, where the manifest says so
+    let lab = &md[md.find("update team 'lab-team'").unwrap()..];
+    let lab = &lab[..lab.find("</details>").unwrap()];
+    assert!(lab.contains("`teams.yaml:55:7`"), "{lab}");
+    assert!(lab.contains("−\"Practitioner/"), "{lab}");
+    assert!(lab.contains("(npi 1670425184)"), "{lab}");
+    assert!(!lab.contains("&lt;br&gt;"), "{lab}");
+    assert!(md.contains("manifests `sha256:"));
+}

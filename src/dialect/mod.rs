@@ -123,6 +123,9 @@ pub struct DesiredObject {
     pub field_sources: BTreeMap<String, Source>,
     /// The manifest position that declares the object.
     pub source: Source,
+    /// How the manifests name values that are ids on the server (`Practitioner/ab12` →
+    /// `npi 1234567893`), so a reviewer can tell who a reference is.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A live resource careplane owns, read back into managed fields.
@@ -161,6 +164,8 @@ pub struct StaffIndex {
     pub by_npi: BTreeMap<String, Vec<String>>,
     pub by_email: BTreeMap<String, Vec<String>>,
     pub ids: std::collections::BTreeSet<String>,
+    /// id → how a manifest would name them (`npi …`, else `email …`).
+    pub names: BTreeMap<String, String>,
 }
 
 /// Why a practitioner reference did not resolve.
@@ -208,10 +213,18 @@ impl StaffIndex {
                     if !ids.iter().any(|x| x == id) {
                         ids.push(id.to_owned());
                     }
+                    idx.names
+                        .entry(id.to_owned())
+                        .or_insert_with(|| format!("email {v}"));
                 }
             }
         }
         idx
+    }
+
+    /// How to name `Practitioner/<id>` for a reviewer.
+    pub fn describe(&self, reference: &str) -> Option<&String> {
+        self.names.get(reference.strip_prefix("Practitioner/")?)
     }
 
     /// The Practitioner id a reference names.

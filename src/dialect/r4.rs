@@ -317,8 +317,13 @@ impl Dialect for R4 {
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
+        let mut labels = BTreeMap::new();
         let mut resolve = |r: &Located<PractitionerRef>| match staff.resolve(&r.value) {
-            Ok(id) => Some(practitioner_ref(&id)),
+            Ok(id) => {
+                let reference = practitioner_ref(&id);
+                labels.insert(reference.clone(), r.value.to_string());
+                Some(reference)
+            }
             Err(why) => {
                 let (message, help) = match why {
                     Unresolved::Missing => (
@@ -347,6 +352,7 @@ impl Dialect for R4 {
                 fields: Fields::new(),
                 field_sources: BTreeMap::new(),
                 source: first.source.clone(),
+                labels: BTreeMap::new(),
             };
             for r in &state.roles {
                 let mut c = serde_json::Map::new();
@@ -381,6 +387,7 @@ impl Dialect for R4 {
                 fields: Fields::new(),
                 field_sources: BTreeMap::new(),
                 source: first.source.clone(),
+                labels: BTreeMap::new(),
             };
             for r in &state.care_team_roles {
                 let field = concept_field(&r.name);
@@ -401,6 +408,7 @@ impl Dialect for R4 {
                 fields: Fields::new(),
                 field_sources: BTreeMap::new(),
                 source: t.source.clone(),
+                labels: BTreeMap::new(),
             };
             d.fields.insert("name".into(), json!(t.display_name));
             d.fields.insert(
@@ -434,6 +442,7 @@ impl Dialect for R4 {
                 fields: Fields::new(),
                 field_sources: BTreeMap::new(),
                 source: a.source.clone(),
+                labels: BTreeMap::new(),
             };
             d.fields.insert("practitioner".into(), json!(practitioner));
             d.fields.insert("roles".into(), sorted_strings(codes));
@@ -444,6 +453,20 @@ impl Dialect for R4 {
                 d.field_sources.insert("roles".into(), r.source.clone());
             }
             out.push(d);
+        }
+        for d in &mut out {
+            let mentioned = |reference: &str| {
+                d.fields.values().any(|v| match v {
+                    Value::String(s) => s == reference,
+                    Value::Array(a) => a.iter().any(|x| x.as_str() == Some(reference)),
+                    _ => false,
+                })
+            };
+            d.labels = labels
+                .iter()
+                .filter(|(k, _)| mentioned(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
         }
         if errors.is_empty() {
             Ok(out)

@@ -86,6 +86,10 @@ pub struct FieldChange {
     /// The manifest position that asks for the `after` value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// How the manifests name ids that appear in `before`/`after`
+    /// (`"Practitioner/ab12": "npi 1234567893"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a change is planned: for people, never for apply's decisions.

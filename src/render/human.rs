@@ -42,11 +42,27 @@ fn field(out: &mut String, f: &FieldChange) {
     let name = format!("{}:", f.field);
     if let Some((removed, added)) = list_delta(f.before.as_ref(), f.after.as_ref()) {
         let _ = writeln!(out, "      {}{at}", name.bold());
+        let label = |v: &Value| {
+            v.as_str()
+                .and_then(|s| f.labels.get(s))
+                .map(|l| format!("  {}", l.dimmed()))
+                .unwrap_or_default()
+        };
         for r in removed {
-            let _ = writeln!(out, "        {}", format!("- {}", inline(&r)).red());
+            let _ = writeln!(
+                out,
+                "        {}{}",
+                format!("- {}", inline(&r)).red(),
+                label(&r)
+            );
         }
         for a in added {
-            let _ = writeln!(out, "        {}", format!("+ {}", inline(&a)).green());
+            let _ = writeln!(
+                out,
+                "        {}{}",
+                format!("+ {}", inline(&a)).green(),
+                label(&a)
+            );
         }
         if f.before.is_none()
             && f.after

@@ -62,30 +62,38 @@ pub fn plan(p: &Plan) -> String {
         let _ = writeln!(out, "| field | before | after | manifest |");
         let _ = writeln!(out, "|---|---|---|---|");
         for f in &c.fields {
+            let item = |sign: &str, v: &serde_json::Value| {
+                let label = v
+                    .as_str()
+                    .and_then(|s| f.labels.get(s))
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                escape(&format!("{sign}{}{label}", inline(v)))
+            };
             let (before, after) = match list_delta(f.before.as_ref(), f.after.as_ref()) {
                 Some((removed, added)) => (
                     removed
                         .iter()
-                        .map(|v| format!("−{}", inline(v)))
+                        .map(|v| item("−", v))
                         .collect::<Vec<_>>()
                         .join("<br>"),
                     added
                         .iter()
-                        .map(|v| format!("+{}", inline(v)))
+                        .map(|v| item("+", v))
                         .collect::<Vec<_>>()
                         .join("<br>"),
                 ),
                 None => (
-                    f.before.as_ref().map(inline).unwrap_or_default(),
-                    f.after.as_ref().map(inline).unwrap_or_default(),
+                    f.before.as_ref().map(|v| item("", v)).unwrap_or_default(),
+                    f.after.as_ref().map(|v| item("", v)).unwrap_or_default(),
                 ),
             };
             let _ = writeln!(
                 out,
                 "| `{}` | {} | {} | {} |",
                 escape(&f.field),
-                escape(&before),
-                escape(&after),
+                before,
+                after,
                 f.source
                     .as_ref()
                     .map(|s| format!("`{s}`"))
