@@ -165,13 +165,7 @@ fn a_stale_saved_plan_is_refused_and_the_edit_survives() {
     );
     std::fs::write(dir.path().join("teams.yaml"), teams).unwrap();
     let plan_file = dir.path().join("plan.json");
-    careplane()
-        .arg("plan")
-        .arg(dir.path())
-        .args(["--server", &fhir_url(), "--out"])
-        .arg(&plan_file)
-        .assert()
-        .success();
+    save_plan(dir.path(), &plan_file);
 
     // someone edits the team on the server after the plan was made
     let mut lab = server
@@ -182,12 +176,7 @@ fn a_stale_saved_plan_is_refused_and_the_edit_survives() {
     lab["name"] = json!("Edited after planning");
     server.put(&lab);
 
-    careplane()
-        .arg("apply")
-        .arg(dir.path())
-        .args(["--server", &fhir_url(), "--plan"])
-        .arg(&plan_file)
-        .assert()
+    apply_saved(dir.path(), &plan_file)
         .code(1)
         .stdout(predicates::str::contains(
             "changed on the server after the plan was made",
@@ -213,25 +202,14 @@ fn a_stale_saved_plan_is_refused_and_the_edit_survives() {
 fn a_saved_plan_is_refused_for_other_manifests() {
     let (_server, dir, _project, _staff) = setup(3);
     let plan_file = dir.path().join("plan.json");
-    careplane()
-        .arg("plan")
-        .arg(dir.path())
-        .args(["--server", &fhir_url(), "--out"])
-        .arg(&plan_file)
-        .assert()
-        .success();
+    save_plan(dir.path(), &plan_file);
     let roles = std::fs::read_to_string(dir.path().join("roles.yaml")).unwrap();
     std::fs::write(
         dir.path().join("roles.yaml"),
         roles.replace("display: Physician", "display: Doctor"),
     )
     .unwrap();
-    careplane()
-        .arg("apply")
-        .arg(dir.path())
-        .args(["--server", &fhir_url(), "--plan"])
-        .arg(&plan_file)
-        .assert()
+    apply_saved(dir.path(), &plan_file)
         .code(1)
         .stderr(predicates::str::contains("made from other manifests"));
 }

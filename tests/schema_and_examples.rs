@@ -173,7 +173,10 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
     assert!(md.contains("| create | update | delete | manual | unchanged | orphaned |"));
     assert!(md.contains("| 18 | 1 | 0 | 0 | 0 | 0 |"), "{md}");
     assert_eq!(md.matches("<details>").count(), 19);
-    assert_eq!(md.matches("<details>").count(), md.matches("</details>").count());
+    assert_eq!(
+        md.matches("<details>").count(),
+        md.matches("</details>").count()
+    );
     // the lab team's drift: who left, who joined, where the manifest says so
     let lab = &md[md.find("update team 'lab-team'").unwrap()..];
     let lab = &lab[..lab.find("</details>").unwrap()];

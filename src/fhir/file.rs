@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use super::{FhirError, Precondition, Query, Written};
+use super::{FhirError, Precondition, Query, Written, resource_type};
 
 pub struct FileStore {
     dir: PathBuf,
@@ -243,13 +243,6 @@ fn subset(r: Value, keep: &[&str]) -> Value {
         ),
         other => other,
     }
-}
-
-fn resource_type(resource: &Value) -> Result<&str, FhirError> {
-    resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .ok_or_else(|| FhirError::Unsupported("resource without resourceType".into()))
 }
 
 fn version_of(r: &Value) -> u64 {

@@ -23,7 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::auth::Auth;
-use super::{FhirError, Precondition, Query, Written, outcome_text};
+use super::{FhirError, Precondition, Query, Written, outcome_text, resource_type};
 
 const FHIR_JSON: &str = "application/fhir+json";
 
@@ -193,22 +193,10 @@ impl HttpStore {
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| Failure {
-            error: FhirError::Transport {
-                what: what.to_owned(),
-                reason: e.without_url().to_string(),
-            },
-            retry_after: None,
-        })?;
+        let resp = req.send().await.map_err(|e| transport(what, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| Failure {
-            error: FhirError::Transport {
-                what: what.to_owned(),
-                reason: e.without_url().to_string(),
-            },
-            retry_after: None,
-        })?;
+        let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
@@ -454,11 +442,16 @@ impl HttpStore {
     }
 }
 
-fn resource_type(resource: &Value) -> Result<&str, FhirError> {
-    resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .ok_or_else(|| FhirError::Unsupported("resource without resourceType".into()))
+/// A failure to talk to the server at all (retried); the URL is left out of the reason
+/// because it may carry search values.
+fn transport(what: &str, e: reqwest::Error) -> Failure {
+    Failure {
+        error: FhirError::Transport {
+            what: what.to_owned(),
+            reason: e.without_url().to_string(),
+        },
+        retry_after: None,
+    }
 }
 
 fn precondition_headers(pre: &Precondition) -> HeaderMap {

@@ -98,6 +98,14 @@ impl FhirError {
     }
 }
 
+/// A resource's `resourceType`.
+pub(crate) fn resource_type(resource: &Value) -> Result<&str, FhirError> {
+    resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FhirError::Unsupported("resource without resourceType".into()))
+}
+
 /// The text of an OperationOutcome's issues (`details.text`, else `diagnostics`).
 pub fn outcome_text(body: &Value) -> Option<String> {
     if body.get("resourceType")?.as_str()? != "OperationOutcome" {

@@ -69,12 +69,12 @@ impl Server {
         })
     }
 
-    pub fn post(&self, resource: &Value) -> Value {
-        let rt = resource["resourceType"].as_str().unwrap().to_owned();
+    /// Send a resource (POST to its type, or PUT to its id) and return the server's copy.
+    fn send(&self, method: reqwest::Method, path: String, resource: &Value) -> Value {
         self.rt.block_on(async {
             let r = self
                 .client
-                .post(format!("{}/{rt}", self.base))
+                .request(method.clone(), format!("{}/{path}", self.base))
                 .header("Content-Type", "application/fhir+json")
                 .body(resource.to_string())
                 .send()
@@ -82,28 +82,20 @@ impl Server {
                 .unwrap();
             let status = r.status();
             let body: Value = r.json().await.unwrap();
-            assert!(status.is_success(), "POST {rt}: {status} {body}");
+            assert!(status.is_success(), "{method} {path}: {status} {body}");
             body
         })
+    }
+
+    pub fn post(&self, resource: &Value) -> Value {
+        let rt = resource["resourceType"].as_str().unwrap();
+        self.send(reqwest::Method::POST, rt.to_owned(), resource)
     }
 
     pub fn put(&self, resource: &Value) -> Value {
         let rt = resource["resourceType"].as_str().unwrap();
         let id = resource["id"].as_str().unwrap();
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .put(format!("{}/{rt}/{id}", self.base))
-                .header("Content-Type", "application/fhir+json")
-                .body(resource.to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body: Value = r.json().await.unwrap();
-            assert!(status.is_success(), "PUT {rt}/{id}: {status} {body}");
-            body
-        })
+        self.send(reqwest::Method::PUT, format!("{rt}/{id}"), resource)
     }
 
     /// All resources of a search (follows next links).
@@ -250,6 +242,27 @@ pub fn apply(dir: &Path, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// `plan DIR --server … --out FILE`, which must succeed.
+pub fn save_plan(dir: &Path, file: &Path) {
+    careplane()
+        .arg("plan")
+        .arg(dir)
+        .args(["--server", &fhir_url(), "--out"])
+        .arg(file)
+        .assert()
+        .success();
+}
+
+/// `apply DIR --server … --plan FILE`.
+pub fn apply_saved(dir: &Path, file: &Path) -> assert_cmd::assert::Assert {
+    careplane()
+        .arg("apply")
+        .arg(dir)
+        .args(["--server", &fhir_url(), "--plan"])
+        .arg(file)
+        .assert()
 }
 
 pub fn changes<'a>(plan: &'a Value, action: &str) -> Vec<&'a Value> {
