@@ -220,7 +220,11 @@ fn build(
                         col: pos.col,
                     },
                     format!("invalid YAML: {}", e.message),
-                    "fix the YAML syntax; each key may appear once per mapping",
+                    if e.message.contains("budget") {
+                        "the file is larger than careplane reads in one piece: split it into several files"
+                    } else {
+                        "fix the YAML syntax; each key may appear once per mapping"
+                    },
                 );
             }
         }

@@ -214,9 +214,17 @@ fn convert(node: Spanned<Node>, ptr: &str, doc: &mut Document) -> Value {
 
 /// Parse every document of a YAML stream. Empty documents are skipped.
 pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
+    // The default budget (1,024 documents, 250,000 nodes per file) guards against YAML
+    // bombs but is too small for a large organisation kept in one file (2,000 staff with
+    // one RoleAssignment each); aliases and anchors keep their default limits.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 100_000;
+    budget.max_nodes = 5_000_000;
+    budget.max_events = 20_000_000;
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
+        budget: Some(budget),
     };
     let nodes: Vec<Spanned<Node>> = serde_saphyr::from_multiple_with_options(source, options)
         .map_err(|e| SyntaxError {
@@ -274,6 +282,13 @@ mod tests {
         let err = parse_documents("kind: Team\nkind: Role\n").unwrap_err();
         assert!(err.message.contains("duplicate"), "{}", err.message);
         assert_eq!(err.pos.map(|p| p.line), Some(2));
+    }
+
+    #[test]
+    fn a_large_organisation_fits_in_one_file() {
+        let doc = "apiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: r\n";
+        let src = vec![doc; 3000].join("---\n");
+        assert_eq!(parse_documents(&src).unwrap().len(), 3000);
     }
 
     #[test]
