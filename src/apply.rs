@@ -1,14 +1,20 @@
 //! Stage 6: apply a plan.
 //!
-//! Executes the plan's changes in dependency order (catalogs → teams → assignments;
-//! deletes in reverse), with bounded concurrency inside one level, and returns one typed
-//! outcome per change. Before every write it re-checks the change's precondition against
-//! the server (the object is still absent / still at the version the plan saw / still
-//! owned by careplane), and writes conditionally (`If-Match`, `If-None-Exist`), so a stale
-//! plan is refused object by object instead of clobbering someone's edit. A failed write
-//! does not stop the others; the next plan starts from whatever did land.
+//! Executes the plan's changes in dependency order (catalogs and roles → teams →
+//! assignments; deletes in reverse), with bounded concurrency inside one level, and
+//! returns one typed outcome per change. Before every write it re-checks the change's
+//! precondition against the server (the object is still absent / still as the plan saw it /
+//! still careplane's to write), and writes conditionally (`If-Match`,
+//! `If-Unmodified-Since`, `If-None-Exist`), so a stale plan is refused object by object
+//! instead of clobbering someone's edit.
+//!
+//! Where the target lets a value of a field belong to one object only (a responsibility to
+//! one team), values that move are first released by the objects that lose them, then
+//! taken by the ones that gain them; a swap between two objects works the same way.
+//!
+//! A failed write does not stop the others; the next plan starts from whatever landed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -22,9 +28,7 @@ use crate::plan::{Action, Change, Plan, Target};
 pub enum ApplyError {
     #[error("{target} changed on the server after the plan was made ({detail}); make a new plan")]
     Stale { target: Target, detail: String },
-    #[error(
-        "{target} is not owned by careplane project '{project}'; careplane will not write to it"
-    )]
+    #[error("{target} is not careplane's to write for project '{project}'; it was left alone")]
     NotOwned { target: Target, project: String },
     #[error("{target}: {source}{}", origin.as_ref().map(|s| format!(" (asked for at {s})")).unwrap_or_default())]
     Write {
@@ -58,11 +62,16 @@ impl Report {
     }
 }
 
-fn precondition(c: &Change) -> fhir::Precondition {
-    fhir::Precondition {
-        version_id: c.precondition.version_id.clone(),
-        last_updated: c.precondition.last_updated.clone(),
-    }
+/// One write of one change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// The whole change, checked against the plan's precondition.
+    Whole,
+    /// Only give up the exclusive values the change removes (first of two writes).
+    Release,
+    /// The whole change after our own release write: checked against what that write
+    /// left, not against the plan.
+    AfterRelease,
 }
 
 fn still_as_planned(c: &Change, live: &Value) -> Result<(), String> {
@@ -86,8 +95,53 @@ fn still_as_planned(c: &Change, live: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The precondition of the write itself: what the plan saw, or (after our own release
+/// write) what we just read.
+fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Precondition {
+    match step {
+        Step::AfterRelease => fhir::Precondition {
+            version_id: live
+                .pointer("/meta/versionId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            last_updated: live
+                .pointer("/meta/lastUpdated")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
+        _ => fhir::Precondition {
+            version_id: c.precondition.version_id.clone(),
+            last_updated: c.precondition.last_updated.clone(),
+        },
+    }
+}
+
+/// The exclusive values a change gives up, by field.
+fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec<Value>)> {
+    let list = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    c.fields
+        .iter()
+        .filter(|f| exclusive.contains(&f.field.as_str()))
+        .filter_map(|f| {
+            let (before, after) = (list(&f.before), list(&f.after));
+            let kept: Vec<Value> = before
+                .iter()
+                .filter(|v| after.contains(v))
+                .cloned()
+                .collect();
+            (kept.len() < before.len()).then(|| (f.field.clone(), (kept, after)))
+        })
+        .collect()
+}
+
 async fn apply_one(
     c: &Change,
+    step: Step,
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
@@ -142,38 +196,73 @@ async fn apply_one(
                     })
                 };
             };
-            if !dialect.owns(project, &live) {
+            if !dialect.owns(project, c.target.kind, &live) {
                 return Err(ApplyError::NotOwned {
                     target: c.target.clone(),
                     project: project.into(),
                 });
             }
-            still_as_planned(c, &live).map_err(|detail| ApplyError::Stale {
-                target: c.target.clone(),
-                detail,
-            })?;
-            let pre = precondition(c);
+            if step != Step::AfterRelease {
+                still_as_planned(c, &live).map_err(|detail| ApplyError::Stale {
+                    target: c.target.clone(),
+                    detail,
+                })?;
+            }
+            let pre = write_precondition(c, &live, step);
             if c.action == Action::Delete {
-                store
+                return store
                     .delete(&c.target.resource_type, id, &pre)
                     .await
                     .map(|_| None)
-                    .map_err(write_err)
-            } else {
-                let fields: BTreeMap<String, Option<Value>> = c
+                    .map_err(write_err);
+            }
+            let fields: BTreeMap<String, Option<Value>> = match step {
+                Step::Release => {
+                    let exclusive = dialect
+                        .capabilities()
+                        .of(c.target.kind)
+                        .map(|cap| cap.exclusive)
+                        .unwrap_or_default();
+                    released(c, exclusive)
+                        .into_iter()
+                        .map(|(field, (kept, _))| (field, Some(Value::Array(kept))))
+                        .collect()
+                }
+                _ => c
                     .fields
                     .iter()
                     .map(|f| (f.field.clone(), f.after.clone()))
-                    .collect();
-                let merged = dialect.merge(c.target.kind, &live, &fields);
-                store
-                    .update(&merged, &pre)
-                    .await
-                    .map(Some)
-                    .map_err(write_err)
-            }
+                    .collect(),
+            };
+            let merged = dialect.merge(c.target.kind, &live, &fields);
+            store
+                .update(&merged, &pre)
+                .await
+                .map(Some)
+                .map_err(write_err)
         }
     }
+}
+
+async fn run_batch<'a>(
+    batch: Vec<(usize, &'a Change, Step)>,
+    plan: &'a Plan,
+    store: &'a Store,
+    dialect: &'a dyn Dialect,
+    concurrency: usize,
+) -> Vec<Outcome> {
+    futures::stream::iter(batch)
+        .map(|(i, c, step)| async move {
+            Outcome {
+                change: i,
+                action: c.action,
+                target: c.target.clone(),
+                result: apply_one(c, step, &plan.project, store, dialect).await,
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
 }
 
 /// Apply every change of `plan` that writes, in order, `concurrency` at a time per level.
@@ -202,19 +291,86 @@ pub async fn apply(
         phases.entry(key).or_default().push((i, c));
     }
     for (_, batch) in phases {
-        let results: Vec<Outcome> = futures::stream::iter(batch)
-            .map(|(i, c)| async move {
-                Outcome {
-                    change: i,
-                    action: c.action,
-                    target: c.target.clone(),
-                    result: apply_one(c, &plan.project, store, dialect).await,
+        // Exclusive values taken by some change of this batch: whoever gives one of them
+        // up writes that first.
+        let exclusive_of = |c: &Change| {
+            dialect
+                .capabilities()
+                .of(c.target.kind)
+                .map(|cap| cap.exclusive)
+                .unwrap_or_default()
+        };
+        let mut wanted = BTreeSet::new();
+        for (_, c) in &batch {
+            for f in c
+                .fields
+                .iter()
+                .filter(|f| exclusive_of(c).contains(&f.field.as_str()))
+            {
+                let before = f
+                    .before
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for v in f
+                    .after
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if !before.contains(v) {
+                        wanted.insert((f.field.clone(), v.to_string()));
+                    }
                 }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        report.outcomes.extend(results);
+            }
+        }
+        let needs_release = |c: &Change| {
+            c.action == Action::Update
+                && released(c, exclusive_of(c))
+                    .iter()
+                    .any(|(field, (kept, _))| {
+                        c.fields
+                            .iter()
+                            .find(|f| &f.field == field)
+                            .and_then(|f| f.before.as_ref())
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .any(|v| {
+                                !kept.contains(v)
+                                    && wanted.contains(&(field.clone(), v.to_string()))
+                            })
+                    })
+        };
+        let releases: Vec<(usize, &Change, Step)> = batch
+            .iter()
+            .filter(|(_, c)| needs_release(c))
+            .map(|(i, c)| (*i, *c, Step::Release))
+            .collect();
+        let mut failed_release = BTreeSet::new();
+        for o in run_batch(releases, plan, store, dialect, concurrency).await {
+            if o.result.is_err() {
+                failed_release.insert(o.change);
+                report.outcomes.push(o);
+            }
+        }
+        let mut rest = Vec::new();
+        for (i, c) in &batch {
+            if failed_release.contains(i) {
+                continue;
+            }
+            let step = if needs_release(c) {
+                Step::AfterRelease
+            } else {
+                Step::Whole
+            };
+            rest.push((*i, *c, step));
+        }
+        report
+            .outcomes
+            .extend(run_batch(rest, plan, store, dialect, concurrency).await);
     }
     report.outcomes.sort_by_key(|o| o.change);
     report

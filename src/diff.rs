@@ -1,12 +1,18 @@
 //! Stage 4: diff desired objects against observed ones, field by field, into [`Change`]s.
 //!
-//! Pure: no I/O, no printing. The dialect's capability table decides whether a needed
-//! write is a create/update/delete or a `manual` checklist item; owned objects that left
-//! the manifests are deleted only with `prune`, otherwise listed as orphans.
+//! Pure: no I/O, no printing. What it may plan comes from the dialect's capability table:
+//! - objects are matched by manifest name or by the server's own key (`Identity`);
+//! - a needed write the target cannot make is a `manual` checklist item;
+//! - an object careplane manages that left the manifests is deleted (or, on targets
+//!   without DELETE, retired) only with `prune`, otherwise listed as an orphan;
+//! - values of exclusive fields (a responsibility belongs to one team) that move between
+//!   objects are noted, so the plan says apply will release them before taking them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::dialect::{Capabilities, DesiredObject, ObservedObject};
+use serde_json::Value;
+
+use crate::dialect::{DesiredObject, Dialect, Identity, ObservedObject};
 use crate::manifest::Diagnostic;
 use crate::observe::Observed;
 use crate::plan::{Action, Change, FieldChange, Orphan, Precondition, Reason, Target};
@@ -15,14 +21,46 @@ pub struct DiffResult {
     pub changes: Vec<Change>,
     pub orphans: Vec<Orphan>,
     /// Problems that make a plan unsafe (a same-named object careplane does not own, two
-    /// live objects claiming one manifest name).
+    /// live objects claiming one manifest object).
     pub errors: Vec<Diagnostic>,
+}
+
+/// The labels of ids that appear in a field's values.
+fn labels_for(
+    desired: &DesiredObject,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for v in before.into_iter().chain(after) {
+        for item in items(v) {
+            if let Some(s) = item.as_str()
+                && let Some(label) = desired.labels.get(s)
+            {
+                out.insert(s.to_owned(), label.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A value's items: the elements of a list, or the value itself.
+fn items(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    }
 }
 
 fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> Vec<FieldChange> {
     let empty = BTreeMap::new();
     let live = observed.map(|o| &o.fields).unwrap_or(&empty);
-    let names: BTreeSet<&String> = desired.fields.keys().chain(live.keys()).collect();
+    let partial = observed.is_some_and(|o| o.partial);
+    let names: BTreeSet<&String> = if partial {
+        live.keys().collect()
+    } else {
+        desired.fields.keys().chain(live.keys()).collect()
+    };
     names
         .into_iter()
         .filter_map(|name| {
@@ -43,35 +81,38 @@ fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> 
         .collect()
 }
 
-/// The labels of ids that appear in a field's values.
-fn labels_for(
-    desired: &DesiredObject,
-    before: Option<&serde_json::Value>,
-    after: Option<&serde_json::Value>,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for v in before.into_iter().chain(after) {
-        let items: Vec<&serde_json::Value> = match v {
-            serde_json::Value::Array(a) => a.iter().collect(),
-            other => vec![other],
-        };
-        for item in items {
-            if let Some(s) = item.as_str()
-                && let Some(label) = desired.labels.get(s)
-            {
-                out.insert(s.to_owned(), label.clone());
-            }
+fn matches(identity: Identity, d: &DesiredObject, o: &ObservedObject) -> bool {
+    o.kind == d.kind
+        && match identity {
+            Identity::ManifestName => o.name.as_deref() == Some(d.name.as_str()),
+            Identity::NaturalKey => o.natural_key.is_some() && o.natural_key == d.natural_key,
         }
+}
+
+fn target_of(o: &ObservedObject, name: String) -> Target {
+    Target {
+        kind: o.kind,
+        name,
+        resource_type: o.resource_type.clone(),
+        id: Some(o.id.clone()),
     }
-    out
+}
+
+fn seen(o: &ObservedObject) -> Precondition {
+    Precondition {
+        version_id: o.version_id.clone(),
+        last_updated: o.last_updated.clone(),
+        absent: false,
+    }
 }
 
 pub fn diff(
     desired: &[DesiredObject],
     observed: &Observed,
-    caps: &Capabilities,
+    dialect: &dyn Dialect,
     prune: bool,
 ) -> DiffResult {
+    let caps = dialect.capabilities();
     let mut changes = Vec::new();
     let mut orphans = Vec::new();
     let mut errors = Vec::new();
@@ -80,9 +121,9 @@ pub fn diff(
     for d in desired {
         let Some(cap) = caps.of(d.kind) else { continue };
         let live: Vec<&ObservedObject> = observed
-            .owned
+            .objects
             .iter()
-            .filter(|o| o.kind == d.kind && o.name == d.name)
+            .filter(|o| matches(cap.identity, d, o))
             .collect();
         if live.len() > 1 {
             let ids: Vec<String> = live
@@ -92,14 +133,15 @@ pub fn diff(
             errors.push(Diagnostic {
                 source: d.source.clone(),
                 message: format!(
-                    "{} '{}' is held by {} resources on the target ({})",
+                    "{} '{}' matches {} resources on the target ({})",
                     d.kind.label(),
                     d.name,
                     live.len(),
                     ids.join(", ")
                 ),
                 help: Some(
-                    "remove the duplicates on the server (keep one), then plan again".into(),
+                    "remove or rename the duplicates on the server (keep one), then plan again"
+                        .into(),
                 ),
             });
             for o in &live {
@@ -127,12 +169,27 @@ pub fn diff(
                     });
                     continue;
                 }
+                let (action, rule) = if cap.create {
+                    (
+                        Action::Create,
+                        format!(
+                            "{} '{}' is declared but not on the target",
+                            d.kind.label(),
+                            d.name
+                        ),
+                    )
+                } else {
+                    (
+                        Action::Manual,
+                        format!(
+                            "{} '{}' is declared but not seen on the target, and the target's API cannot create it: create it by hand",
+                            d.kind.label(),
+                            d.name
+                        ),
+                    )
+                };
                 changes.push(Change {
-                    action: if cap.create {
-                        Action::Create
-                    } else {
-                        Action::Manual
-                    },
+                    action,
                     target: Target {
                         kind: d.kind,
                         name: d.name.clone(),
@@ -142,73 +199,64 @@ pub fn diff(
                     fields: field_changes(d, None),
                     reason: Reason {
                         source: Some(d.source.clone()),
-                        rule: format!(
-                            "{} '{}' is declared but not on the target",
-                            d.kind.label(),
-                            d.name
-                        ),
+                        rule,
                     },
                     precondition: Precondition {
                         absent: true,
                         ..Precondition::default()
                     },
+                    notes: Vec::new(),
                 });
             }
             Some(o) => {
                 matched.insert((o.resource_type.clone(), o.id.clone()));
                 let fields = field_changes(d, Some(o));
                 let (action, rule) = if fields.is_empty() {
-                    (Action::NoOp, "matches its manifest".to_owned())
+                    let rule = match &o.evidence {
+                        Some(e) => format!("seen on the target: {e}"),
+                        None => "matches its manifest".to_owned(),
+                    };
+                    (Action::NoOp, rule)
                 } else {
                     let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                    (
-                        if cap.update {
-                            Action::Update
-                        } else {
-                            Action::Manual
-                        },
-                        format!(
-                            "live {} differs from its manifest in {}",
-                            d.kind.label(),
-                            names.join(", ")
-                        ),
-                    )
+                    let differs = format!(
+                        "live {} differs from its manifest in {}",
+                        d.kind.label(),
+                        names.join(", ")
+                    );
+                    if cap.update {
+                        (Action::Update, differs)
+                    } else {
+                        (
+                            Action::Manual,
+                            format!(
+                                "{differs}; the target's API cannot change it: change it by hand"
+                            ),
+                        )
+                    }
                 };
                 changes.push(Change {
                     action,
-                    target: Target {
-                        kind: d.kind,
-                        name: d.name.clone(),
-                        resource_type: o.resource_type.clone(),
-                        id: Some(o.id.clone()),
-                    },
+                    target: target_of(o, d.name.clone()),
                     fields,
                     reason: Reason {
                         source: Some(d.source.clone()),
                         rule,
                     },
-                    precondition: Precondition {
-                        version_id: o.version_id.clone(),
-                        last_updated: o.last_updated.clone(),
-                        absent: false,
-                    },
+                    precondition: seen(o),
+                    notes: Vec::new(),
                 });
             }
         }
     }
 
-    for o in &observed.owned {
-        if matched.contains(&(o.resource_type.clone(), o.id.clone())) {
+    for o in &observed.objects {
+        if !o.managed || matched.contains(&(o.resource_type.clone(), o.id.clone())) {
             continue;
         }
-        let target = Target {
-            kind: o.kind,
-            name: o.name.clone(),
-            resource_type: o.resource_type.clone(),
-            id: Some(o.id.clone()),
-        };
-        let deletable = caps.of(o.kind).is_some_and(|c| c.delete);
-        if prune && deletable {
+        let Some(cap) = caps.of(o.kind) else { continue };
+        let target = target_of(o, o.display_name());
+        if prune && cap.delete {
             changes.push(Change {
                 action: Action::Delete,
                 target,
@@ -225,19 +273,46 @@ pub fn diff(
                     .collect(),
                 reason: Reason {
                     source: None,
-                    rule: "owned by careplane but no longer declared, and --prune was given".into(),
+                    rule: "managed by careplane but no longer declared, and --prune was given"
+                        .into(),
                 },
-                precondition: Precondition {
-                    version_id: o.version_id.clone(),
-                    last_updated: o.last_updated.clone(),
-                    absent: false,
-                },
+                precondition: seen(o),
+                notes: Vec::new(),
             });
-        } else {
+        } else if prune
+            && cap.update
+            && let Some(retired) = dialect.retire(o)
+        {
+            let fields: Vec<FieldChange> = retired
+                .iter()
+                .filter(|(k, v)| o.fields.get(*k) != Some(*v))
+                .map(|(k, v)| FieldChange {
+                    field: k.clone(),
+                    before: o.fields.get(k).cloned(),
+                    after: Some(v.clone()),
+                    source: None,
+                    labels: BTreeMap::new(),
+                })
+                .collect();
+            if !fields.is_empty() {
+                changes.push(Change {
+                    action: Action::Update,
+                    target,
+                    fields,
+                    reason: Reason {
+                        source: None,
+                        rule: "retire: no longer declared, --prune was given, and the target has no DELETE (emptied and renamed instead)".into(),
+                    },
+                    precondition: seen(o),
+                    notes: Vec::new(),
+                });
+            }
+        } else if !prune || dialect.retire(o).is_none() {
             orphans.push(Orphan { target });
         }
     }
 
+    note_moves(&mut changes, dialect);
     changes.sort_by(|a, b| {
         (a.target.kind.level(), &a.target.kind, &a.target.name).cmp(&(
             b.target.kind.level(),
@@ -249,5 +324,47 @@ pub fn diff(
         changes,
         orphans,
         errors,
+    }
+}
+
+/// For exclusive fields: say which values move from one object to another, and that
+/// apply releases them first.
+fn note_moves(changes: &mut [Change], dialect: &dyn Dialect) {
+    let caps = dialect.capabilities();
+    let mut released: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut taken: BTreeMap<(String, String), String> = BTreeMap::new();
+    for c in changes.iter() {
+        let Some(cap) = caps.of(c.target.kind) else {
+            continue;
+        };
+        for f in c
+            .fields
+            .iter()
+            .filter(|f| cap.exclusive.contains(&f.field.as_str()))
+        {
+            let before: Vec<&Value> = f.before.as_ref().map(items).unwrap_or_default();
+            let after: Vec<&Value> = f.after.as_ref().map(items).unwrap_or_default();
+            for v in before.iter().filter(|v| !after.contains(v)) {
+                released.insert((f.field.clone(), v.to_string()), c.target.name.clone());
+            }
+            for v in after.iter().filter(|v| !before.contains(v)) {
+                taken.insert((f.field.clone(), v.to_string()), c.target.name.clone());
+            }
+        }
+    }
+    for c in changes.iter_mut() {
+        for ((field, value), from) in &released {
+            if let Some(to) = taken.get(&(field.clone(), value.clone())) {
+                if &c.target.name == from {
+                    c.notes.push(format!(
+                        "releases {value} ({field}) first, so that '{to}' can take it"
+                    ));
+                } else if &c.target.name == to {
+                    c.notes.push(format!(
+                        "takes {value} ({field}) after '{from}' has released it"
+                    ));
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ use crate::fhir::{FhirError, Store};
 
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    pub owned: Vec<ObservedObject>,
+    /// Everything the dialect recognised (managed or not).
+    pub objects: Vec<ObservedObject>,
     pub foreign: Vec<ForeignObject>,
     pub staff: StaffIndex,
     /// How many searches were run.
@@ -28,10 +29,11 @@ pub async fn observe(
         ..Observed::default()
     };
     let mut seen = std::collections::HashSet::new();
+    let mut staff = Vec::new();
     for ((purpose, _), result) in queries.iter().zip(results) {
         let resources = result?;
         match purpose {
-            Purpose::Staff => observed.staff = StaffIndex::from_practitioners(&resources),
+            Purpose::Staff => staff.extend(resources.iter().cloned()),
             Purpose::Objects => {
                 for r in &resources {
                     let key = (
@@ -48,7 +50,7 @@ pub async fn observe(
                         continue;
                     }
                     match dialect.identify(project, r) {
-                        Ok(o) => observed.owned.push(o),
+                        Ok(o) => observed.objects.push(o),
                         Err(Some(f)) => observed.foreign.push(f),
                         Err(None) => {}
                     }
@@ -56,8 +58,9 @@ pub async fn observe(
             }
         }
     }
-    observed
-        .owned
-        .sort_by(|a, b| (a.kind, &a.name, &a.id).cmp(&(b.kind, &b.name, &b.id)));
+    observed.staff = StaffIndex::from_practitioners(&staff);
+    observed.objects.sort_by(|a, b| {
+        (a.kind, &a.name, &a.natural_key, &a.id).cmp(&(b.kind, &b.name, &b.natural_key, &b.id))
+    });
     Ok(observed)
 }

@@ -73,7 +73,7 @@ pub async fn plan(
                 files: m.files.clone(),
             })
         })?;
-    let mut d = diff::diff(&desired, &observed, target.dialect.capabilities(), prune);
+    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), prune);
     // Name staff that the manifests no longer mention (removed members) for reviewers.
     for f in d.changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
         for v in f.before.iter().chain(f.after.iter()) {

@@ -36,20 +36,30 @@ pub enum ObjectKind {
     CareTeamRoleCatalog,
     Team,
     RoleAssignment,
+    /// One role, where the target keeps roles one by one (and may not let careplane write
+    /// them: then they are checklist items).
+    Role,
+    /// One care-team role, likewise.
+    CareTeamRole,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 4] = [
+    pub const ALL: [ObjectKind; 6] = [
         ObjectKind::RoleCatalog,
         ObjectKind::CareTeamRoleCatalog,
         ObjectKind::Team,
         ObjectKind::RoleAssignment,
+        ObjectKind::Role,
+        ObjectKind::CareTeamRole,
     ];
 
     /// Apply order: catalogs, then teams, then assignments. Deletes run in reverse.
     pub fn level(self) -> u8 {
         match self {
-            ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => 0,
+            ObjectKind::RoleCatalog
+            | ObjectKind::CareTeamRoleCatalog
+            | ObjectKind::Role
+            | ObjectKind::CareTeamRole => 0,
             ObjectKind::Team => 1,
             ObjectKind::RoleAssignment => 2,
         }
@@ -61,6 +71,8 @@ impl ObjectKind {
             ObjectKind::CareTeamRoleCatalog => "care-team-role-catalog",
             ObjectKind::Team => "team",
             ObjectKind::RoleAssignment => "role-assignment",
+            ObjectKind::Role => "role",
+            ObjectKind::CareTeamRole => "care-team-role",
         }
     }
 
@@ -75,6 +87,8 @@ impl ObjectKind {
             ObjectKind::CareTeamRoleCatalog => "care-team-role catalog",
             ObjectKind::Team => "team",
             ObjectKind::RoleAssignment => "role assignment",
+            ObjectKind::Role => "role",
+            ObjectKind::CareTeamRole => "care-team role",
         }
     }
 }
@@ -85,6 +99,17 @@ impl fmt::Display for ObjectKind {
     }
 }
 
+/// How live objects of a kind are matched with manifest objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// By the manifest name careplane recorded on the resource (an identifier).
+    ManifestName,
+    /// By a key the server itself shows (a team's name, a practitioner's id), for targets
+    /// where careplane cannot record anything of its own.
+    NaturalKey,
+}
+
 /// What a target allows for one object kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KindCapability {
@@ -93,6 +118,11 @@ pub struct KindCapability {
     pub create: bool,
     pub update: bool,
     pub delete: bool,
+    pub identity: Identity,
+    /// List fields whose values may belong to one object at a time on the server (a
+    /// responsibility to one team): apply releases such values before another object of
+    /// the same kind takes them, so moves and swaps work.
+    pub exclusive: &'static [&'static str],
 }
 
 /// The capability table of a dialect.
@@ -128,16 +158,37 @@ pub struct DesiredObject {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A live resource careplane owns, read back into managed fields.
+/// A live object the dialect recognised, read back into managed fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedObject {
     pub kind: ObjectKind,
-    pub name: String,
+    /// The manifest name careplane recorded on it, where the target can hold one.
+    pub name: Option<String>,
+    /// The key the server shows (team name, `Practitioner/<id>`, role code).
+    pub natural_key: Option<String>,
     pub resource_type: String,
     pub id: String,
     pub version_id: Option<String>,
     pub last_updated: Option<String>,
     pub fields: Fields,
+    /// careplane may delete or retire it once no manifest declares it (it carries the
+    /// project's ownership tag, or the target declares every object of the kind managed).
+    pub managed: bool,
+    /// Only `fields` can be seen on the target: compare just those.
+    pub partial: bool,
+    /// What on the target shows that the object exists, when it cannot be read directly
+    /// ("role code MD is held by 3 staff members").
+    pub evidence: Option<String>,
+}
+
+impl ObservedObject {
+    /// How to call it in messages: the manifest name, else the server's key, else the id.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.natural_key.clone())
+            .unwrap_or_else(|| self.id.clone())
+    }
 }
 
 /// A live resource careplane does not own but that a manifest object could be mistaken for.
@@ -289,6 +340,13 @@ pub trait Dialect: Send + Sync {
     /// for checking that a planned create is still valid).
     fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query;
 
-    /// Whether a live resource is owned by `project` (writes to anything else are refused).
-    fn owns(&self, project: &str, resource: &Value) -> bool;
+    /// Whether careplane may write to a live resource of this kind for `project` (writes
+    /// to anything else are refused at apply time).
+    fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;
+
+    /// For targets without DELETE: the fields that retire an object that left the
+    /// manifests (emptied and renamed), or `None` if it cannot be retired.
+    fn retire(&self, _observed: &ObservedObject) -> Option<Fields> {
+        None
+    }
 }

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{
-    Capabilities, DesiredObject, Dialect, Fields, ForeignObject, KindCapability, ObjectKind,
-    ObservedObject, Purpose, StaffIndex, Unresolved,
+    Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
+    ObjectKind, ObservedObject, Purpose, StaffIndex, Unresolved,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -51,6 +51,8 @@ impl Default for R4 {
             create: true,
             update: true,
             delete: true,
+            identity: Identity::ManifestName,
+            exclusive: &[],
         };
         R4 {
             caps: Capabilities(vec![
@@ -246,6 +248,8 @@ impl R4 {
                     .collect();
                 f.insert("members".into(), sorted_strings(members));
             }
+            // R4 keeps roles in catalogs: these kinds are not in its capability table.
+            ObjectKind::Role | ObjectKind::CareTeamRole => {}
             ObjectKind::RoleAssignment => {
                 f.insert(
                     "practitioner".into(),
@@ -475,15 +479,8 @@ impl Dialect for R4 {
         }
     }
 
-    fn owns(&self, project: &str, r: &Value) -> bool {
-        r.pointer("/meta/tag")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|t| {
-                t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM)
-                    && t.get("code").and_then(Value::as_str) == Some(project)
-            })
+    fn owns(&self, project: &str, _kind: ObjectKind, r: &Value) -> bool {
+        owned_by(project, r)
     }
 
     fn identify(&self, project: &str, r: &Value) -> Result<ObservedObject, Option<ForeignObject>> {
@@ -504,12 +501,16 @@ impl Dialect for R4 {
             .and_then(|(k, n)| ObjectKind::from_slug(k).map(|k| (k, n.to_owned())));
         match key {
             Some((kind, name))
-                if self.owns(project, r)
+                if owned_by(project, r)
                     && self.caps.of(kind).is_some_and(|c| c.resource_type == rt) =>
             {
                 Ok(ObservedObject {
                     kind,
-                    name,
+                    natural_key: r.get("name").and_then(Value::as_str).map(str::to_owned),
+                    name: Some(name),
+                    managed: true,
+                    partial: false,
+                    evidence: None,
                     resource_type: rt.to_owned(),
                     id: id.to_owned(),
                     version_id: r
@@ -523,7 +524,7 @@ impl Dialect for R4 {
                     fields: self.project_fields(kind, r, project),
                 })
             }
-            _ if rt == "Group" && !self.owns(project, r) => Err(r
+            _ if rt == "Group" && !owned_by(project, r) => Err(r
                 .get("name")
                 .and_then(Value::as_str)
                 .map(|n| ForeignObject {
@@ -557,6 +558,8 @@ impl Dialect for R4 {
             ObjectKind::Team => {
                 json!({"resourceType": "Group", "type": "practitioner", "actual": true})
             }
+            // Not in R4's capability table (roles live in catalogs): never planned.
+            ObjectKind::Role | ObjectKind::CareTeamRole => json!({"resourceType": "Basic"}),
             ObjectKind::RoleAssignment => json!({"resourceType": "PractitionerRole"}),
         };
         r["meta"] = json!({"tag": [tag(project)]});
@@ -692,6 +695,8 @@ impl R4 {
                     set_or_remove(&mut r, "member", members);
                 }
             }
+            // R4 keeps roles in catalogs: these kinds are not in its capability table.
+            ObjectKind::Role | ObjectKind::CareTeamRole => {}
             ObjectKind::RoleAssignment => {
                 if let Some(v) = fields.get("practitioner") {
                     match v.as_ref().and_then(Value::as_str) {
@@ -733,6 +738,18 @@ impl R4 {
         }
         r
     }
+}
+
+/// Whether `r` carries `project`'s ownership tag.
+fn owned_by(project: &str, r: &Value) -> bool {
+    r.pointer("/meta/tag")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM)
+                && t.get("code").and_then(Value::as_str) == Some(project)
+        })
 }
 
 fn set_or_remove(r: &mut Value, key: &str, list: Vec<Value>) {
@@ -794,7 +811,7 @@ mod tests {
             let r = d.build("p", kind, "x", &fields);
             let seen = d.identify("p", &r).expect("owned");
             assert_eq!(seen.kind, kind);
-            assert_eq!(seen.name, "x");
+            assert_eq!(seen.name.as_deref(), Some("x"));
             assert_eq!(seen.fields, fields, "{kind}");
         }
     }

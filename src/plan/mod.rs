@@ -123,6 +123,9 @@ pub struct Change {
     pub fields: Vec<FieldChange>,
     pub reason: Reason,
     pub precondition: Precondition,
+    /// How apply will go about it, when that is not obvious (ordering of moves).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// An owned object that left the manifests and is kept because `--prune` was not given.
@@ -203,11 +206,12 @@ impl Plan {
         }
     }
 
-    /// Whether applying would write anything.
+    /// Whether applying would write anything. Manual checklist items do not count: the
+    /// target cannot show careplane whether a person has done them, so counting them
+    /// would make every plan "changed" forever.
     pub fn has_changes(&self) -> bool {
         self.changes
             .iter()
             .any(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
-            || self.summary.manual > 0
     }
 }

@@ -124,6 +124,9 @@ fn change(out: &mut String, c: &Change) {
         None => format!("because {}", c.reason.rule),
     };
     let _ = writeln!(out, "      {}", because.dimmed());
+    for n in &c.notes {
+        let _ = writeln!(out, "      {}", format!("note: {n}").cyan());
+    }
     for f in &c.fields {
         field(out, f);
     }

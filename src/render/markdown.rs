@@ -59,6 +59,9 @@ pub fn plan(p: &Plan) -> String {
                 let _ = writeln!(out, "Because {}\n", escape(&c.reason.rule));
             }
         }
+        for n in &c.notes {
+            let _ = writeln!(out, "> {}\n", escape(n));
+        }
         let _ = writeln!(out, "| field | before | after | manifest |");
         let _ = writeln!(out, "|---|---|---|---|");
         for f in &c.fields {
