@@ -161,8 +161,16 @@ async fn apply_one(
         Action::NoOp | Action::Manual => Ok(None),
         Action::Create => {
             let find = dialect.find_query(project, c.target.kind, &c.target.name);
+            let fields = c
+                .fields
+                .iter()
+                .filter_map(|f| f.after.clone().map(|v| (f.field.clone(), v)))
+                .collect();
             let existing = store.search(&find).await.map_err(write_err)?;
-            if !existing.is_empty() {
+            if existing
+                .iter()
+                .any(|r| dialect.same_object(c.target.kind, &fields, r))
+            {
                 return Err(ApplyError::Stale {
                     target: c.target.clone(),
                     detail: "it exists now".into(),

@@ -30,11 +30,16 @@ pub async fn observe(
     };
     let mut seen = std::collections::HashSet::new();
     let mut staff = Vec::new();
+    let mut all = Vec::new();
     for ((purpose, _), result) in queries.iter().zip(results) {
         let resources = result?;
         match purpose {
             Purpose::Staff => staff.extend(resources.iter().cloned()),
-            Purpose::Objects => {
+            Purpose::Objects | Purpose::StaffAndObjects => {
+                if *purpose == Purpose::StaffAndObjects {
+                    staff.extend(resources.iter().cloned());
+                }
+                all.extend(resources.iter().cloned());
                 for r in &resources {
                     let key = (
                         r.get("resourceType")
@@ -59,6 +64,7 @@ pub async fn observe(
         }
     }
     observed.staff = StaffIndex::from_practitioners(&staff);
+    observed.objects.extend(dialect.aggregate(project, &all));
     observed.objects.sort_by(|a, b| {
         (a.kind, &a.name, &a.natural_key, &a.id).cmp(&(b.kind, &b.name, &b.natural_key, &b.id))
     });

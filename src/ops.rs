@@ -99,6 +99,7 @@ pub async fn plan(
     let plan = Plan::new(
         project,
         target.info.clone(),
+        crate::plan::PlanCapability::from_table(target.dialect.capabilities()),
         &m.checksum,
         prune,
         d.changes,

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use crate::dialect::{Dialect, r4::R4};
+use crate::dialect::{Dialect, canvas::Canvas, r4::R4};
 use crate::fhir::auth::{Auth, OAuth2};
 use crate::fhir::file::FileStore;
 use crate::fhir::http::HttpStore;
 use crate::fhir::{FhirError, Store};
-use crate::manifest::types::{ProjectSpec, TargetSpec, TargetType};
+use crate::manifest::types::{OAuth2Spec, ProjectSpec, TargetSpec, TargetType};
 use crate::plan::TargetInfo;
 
 /// Where the embedded default file store lives, relative to the manifest directory.
@@ -114,11 +114,34 @@ fn file_target(name: &str, path: &Path, concurrency: usize) -> ResolvedTarget {
     }
 }
 
+fn oauth2(name: &str, o: &OAuth2Spec, token_url: String) -> Result<Auth, TargetError> {
+    Ok(Auth::oauth2(OAuth2 {
+        token_url,
+        client_id: env(&o.client_id_env, "OAuth2 client id", name)?,
+        client_secret: SecretString::from(env(&o.client_secret_env, "OAuth2 client secret", name)?),
+        scope: o.scope.clone(),
+    }))
+}
+
 fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget, TargetError> {
     let concurrency = spec
         .concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_CONCURRENCY);
+    let http =
+        |url: &str, auth: Auth, dialect: Box<dyn Dialect>| -> Result<ResolvedTarget, TargetError> {
+            let store = HttpStore::new(url, auth)?;
+            Ok(ResolvedTarget {
+                info: TargetInfo {
+                    name: name.into(),
+                    dialect: dialect.name().into(),
+                    endpoint: store.base().to_string(),
+                },
+                store: Store::Http(store),
+                dialect,
+                concurrency,
+            })
+        };
     match spec.target_type {
         TargetType::File => Ok(file_target(
             name,
@@ -133,30 +156,50 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                     (Some(var), _) => {
                         Auth::Bearer(SecretString::from(env(var, "bearer token", name)?))
                     }
-                    (None, Some(o)) => Auth::oauth2(OAuth2 {
-                        token_url: o.token_url.clone(),
-                        client_id: env(&o.client_id_env, "OAuth2 client id", name)?,
-                        client_secret: SecretString::from(env(
-                            &o.client_secret_env,
-                            "OAuth2 client secret",
-                            name,
-                        )?),
-                        scope: o.scope.clone(),
-                    }),
+                    (None, Some(o)) => oauth2(name, o, o.token_url.clone().unwrap_or_default())?,
                     (None, None) => Auth::None,
                 },
             };
-            let store = HttpStore::new(url, auth)?;
-            Ok(ResolvedTarget {
-                info: TargetInfo {
-                    name: name.into(),
-                    dialect: R4::default().name().into(),
-                    endpoint: store.base().to_string(),
-                },
-                store: Store::Http(store),
-                dialect: Box::new(R4::default()),
-                concurrency,
-            })
+            http(url, auth, Box::<R4>::default())
+        }
+        TargetType::Canvas => {
+            // canvas-api.md §1: the FHIR API is on fumage-<instance>, the token endpoint on
+            // the EMR host <instance>.
+            let instance = spec.instance.as_deref().unwrap_or_default();
+            let url = spec
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("https://fumage-{instance}.canvasmedical.com"));
+            let default_oauth = OAuth2Spec {
+                token_url: None,
+                client_id_env: "CANVAS_CLIENT_ID".into(),
+                client_secret_env: "CANVAS_CLIENT_SECRET".into(),
+                scope: None,
+            };
+            let auth = match &spec.auth {
+                Some(a) if a.bearer_token_env.is_some() => Auth::Bearer(SecretString::from(env(
+                    a.bearer_token_env.as_deref().unwrap_or_default(),
+                    "bearer token",
+                    name,
+                )?)),
+                other => {
+                    let o = other
+                        .as_ref()
+                        .and_then(|a| a.oauth2.as_ref())
+                        .unwrap_or(&default_oauth);
+                    let token_url = o.token_url.clone().unwrap_or_else(|| {
+                        format!("https://{instance}.canvasmedical.com/auth/token/")
+                    });
+                    oauth2(name, o, token_url)?
+                }
+            };
+            let dialect = Canvas::new(
+                spec.retire_prefix
+                    .as_deref()
+                    .unwrap_or(crate::dialect::canvas::DEFAULT_RETIRE_PREFIX),
+                spec.manage_all_teams.unwrap_or(false),
+            );
+            http(&url, auth, Box::new(dialect))
         }
     }
 }

@@ -186,3 +186,17 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
     assert!(!lab.contains("&lt;br&gt;"), "{lab}");
     assert!(md.contains("manifests `sha256:"));
 }
+
+#[test]
+fn the_canvas_example_keeps_the_same_organisation_as_the_clinic_example() {
+    for f in ["roles.yaml", "care-team-roles.yaml", "teams.yaml", "staff.yaml"] {
+        let a = std::fs::read_to_string(root().join("examples/clinic").join(f)).unwrap();
+        let b = std::fs::read_to_string(root().join("examples/canvas-clinic").join(f)).unwrap();
+        assert!(a == b, "examples/canvas-clinic/{f} differs from examples/clinic/{f}: copy it over");
+    }
+    careplane()
+        .arg("validate")
+        .arg(root().join("examples/canvas-clinic"))
+        .assert()
+        .success();
+}

@@ -11,6 +11,7 @@
 //! diff, plan and apply only speak field maps and capabilities, so adding a dialect
 //! (Canvas, for instance) touches this folder and nothing downstream.
 
+pub mod canvas;
 pub mod r4;
 
 use std::collections::BTreeMap;
@@ -123,6 +124,8 @@ pub struct KindCapability {
     /// responsibility to one team): apply releases such values before another object of
     /// the same kind takes them, so moves and swaps work.
     pub exclusive: &'static [&'static str],
+    /// Where a person makes the change the API cannot (shown on the manual checklist).
+    pub manual_hint: Option<&'static str>,
 }
 
 /// The capability table of a dialect.
@@ -207,6 +210,9 @@ pub enum Purpose {
     Staff,
     /// Resources that may hold managed objects.
     Objects,
+    /// Both: staff records that also hold managed fields (Canvas keeps role assignments
+    /// on the Practitioner).
+    StaffAndObjects,
 }
 
 /// Practitioners indexed by the ways manifests name them.
@@ -339,6 +345,23 @@ pub trait Dialect: Send + Sync {
     /// A search that finds the object if it already exists (for conditional create and
     /// for checking that a planned create is still valid).
     fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query;
+
+    /// Whether a resource `find_query` returned is the object a create would make (for
+    /// targets whose search cannot narrow it down, like Canvas teams by name).
+    fn same_object(&self, _kind: ObjectKind, _fields: &Fields, _resource: &Value) -> bool {
+        true
+    }
+
+    /// Whether creates may carry `If-None-Exist` (and so be retried safely).
+    fn conditional_create(&self) -> bool {
+        true
+    }
+
+    /// Objects only visible across many resources (a role code held by several staff
+    /// members), read from everything the queries returned.
+    fn aggregate(&self, _project: &str, _resources: &[Value]) -> Vec<ObservedObject> {
+        Vec::new()
+    }
 
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).

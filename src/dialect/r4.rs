@@ -53,6 +53,7 @@ impl Default for R4 {
             delete: true,
             identity: Identity::ManifestName,
             exclusive: &[],
+            manual_hint: None,
         };
         R4 {
             caps: Capabilities(vec![

@@ -431,6 +431,21 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
                 format!("target '{name}' has type fhir but no url"),
                 "add `url:` with the FHIR base URL",
             ),
+            TargetType::Canvas if t.url.is_none() && t.instance.is_none() => ck.error(
+                at,
+                format!("target '{name}' has type canvas but neither instance nor url"),
+                "add `instance:` (the subdomain of your Canvas instance) or an explicit `url:`",
+            ),
+            TargetType::Canvas
+                if t.instance.is_none()
+                    && t.auth.as_ref().and_then(|a| a.oauth2.as_ref()).is_some_and(|o| o.token_url.is_none()) =>
+            {
+                ck.error(
+                    d.at(&format!("/spec/targets/{name}/auth/oauth2")),
+                    format!("target '{name}' has an explicit url but no tokenUrl"),
+                    "add `tokenUrl:` (https://<instance>.canvasmedical.com/auth/token/) or use `instance:`",
+                )
+            }
             TargetType::Fhir => {
                 let url = t.url.as_deref().unwrap_or_default();
                 if url::Url::parse(url).is_err() {
@@ -442,6 +457,25 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
                 }
             }
             _ => {}
+        }
+        if t.target_type == TargetType::Fhir
+            && let Some(o) = t.auth.as_ref().and_then(|a| a.oauth2.as_ref())
+            && o.token_url.is_none()
+        {
+            ck.error(
+                d.at(&format!("/spec/targets/{name}/auth/oauth2")),
+                format!("target '{name}': OAuth2 needs a tokenUrl"),
+                "add `tokenUrl:` with the token endpoint of the authorization server",
+            );
+        }
+        if t.target_type != TargetType::Canvas
+            && (t.instance.is_some() || t.retire_prefix.is_some() || t.manage_all_teams.is_some())
+        {
+            ck.error(
+                d.at(&format!("/spec/targets/{name}")),
+                format!("target '{name}': instance, retirePrefix and manageAllTeams apply to canvas targets only"),
+                "remove them, or set `type: canvas`",
+            );
         }
         if let Some(auth) = &t.auth
             && auth.bearer_token_env.is_some()

@@ -136,6 +136,8 @@ pub enum TargetType {
     File,
     /// A FHIR R4 server over HTTP.
     Fhir,
+    /// A Canvas Medical instance (its FHIR API, with Canvas's rules).
+    Canvas,
 }
 
 /// Where careplane plans and applies. Secrets are named by environment variable, never
@@ -148,9 +150,23 @@ pub struct TargetSpec {
     /// `file` targets: the store directory, relative to the manifest directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `fhir` targets: the FHIR base URL.
+    /// `fhir` targets: the FHIR base URL. `canvas` targets: optional, derived from
+    /// `instance` (`https://fumage-<instance>.canvasmedical.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// `canvas` targets: the instance (subdomain) name, e.g. `modernfamilypractice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
+    pub instance: Option<String>,
+    /// `canvas` targets: prefix given to a team that `--prune` retires (Canvas has no
+    /// DELETE). Default `zz-retired `.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub retire_prefix: Option<String>,
+    /// `canvas` targets: every practitioner team in the instance is managed by these
+    /// manifests, so `--prune` retires teams no manifest declares. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_all_teams: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
     /// Maximum concurrent writes during apply (default 4).
@@ -174,7 +190,10 @@ pub struct AuthSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OAuth2Spec {
-    pub token_url: String,
+    /// Token endpoint. Required for `fhir` targets; `canvas` targets derive it from
+    /// `instance` (`https://<instance>.canvasmedical.com/auth/token/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
     /// Environment variable holding the client id.
     pub client_id_env: String,
     /// Environment variable holding the client secret.

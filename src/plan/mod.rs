@@ -145,6 +145,37 @@ pub struct TargetInfo {
     pub endpoint: String,
 }
 
+/// What the target lets careplane do with one kind of object (from the dialect's
+/// capability table), so that readers of a plan know what is automatic and what is a
+/// checklist item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanCapability {
+    pub kind: ObjectKind,
+    pub resource_type: String,
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+    /// Where a person makes the changes careplane cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_hint: Option<String>,
+}
+
+impl PlanCapability {
+    pub fn from_table(caps: &crate::dialect::Capabilities) -> Vec<Self> {
+        caps.0
+            .iter()
+            .map(|c| PlanCapability {
+                kind: c.kind,
+                resource_type: c.resource_type.into(),
+                create: c.create,
+                update: c.update,
+                delete: c.delete,
+                manual_hint: c.manual_hint.map(str::to_owned),
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub create: usize,
@@ -162,6 +193,8 @@ pub struct Plan {
     pub careplane_version: String,
     pub project: String,
     pub target: TargetInfo,
+    /// What the target lets careplane write, per kind.
+    pub capabilities: Vec<PlanCapability>,
     /// Checksum of the manifests the plan was made from.
     pub manifests_checksum: String,
     pub prune: bool,
@@ -174,6 +207,7 @@ impl Plan {
     pub fn new(
         project: &str,
         target: TargetInfo,
+        capabilities: Vec<PlanCapability>,
         manifests_checksum: &str,
         prune: bool,
         changes: Vec<Change>,
@@ -198,12 +232,30 @@ impl Plan {
             careplane_version: env!("CARGO_PKG_VERSION").into(),
             project: project.into(),
             target,
+            capabilities,
             manifests_checksum: manifests_checksum.into(),
             prune,
             summary,
             changes,
             orphans,
         }
+    }
+
+    /// The capability entry of a kind.
+    pub fn capability(&self, kind: ObjectKind) -> Option<&PlanCapability> {
+        self.capabilities.iter().find(|c| c.kind == kind)
+    }
+
+    /// Changes a person has to make or check by hand: manual actions, and objects the
+    /// target only lets careplane verify (neither create nor update).
+    pub fn checklist(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| {
+            c.action == Action::Manual
+                || (c.action == Action::NoOp
+                    && self
+                        .capability(c.target.kind)
+                        .is_some_and(|k| !k.create && !k.update))
+        })
     }
 
     /// Whether applying would write anything. Manual checklist items do not count: the

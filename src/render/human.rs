@@ -132,6 +132,41 @@ fn change(out: &mut String, c: &Change) {
     }
 }
 
+/// One checklist line: `[ ] create role MD 'Physician' in Settings → Roles`, or
+/// `[x] role 'physician': seen on the target (…)` for what live data confirms.
+pub fn checklist_line(p: &Plan, c: &Change) -> String {
+    let hint = p
+        .capability(c.target.kind)
+        .and_then(|k| k.manual_hint.clone())
+        .map(|h| format!(" in {h}"))
+        .unwrap_or_default();
+    let after = |f: &str| {
+        c.fields
+            .iter()
+            .find(|x| x.field == f)
+            .and_then(|x| x.after.as_ref())
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+    };
+    let what = match (after("code"), after("display")) {
+        (Some(code), Some(display)) => format!("{} {code} '{display}'", c.target.kind.label()),
+        _ => format!("{} '{}'", c.target.kind.label(), c.target.name),
+    };
+    match c.action {
+        Action::Manual if c.precondition.absent => format!("[ ] create {what}{hint}"),
+        Action::Manual => format!("[ ] change {what}{hint}"),
+        _ => format!(
+            "[x] {} '{}': {}",
+            c.target.kind.label(),
+            c.target.name,
+            c.reason.rule
+        ),
+    }
+}
+
 /// The whole plan for a terminal.
 pub fn plan(p: &Plan, stats: Option<&Stats>) -> String {
     let mut out = String::new();
@@ -154,19 +189,25 @@ pub fn plan(p: &Plan, stats: Option<&Stats>) -> String {
         change(&mut out, c);
         let _ = writeln!(out);
     }
-    let manual: Vec<&Change> = p
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Manual)
-        .collect();
-    if !manual.is_empty() {
+    let checklist: Vec<&Change> = p.checklist().collect();
+    if !checklist.is_empty() {
         let _ = writeln!(
             out,
             "{}",
-            "Manual checklist (the target's API cannot make these changes):".bold()
+            "Manual checklist (the target's API cannot make these changes; careplane never calls it for them):".bold()
         );
-        for c in &manual {
-            change(&mut out, c);
+        for c in &checklist {
+            let _ = writeln!(out, "  {}", checklist_line(p, c));
+            if c.action == Action::Manual {
+                let because = match &c.reason.source {
+                    Some(s) => format!("because {s}: {}", c.reason.rule),
+                    None => format!("because {}", c.reason.rule),
+                };
+                let _ = writeln!(out, "      {}", because.dimmed());
+                for f in &c.fields {
+                    field(&mut out, f);
+                }
+            }
         }
         let _ = writeln!(out);
     }

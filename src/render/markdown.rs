@@ -37,7 +37,30 @@ pub fn plan(p: &Plan) -> String {
         "| {} | {} | {} | {} | {} | {} |\n",
         s.create, s.update, s.delete, s.manual, s.no_op, s.orphaned
     );
-    for c in p.changes.iter().filter(|c| c.action.is_change()) {
+    let checklist: Vec<_> = p.checklist().collect();
+    if !checklist.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Manual checklist** (the target's API cannot make these changes):\n"
+        );
+        for c in &checklist {
+            let line = crate::render::human::checklist_line(p, c);
+            let line = line.replacen("[ ]", "- [ ]", 1).replacen("[x]", "- [x]", 1);
+            let at = c
+                .reason
+                .source
+                .as_ref()
+                .map(|s| format!(" (`{s}`)"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "{}{at}", escape(&line));
+        }
+        let _ = writeln!(out);
+    }
+    for c in p
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change() && c.action != Action::Manual)
+    {
         let _ = writeln!(
             out,
             "<details><summary><code>{}</code> {} {}</summary>\n",

@@ -5,6 +5,8 @@
 //! works under its own project name, staff identifiers and team names.
 #![allow(dead_code)]
 
+pub mod canvas;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
