@@ -26,6 +26,14 @@ CAREPLANE_TEST_FHIR_URL="$(PORT="$PORT" bash tests/fhir-server/start-fhir-test-s
 export CAREPLANE_TEST_FHIR_URL
 echo "==> FHIR test server ready at $CAREPLANE_TEST_FHIR_URL" >&2
 
+# The Canvas API simulator checks its own documented behaviour first (the Rust tests start
+# a private simulator each).
+SIM_PORT="${CANVAS_SIM_PORT:-18090}"
+SIM_BASE="$(PORT="$SIM_PORT" PIDFILE="$STATE/sim.pid" LOG="$STATE/sim.log" bash tests/canvas-simulator/start-canvas-simulator.sh)"
+bash tests/canvas-simulator/smoke.sh "$SIM_BASE" > "$STATE/smoke.out" || { cat "$STATE/smoke.out"; exit 1; }
+echo "==> Canvas simulator smoke check: $(tail -1 "$STATE/smoke.out")" >&2
+kill "$(cat "$STATE/sim.pid")" 2>/dev/null || true
+
 export NO_COLOR=1
 set +e
 cargo test --locked "$@" 2>&1 | tee "$STATE/out"
