@@ -166,24 +166,32 @@ async fn apply_one(
                 .iter()
                 .filter_map(|f| f.after.clone().map(|v| (f.field.clone(), v)))
                 .collect();
+            let exists_now = || ApplyError::Stale {
+                target: c.target.clone(),
+                detail: "it exists now".into(),
+            };
+            let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
+            if dialect.conditional_create() {
+                // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
+                let w = store
+                    .create(&resource, Some(&find))
+                    .await
+                    .map_err(write_err)?;
+                return if w.existed {
+                    Err(exists_now())
+                } else {
+                    Ok(Some(w))
+                };
+            }
             let existing = store.search(&find).await.map_err(write_err)?;
             if existing
                 .iter()
                 .any(|r| dialect.same_object(c.target.kind, &fields, r))
             {
-                return Err(ApplyError::Stale {
-                    target: c.target.clone(),
-                    detail: "it exists now".into(),
-                });
+                return Err(exists_now());
             }
-            let fields = c
-                .fields
-                .iter()
-                .filter_map(|f| f.after.clone().map(|v| (f.field.clone(), v)))
-                .collect();
-            let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
             store
-                .create(&resource, Some(&find))
+                .create(&resource, None)
                 .await
                 .map(Some)
                 .map_err(write_err)

@@ -649,21 +649,45 @@ fn naive_care_team_upsert_would_have_dropped_the_other_participants() {
     let sim = Sim::start();
     seed(&sim);
     let pid = sim.seed(json!({"resources": [patient(2)]}))[0].clone();
-    let participant = |staff: usize, code: &str, display: &str| json!({
+    let participant = |staff: usize, code: &str, display: &str| {
+        json!({
         "role": [{"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}]}],
-        "member": {"reference": format!("Practitioner/{}", practitioner_id(staff))}});
+        "member": {"reference": format!("Practitioner/{}", practitioner_id(staff))}})
+    };
     sim.seed(json!({"careTeamRoles": [
         {"system": "http://snomed.info/sct", "code": "453231000124104", "display": "Primary care provider"},
         {"system": "http://snomed.info/sct", "code": "224535009", "display": "Registered nurse"}]}));
-    let team = |participants: Vec<Value>| json!({"resourceType": "CareTeam", "id": pid, "status": "active",
-        "subject": {"reference": format!("Patient/{pid}")}, "participant": participants});
+    let team = |participants: Vec<Value>| {
+        json!({"resourceType": "CareTeam", "id": pid, "status": "active",
+        "subject": {"reference": format!("Patient/{pid}")}, "participant": participants})
+    };
     let put = |body: Value| sim.fhir(Method::PUT, &format!("/CareTeam/{pid}"), Some(&body));
-    assert_eq!(put(team(vec![participant(0, "453231000124104", "Primary care provider")])).0, 200);
+    assert_eq!(
+        put(team(vec![participant(
+            0,
+            "453231000124104",
+            "Primary care provider"
+        )]))
+        .0,
+        200
+    );
     // a naive client assigns a nurse with only the new participant in the payload
-    assert_eq!(put(team(vec![participant(1, "224535009", "Registered nurse")])).0, 200);
+    assert_eq!(
+        put(team(vec![participant(1, "224535009", "Registered nurse")])).0,
+        200
+    );
     let (_, active) = sim.fhir(Method::GET, &format!("/CareTeam/{pid}"), None);
-    let members: Vec<&str> = active["participant"].as_array().unwrap().iter().map(|p| p["member"]["reference"].as_str().unwrap()).collect();
-    assert_eq!(members, [format!("Practitioner/{}", practitioner_id(1))], "the PCP was made inactive");
+    let members: Vec<&str> = active["participant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["member"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        members,
+        [format!("Practitioner/{}", practitioner_id(1))],
+        "the PCP was made inactive"
+    );
     let (_, inactive) = sim.fhir(Method::GET, &format!("/CareTeam/{pid}.inactive"), None);
     assert_eq!(inactive["participant"].as_array().unwrap().len(), 1);
 }
@@ -686,18 +710,39 @@ fn naive_task_put_would_have_cleared_fields_and_duplicated_notes() {
         "note": [{"text": "called the patient"}]});
     let (status, _) = sim.fhir(Method::POST, "/Task", Some(&task));
     assert_eq!(status, 201);
-    let id = sim.search("Task?status=requested")[0]["id"].as_str().unwrap().to_owned();
+    let id = sim.search("Task?status=requested")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let read = sim.search(&format!("Task?_id={id}"))[0].clone();
     // read-modify-write that keeps the note: the note is appended a second time
     let mut same = read.clone();
     same.as_object_mut().unwrap().remove("lastModified");
-    assert_eq!(sim.fhir(Method::PUT, &format!("/Task/{id}"), Some(&same)).0, 200);
-    assert_eq!(sim.search(&format!("Task?_id={id}"))[0]["note"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        sim.fhir(Method::PUT, &format!("/Task/{id}"), Some(&same)).0,
+        200
+    );
+    assert_eq!(
+        sim.search(&format!("Task?_id={id}"))[0]["note"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     // a PUT with only the fields a router cares about: owner, due date and labels are gone
     let minimal = json!({"resourceType": "Task", "id": id, "status": "requested", "intent": "unknown",
         "description": "Refer patient to Psychiatry (TBD)",
         "requester": {"reference": format!("Practitioner/{}", practitioner_id(0))}});
-    assert_eq!(sim.fhir(Method::PUT, &format!("/Task/{id}"), Some(&minimal)).0, 200);
+    assert_eq!(
+        sim.fhir(Method::PUT, &format!("/Task/{id}"), Some(&minimal))
+            .0,
+        200
+    );
     let after = sim.search(&format!("Task?_id={id}"))[0].clone();
-    assert!(after.get("owner").is_none() && after.get("restriction").is_none() && after.get("input").is_none(), "{after}");
+    assert!(
+        after.get("owner").is_none()
+            && after.get("restriction").is_none()
+            && after.get("input").is_none(),
+        "{after}"
+    );
 }

@@ -189,10 +189,18 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
 
 #[test]
 fn the_canvas_example_keeps_the_same_organisation_as_the_clinic_example() {
-    for f in ["roles.yaml", "care-team-roles.yaml", "teams.yaml", "staff.yaml"] {
+    for f in [
+        "roles.yaml",
+        "care-team-roles.yaml",
+        "teams.yaml",
+        "staff.yaml",
+    ] {
         let a = std::fs::read_to_string(root().join("examples/clinic").join(f)).unwrap();
         let b = std::fs::read_to_string(root().join("examples/canvas-clinic").join(f)).unwrap();
-        assert!(a == b, "examples/canvas-clinic/{f} differs from examples/clinic/{f}: copy it over");
+        assert!(
+            a == b,
+            "examples/canvas-clinic/{f} differs from examples/clinic/{f}: copy it over"
+        );
     }
     careplane()
         .arg("validate")

@@ -160,7 +160,10 @@ impl FileStore {
         if let Some(q) = if_none_exist
             && let Some(existing) = all.iter().find(|r| matches(r, &q.params))
         {
-            return Ok(written(existing));
+            return Ok(Written {
+                existed: true,
+                ..written(existing)
+            });
         }
         let mut r = resource.clone();
         r["id"] = json!(self.new_id());
@@ -273,6 +276,7 @@ fn written(r: &Value) -> Written {
             .pointer("/meta/versionId")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        existed: false,
     }
 }
 

@@ -385,10 +385,13 @@ impl HttpStore {
             }
             return Err(Self::http_error(&what, &resp));
         }
-        written(rt, &resp).ok_or_else(|| FhirError::InvalidResponse {
+        let mut w = written(rt, &resp).ok_or_else(|| FhirError::InvalidResponse {
             what,
             reason: "no id in the body or the Location header".into(),
-        })
+        })?;
+        // A conditional create that matched answers 200 (201 means created).
+        w.existed = if_none_exist.is_some() && resp.status == reqwest::StatusCode::OK;
+        Ok(w)
     }
 
     pub async fn update(&self, resource: &Value, pre: &Precondition) -> Result<Written, FhirError> {
@@ -415,6 +418,7 @@ impl HttpStore {
         Ok(written(rt, &resp).unwrap_or(Written {
             id: id.to_owned(),
             version_id: None,
+            existed: false,
         }))
     }
 
@@ -487,6 +491,7 @@ fn written(rt: &str, resp: &Response) -> Option<Written> {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .or(etag_version),
+            existed: false,
         });
     }
     let loc = resp
@@ -506,6 +511,7 @@ fn written(rt: &str, resp: &Response) -> Option<Written> {
     Some(Written {
         id,
         version_id: version,
+        existed: false,
     })
 }
 

@@ -61,6 +61,8 @@ pub struct Precondition {
 pub struct Written {
     pub id: String,
     pub version_id: Option<String>,
+    /// A conditional create found the resource already there instead of creating it.
+    pub existed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
