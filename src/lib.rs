@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod dialect;
 pub mod diff;
+pub mod drift;
 pub mod fhir;
 pub mod manifest;
 pub mod model;

@@ -208,3 +208,12 @@ fn the_canvas_example_keeps_the_same_organisation_as_the_clinic_example() {
         .assert()
         .success();
 }
+
+#[test]
+fn the_committed_drift_schema_is_current() {
+    let committed = std::fs::read_to_string(root().join("schema/drift.schema.json")).unwrap();
+    assert!(
+        committed == careplane::drift::schema_text(),
+        "schema/drift.schema.json is stale: run `cargo run -- schema --drift > schema/drift.schema.json`"
+    );
+}

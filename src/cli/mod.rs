@@ -3,6 +3,7 @@
 //! what changes; nothing in `ops` prints.
 
 pub mod apply;
+pub mod drift;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -39,6 +40,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Make the live state match the manifests (or apply a saved plan).
     Apply(apply::Args),
+    /// Report where the target differs from the manifests. Exit 0 in sync, 2 drift, 1 error.
+    Drift(drift::Args),
 }
 
 /// Where to plan/apply: shared by plan and apply.
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Schema(a) => schema::run(a),
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
+        Command::Drift(a) => drift::run(a).await,
     }
 }
 

@@ -5,12 +5,17 @@ use super::{EXIT_OK, out};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the schema of plan files (`plan --format json`, `plan --out`) instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "drift")]
     pub plan: bool,
+    /// Print the schema of drift reports (`drift --format json`) instead.
+    #[arg(long)]
+    pub drift: bool,
 }
 
 pub fn run(a: Args) -> u8 {
-    if a.plan {
+    if a.drift {
+        out(&crate::drift::schema_text());
+    } else if a.plan {
         out(&crate::plan::schema::plan_schema_text());
     } else {
         out(&crate::manifest::schema::manifest_schema_text());

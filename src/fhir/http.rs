@@ -345,6 +345,44 @@ impl HttpStore {
         }
     }
 
+    /// The resource's versions, newest first (one page, at most `max`); `None` when the
+    /// server keeps no history or will not show it.
+    pub async fn history(
+        &self,
+        rt: &str,
+        id: &str,
+        max: u32,
+    ) -> Result<Option<Vec<Value>>, FhirError> {
+        let what = format!("history of {rt}/{id}");
+        let mut url = self.url(&format!("{rt}/{id}/_history"))?;
+        url.query_pairs_mut()
+            .append_pair("_count", &max.to_string());
+        let resp = self
+            .exchange(Method::GET, url, None, HeaderMap::new(), &what, true)
+            .await?;
+        if !resp.status.is_success() {
+            return Ok(None);
+        }
+        let mut versions: Vec<Value> = resp
+            .body
+            .as_ref()
+            .and_then(|b| b.get("entry"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource").cloned())
+            .collect();
+        versions.sort_by(|a, b| {
+            let t = |r: &Value| {
+                r.pointer("/meta/lastUpdated")
+                    .and_then(Value::as_str)
+                    .and_then(super::parse_instant)
+            };
+            t(b).cmp(&t(a))
+        });
+        Ok(Some(versions))
+    }
+
     pub async fn create(
         &self,
         resource: &Value,

@@ -165,6 +165,20 @@ impl Store {
             Store::File(s) => s.update(resource, pre).await,
         }
     }
+    /// Versions of a resource, newest first, where the target keeps them (HTTP servers
+    /// with `_history`); `None` otherwise.
+    pub async fn history(
+        &self,
+        resource_type: &str,
+        id: &str,
+        max: u32,
+    ) -> Result<Option<Vec<Value>>, FhirError> {
+        match self {
+            Store::Http(s) => s.history(resource_type, id, max).await,
+            Store::File(_) => Ok(None),
+        }
+    }
+
     pub async fn delete(
         &self,
         resource_type: &str,

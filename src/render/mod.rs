@@ -2,6 +2,7 @@
 //! never decide anything and never print (the CLI writes what they return).
 
 pub mod diagnostics;
+pub mod drift;
 pub mod human;
 pub mod markdown;
 

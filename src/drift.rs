@@ -1,0 +1,240 @@
+//! Drift: does the live state still match the manifests? A report derived from a plan
+//! (made without `--prune`), plus, where the target keeps versions, when each drifted
+//! object changed and whether the server changed or the manifests did.
+//!
+//! Decides nothing new and prints nothing: the diff already normalised away what is not
+//! drift (server-managed `meta`, list order where order means nothing, fields careplane
+//! does not manage, server-added defaults such as member `display`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dialect::{Dialect, ObjectKind};
+use crate::fhir::Store;
+use crate::model::Source;
+use crate::plan::{Action, Plan, TargetInfo};
+
+pub const FORMAT: &str = "careplane-drift";
+pub const FORMAT_VERSION: u32 = 1;
+/// How many versions of a drifted object to read to date the drift.
+const HISTORY_DEPTH: u32 = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftState {
+    /// The object exists but some managed fields differ.
+    Changed,
+    /// Declared, but not on the target.
+    Missing,
+    /// Managed by careplane, no longer declared, still on the target (kept without
+    /// `--prune`); informational, not counted as drift.
+    Undeclared,
+}
+
+/// Who moved: the server, or the manifests (a change not applied yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftCause {
+    /// A past version had the declared values; someone changed them on the server.
+    ServerEdit,
+    /// No version ever had the declared values: the manifests changed and were not applied.
+    ManifestChange,
+    /// The target keeps no history (or not far enough back) to tell.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftField {
+    pub field: String,
+    /// What the manifests declare.
+    pub expected: Option<Value>,
+    /// What the target has.
+    pub actual: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// How the manifests name ids in the values (`Practitioner/ab12` → `npi …`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Drifted {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub resource_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub state: DriftState,
+    pub cause: DriftCause,
+    pub fields: Vec<DriftField>,
+    /// When the live object last changed (`meta.lastUpdated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
+    /// When the live values that differ first appeared (from `_history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The manifest position that declares the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<Source>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftSummary {
+    pub changed: usize,
+    pub missing: usize,
+    pub undeclared: usize,
+    pub in_sync: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftReport {
+    pub format: String,
+    pub format_version: u32,
+    pub careplane_version: String,
+    pub project: String,
+    pub target: TargetInfo,
+    pub manifests_checksum: String,
+    /// No object changed or missing.
+    pub in_sync: bool,
+    pub summary: DriftSummary,
+    pub drifted: Vec<Drifted>,
+}
+
+/// Date a changed object's drift from its versions (newest first).
+fn date_drift(
+    dialect: &dyn Dialect,
+    project: &str,
+    versions: &[Value],
+    fields: &[DriftField],
+    complete: bool,
+) -> (DriftCause, Option<String>) {
+    let projected = |v: &Value| dialect.identify(project, v).ok().map(|o| o.fields);
+    let matches = |v: &Value, pick: &dyn Fn(&DriftField) -> Option<Value>| {
+        projected(v).is_some_and(|f| {
+            fields
+                .iter()
+                .all(|d| f.get(&d.field).filter(|x| !x.is_null()).cloned() == pick(d))
+        })
+    };
+    let mut since = None;
+    for v in versions {
+        if matches(v, &|d| d.actual.clone()) {
+            since = v
+                .pointer("/meta/lastUpdated")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            continue;
+        }
+        if matches(v, &|d| d.expected.clone()) {
+            return (DriftCause::ServerEdit, since);
+        }
+        return (DriftCause::Unknown, since);
+    }
+    if complete {
+        (DriftCause::ManifestChange, since)
+    } else {
+        (DriftCause::Unknown, since)
+    }
+}
+
+pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftReport {
+    let mut drifted = Vec::new();
+    let mut summary = DriftSummary::default();
+    for c in &plan.changes {
+        let state = match c.action {
+            Action::Update => DriftState::Changed,
+            Action::Create => DriftState::Missing,
+            Action::NoOp => {
+                summary.in_sync += 1;
+                continue;
+            }
+            // Checklist items cannot be observed; deletes are not planned without --prune.
+            Action::Manual | Action::Delete => continue,
+        };
+        let fields: Vec<DriftField> = c
+            .fields
+            .iter()
+            .map(|f| DriftField {
+                field: f.field.clone(),
+                expected: f.after.clone(),
+                actual: f.before.clone(),
+                source: f.source.clone(),
+                labels: f.labels.clone(),
+            })
+            .collect();
+        let (mut cause, mut since) = (DriftCause::Unknown, None);
+        if state == DriftState::Changed
+            && let Some(id) = &c.target.id
+            && let Ok(Some(versions)) = store
+                .history(&c.target.resource_type, id, HISTORY_DEPTH)
+                .await
+        {
+            let complete = (versions.len() as u32) < HISTORY_DEPTH;
+            (cause, since) = date_drift(dialect, &plan.project, &versions, &fields, complete);
+        }
+        match state {
+            DriftState::Changed => summary.changed += 1,
+            _ => summary.missing += 1,
+        }
+        drifted.push(Drifted {
+            kind: c.target.kind,
+            name: c.target.name.clone(),
+            resource_type: c.target.resource_type.clone(),
+            id: c.target.id.clone(),
+            state,
+            cause,
+            fields,
+            last_updated: c.precondition.last_updated.clone(),
+            since,
+            declared_at: c.reason.source.clone(),
+        });
+    }
+    for o in &plan.orphans {
+        summary.undeclared += 1;
+        drifted.push(Drifted {
+            kind: o.target.kind,
+            name: o.target.name.clone(),
+            resource_type: o.target.resource_type.clone(),
+            id: o.target.id.clone(),
+            state: DriftState::Undeclared,
+            cause: DriftCause::ManifestChange,
+            fields: Vec::new(),
+            last_updated: None,
+            since: None,
+            declared_at: None,
+        });
+    }
+    DriftReport {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        careplane_version: env!("CARGO_PKG_VERSION").into(),
+        project: plan.project.clone(),
+        target: plan.target.clone(),
+        manifests_checksum: plan.manifests_checksum.clone(),
+        in_sync: summary.changed == 0 && summary.missing == 0,
+        summary,
+        drifted,
+    }
+}
+
+/// JSON Schema (draft-07) of the drift report, committed at `schema/drift.schema.json`.
+pub fn schema_text() -> String {
+    let mut s = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<DriftReport>()
+        .to_value();
+    if let Some(o) = s.as_object_mut() {
+        o.insert(
+            "$id".into(),
+            "https://careplane.dev/schema/drift.schema.json".into(),
+        );
+        o.insert(
+            "title".into(),
+            "careplane drift report (format_version 1)".into(),
+        );
+    }
+    let mut t = serde_json::to_string_pretty(&s).expect("schema serializes");
+    t.push('\n');
+    t
+}
