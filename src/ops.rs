@@ -105,6 +105,8 @@ pub async fn plan(
         d.changes,
         d.orphans,
     );
+    let mut plan = plan;
+    plan.manifests_commit = manifests_commit(&m.dir);
     Ok((
         plan,
         Stats {
@@ -113,6 +115,26 @@ pub async fn plan(
             elapsed: started.elapsed(),
         },
     ))
+}
+
+/// The commit the manifests come from: CI's variables first, else git, else unknown.
+fn manifests_commit(dir: &Path) -> Option<String> {
+    for var in ["GITHUB_SHA", "CI_COMMIT_SHA"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return Some(v);
+        }
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let sha = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !sha.is_empty()).then_some(sha)
 }
 
 /// Check that a saved plan belongs to this target (and, if given, these manifests).

@@ -170,8 +170,12 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
         .unwrap();
     assert!(out.status.success());
     let md = String::from_utf8(out.stdout).unwrap();
-    assert!(md.contains("| create | update | delete | manual | unchanged | orphaned |"));
-    assert!(md.contains("| 18 | 1 | 0 | 0 | 0 | 0 |"), "{md}");
+    assert!(md.contains("| kind | create | update | delete | manual | unchanged |"));
+    assert!(md.contains("| team | 4 | 1 | 0 | 0 | 0 |"), "{md}");
+    assert!(
+        md.contains("| **total** | **18** | **1** | **0** | **0** | **0** |"),
+        "{md}"
+    );
     assert_eq!(md.matches("<details>").count(), 19);
     assert_eq!(
         md.matches("<details>").count(),
@@ -184,7 +188,8 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
     assert!(lab.contains("−\"Practitioner/"), "{lab}");
     assert!(lab.contains("(npi 1670425184)"), "{lab}");
     assert!(!lab.contains("&lt;br&gt;"), "{lab}");
-    assert!(md.contains("manifests `sha256:"));
+    assert!(md.contains("· plan file `sha256:"), "{md}");
+    assert!(md.trim_end().ends_with("</sub>"));
 }
 
 #[test]

@@ -26,6 +26,12 @@ pub fn to_json(plan: &Plan) -> String {
     s
 }
 
+/// `sha256:<hex>` of the plan file's bytes, as `sha256sum plan.json` prints it.
+pub fn checksum(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{:x}", Sha256::digest(to_json(plan).as_bytes()))
+}
+
 pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
     std::fs::write(path, to_json(plan)).map_err(|e| PlanFileError::Write {
         path: path.display().to_string(),

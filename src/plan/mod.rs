@@ -197,6 +197,10 @@ pub struct Plan {
     pub capabilities: Vec<PlanCapability>,
     /// Checksum of the manifests the plan was made from.
     pub manifests_checksum: String,
+    /// The git commit of the manifests, when known (`GITHUB_SHA`, `CI_COMMIT_SHA`, or
+    /// `git rev-parse HEAD` in the manifest directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_commit: Option<String>,
     pub prune: bool,
     pub summary: Summary,
     pub changes: Vec<Change>,
@@ -234,6 +238,7 @@ impl Plan {
             target,
             capabilities,
             manifests_checksum: manifests_checksum.into(),
+            manifests_commit: None,
             prune,
             summary,
             changes,
