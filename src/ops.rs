@@ -48,8 +48,8 @@ pub struct Stats {
     pub elapsed: Duration,
 }
 
-pub fn validate(dir: &Path) -> Result<Manifests, LoadError> {
-    manifest::load(dir)
+pub fn validate(dir: &Path, opts: &manifest::LoadOptions) -> Result<Manifests, LoadError> {
+    manifest::load(dir, opts)
 }
 
 /// Observe the target and diff it against the manifests.

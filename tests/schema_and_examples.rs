@@ -184,7 +184,7 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
     // the lab team's drift: who left, who joined, where the manifest says so
     let lab = &md[md.find("update team 'lab-team'").unwrap()..];
     let lab = &lab[..lab.find("</details>").unwrap()];
-    assert!(lab.contains("`teams.yaml:55:7`"), "{lab}");
+    assert!(lab.contains("`teams.yaml:57:7`"), "{lab}");
     assert!(lab.contains("−\"Practitioner/"), "{lab}");
     assert!(lab.contains("(npi 1670425184)"), "{lab}");
     assert!(!lab.contains("&lt;br&gt;"), "{lab}");

@@ -53,6 +53,30 @@ pub struct TargetArgs {
     /// An ad-hoc generic FHIR R4 server (bearer token from CAREPLANE_TOKEN, if set).
     #[arg(long, env = "CAREPLANE_SERVER", conflicts_with = "target")]
     pub server: Option<String>,
+    /// Set a manifest variable, `NAME=VALUE` (repeatable; wins over the environment and
+    /// the target's Values).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE"))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("'{k}' is not a variable name"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+impl TargetArgs {
+    /// How manifests read for this target.
+    pub fn load_options(&self) -> crate::manifest::LoadOptions {
+        crate::manifest::LoadOptions {
+            target: self.target.clone(),
+            vars: self.vars.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

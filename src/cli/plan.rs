@@ -43,7 +43,7 @@ pub fn prepare(
     dir: &std::path::Path,
     t: &TargetArgs,
 ) -> Result<(Manifests, ResolvedTarget), OpsError> {
-    let m = ops::validate(dir)?;
+    let m = ops::validate(dir, &t.load_options())?;
     let target = match &t.server {
         Some(url) => target::server(url)?,
         None => target::resolve(dir, &m.project, t.target.as_deref())?,

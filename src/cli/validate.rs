@@ -13,11 +13,21 @@ pub struct Args {
     /// How to print problems.
     #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
     pub format: DiagnosticFormat,
+    /// Check variables against this target's Values (default: the default target).
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Set a manifest variable, `NAME=VALUE` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
+    pub vars: Vec<(String, String)>,
 }
 
 pub fn run(a: Args) -> u8 {
     let dir = default_dir(a.dir);
-    match ops::validate(&dir) {
+    let opts = crate::manifest::LoadOptions {
+        target: a.target,
+        vars: a.vars,
+    };
+    match ops::validate(&dir, &opts) {
         Ok(m) => {
             let d = &m.desired;
             err(&format!(

@@ -8,6 +8,7 @@
 
 pub mod schema;
 pub mod types;
+pub mod vars;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,8 +64,17 @@ pub struct Manifests {
     pub files: BTreeMap<String, String>,
 }
 
+/// What decides how manifests read: the target (its `Values`) and `--var`s.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The target whose `Values` fill `${NAME}` (default: the project's default target).
+    pub target: Option<String>,
+    /// `--var NAME=VALUE`, strongest first-come-last-wins.
+    pub vars: Vec<(String, String)>,
+}
+
 /// Load and validate every manifest under `dir`.
-pub fn load(dir: &Path) -> Result<Manifests, LoadError> {
+pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Manifests, LoadError> {
     let mut paths = Vec::new();
     collect_files(dir, dir, &mut paths)?;
     if paths.is_empty() {
@@ -80,32 +90,39 @@ pub fn load(dir: &Path) -> Result<Manifests, LoadError> {
         })?;
         files.insert(rel.to_string_lossy().replace('\\', "/"), text);
     }
-    let checksum = checksum(&files);
     let default_project = dir
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .map(|n| sanitize_name(&n))
         .unwrap_or_else(|| "careplane".into());
-    match build(&files, &default_project) {
-        Ok((desired, project)) => Ok(Manifests {
+    match build(&files, &default_project, opts) {
+        Ok((desired, project, used)) => Ok(Manifests {
             dir: dir.to_path_buf(),
             desired,
             project,
-            checksum,
+            checksum: checksum(&files, &used),
             files,
         }),
         Err(diagnostics) => Err(LoadError::Invalid(ManifestErrors { diagnostics, files })),
     }
 }
 
-/// `sha256:<hex>` over the manifest files (path, NUL, bytes, NUL), in path order.
-pub fn checksum(files: &BTreeMap<String, String>) -> String {
+/// `sha256:<hex>` over the manifest files (path, NUL, bytes, NUL), in path order, and the
+/// values of the variables they used (so a plan made with other values is refused).
+pub fn checksum(files: &BTreeMap<String, String>, used: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
     for (path, text) in files {
         h.update(path.as_bytes());
         h.update([0]);
         h.update(text.as_bytes());
+        h.update([0]);
+    }
+    for (name, value) in used {
+        h.update(b"${");
+        h.update(name.as_bytes());
+        h.update(b"}=");
+        h.update(value.as_bytes());
         h.update([0]);
     }
     format!("sha256:{:x}", h.finalize())
@@ -201,10 +218,13 @@ fn schema_help(message: &str) -> String {
 }
 
 /// Parse, schema-check and cross-check all documents.
+type Built = (DesiredState, ProjectSpec, BTreeMap<String, String>);
+
 fn build(
     files: &BTreeMap<String, String>,
     default_project: &str,
-) -> Result<(DesiredState, ProjectSpec), Vec<Diagnostic>> {
+    opts: &LoadOptions,
+) -> Result<Built, Vec<Diagnostic>> {
     let mut ck = Checker { diags: Vec::new() };
     let validators = schema::KindValidators::new();
     let mut docs = Vec::new();
@@ -229,6 +249,8 @@ fn build(
             }
         }
     }
+
+    let used = expand_variables(&mut ck, &mut docs, opts);
 
     // Schema first; documents that fail it are not cross-checked (their shape is unknown).
     let mut valid = Vec::new();
@@ -374,6 +396,7 @@ fn build(
                     source: name_src,
                 });
             }
+            "Values" => {}
             k if RESERVED_KINDS.contains(&k) => ck.error(
                 d.at("/kind"),
                 format!("kind {k} is reserved for rule support, which this version of careplane does not apply"),
@@ -389,12 +412,114 @@ fn build(
     };
     desired.project = name;
     if ck.diags.is_empty() {
-        Ok((desired, project))
+        Ok((desired, project, used))
     } else {
         ck.diags.sort_by(|a, b| a.source.cmp(&b.source));
         ck.diags.dedup();
         Err(ck.diags)
     }
+}
+
+/// Choose the target's `Values`, then expand `${NAME}` in every other document. Returns
+/// the variables used and their values.
+fn expand_variables(
+    ck: &mut Checker,
+    docs: &mut [Doc<'_>],
+    opts: &LoadOptions,
+) -> BTreeMap<String, String> {
+    let kind_of = |d: &Doc<'_>| {
+        d.doc
+            .value
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let project = docs
+        .iter()
+        .find(|d| kind_of(d).as_deref() == Some("Project"));
+    let targets = project
+        .and_then(|d| d.doc.value.pointer("/spec/targets"))
+        .and_then(serde_json::Value::as_object);
+    let chosen = opts.target.clone().or_else(|| {
+        let default = project
+            .and_then(|d| d.doc.value.pointer("/spec/defaultTarget"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        default.or_else(|| {
+            targets
+                .filter(|t| t.len() == 1)
+                .and_then(|t| t.keys().next().cloned())
+        })
+    });
+    let mut values = BTreeMap::new();
+    if let (Some(t), Some(p)) = (&chosen, project)
+        && let Some(name) = targets
+            .and_then(|ts| ts.get(t))
+            .and_then(|x| x.get("values"))
+            .and_then(serde_json::Value::as_str)
+    {
+        let found = docs.iter().find(|d| {
+            kind_of(d).as_deref() == Some("Values")
+                && d.doc
+                    .value
+                    .pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(name)
+        });
+        match found
+            .and_then(|d| d.doc.value.get("spec"))
+            .and_then(serde_json::Value::as_object)
+        {
+            Some(spec) => {
+                for (k, v) in spec {
+                    values.insert(
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    );
+                }
+            }
+            None => ck.error(
+                p.at(&format!("/spec/targets/{t}/values")),
+                format!("target '{t}' uses values '{name}', but no Values document has that name"),
+                "add a `kind: Values` document with that metadata.name, or fix the name",
+            ),
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let resolver = vars::Resolver {
+        cli: &opts.vars,
+        values,
+        env: &env,
+    };
+    let mut used = BTreeMap::new();
+    let where_from = match &chosen {
+        Some(t) => format!("for target '{t}'"),
+        None => "(no target chosen)".to_owned(),
+    };
+    for d in docs
+        .iter_mut()
+        .filter(|d| kind_of(d).as_deref() != Some("Values"))
+    {
+        let mut errors = Vec::new();
+        vars::substitute(&mut d.doc.value, "", &resolver, &mut used, &mut errors);
+        for e in errors {
+            match e {
+                vars::VarError::Undefined { pointer, name } => ck.error(
+                    d.at(&pointer),
+                    format!("variable ${{{name}}} is not defined {where_from}"),
+                    format!("pass --var {name}=…, set the environment variable {name}, or add it to the Values document the target names"),
+                ),
+                vars::VarError::Malformed { pointer } => ck.error(
+                    d.at(&pointer),
+                    "malformed variable reference: write ${NAME} (letters, digits, _), or $${ for a literal ${".to_owned(),
+                    "fix the reference",
+                ),
+            }
+        }
+    }
+    used
 }
 
 impl ProjectSpec {
@@ -623,13 +748,12 @@ pub fn load_from_memory(
     files: BTreeMap<String, String>,
     project: &str,
 ) -> Result<Manifests, ManifestErrors> {
-    let checksum = checksum(&files);
-    match build(&files, project) {
-        Ok((desired, project)) => Ok(Manifests {
+    match build(&files, project, &LoadOptions::default()) {
+        Ok((desired, project, used)) => Ok(Manifests {
             dir: PathBuf::from("."),
             desired,
             project,
-            checksum,
+            checksum: checksum(&files, &used),
             files,
         }),
         Err(diagnostics) => Err(ManifestErrors { diagnostics, files }),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::types::{
     API_VERSION, CareTeamRoleSpec, KINDS, Metadata, ProjectSpec, ReservedSpec, RoleAssignmentSpec,
-    RoleSpec, TeamSpec,
+    RoleSpec, TeamSpec, ValuesSpec,
 };
 
 /// The draft-07 JSON Schema of a manifest document.
@@ -21,6 +21,11 @@ pub fn manifest_schema() -> Value {
             "Project",
             generator.subschema_for::<ProjectSpec>().to_value(),
             "The project file: project name (the ownership tag) and named targets.",
+        ),
+        (
+            "Values",
+            generator.subschema_for::<ValuesSpec>().to_value(),
+            "Variable values for one environment (`NAME: value`), used as ${NAME} in manifests.",
         ),
         (
             "Role",
@@ -45,6 +50,15 @@ pub fn manifest_schema() -> Value {
     ];
     let reserved = generator.subschema_for::<ReservedSpec>().to_value();
     let mut definitions = generator.take_definitions(true);
+    if let Some(v) = definitions
+        .get_mut("ValuesSpec")
+        .and_then(Value::as_object_mut)
+    {
+        v.insert(
+            "propertyNames".into(),
+            json!({"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+        );
+    }
     debug_assert!(metadata.get("$ref").is_some());
     let mut all_of = Vec::new();
     for kind in KINDS {

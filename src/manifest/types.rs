@@ -14,6 +14,7 @@ pub const API_VERSION: &str = "careplane.dev/v1";
 /// Kinds careplane knows. The last three are reserved for rule support.
 pub const KINDS: &[&str] = &[
     "Project",
+    "Values",
     "Role",
     "CareTeamRole",
     "Team",
@@ -117,6 +118,12 @@ pub struct RoleAssignmentSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ReservedSpec(pub serde_json::Map<String, serde_json::Value>);
 
+/// Variable values for one environment: `NAME: value`. A target uses them with
+/// `values: <metadata.name>`; manifests use them as `${NAME}`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+/// (Names: letters, digits and underscores, not starting with a digit; the schema says so.)
+pub struct ValuesSpec(pub BTreeMap<String, String>);
+
 /// The project file (`careplane.yaml`): project name and targets.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -169,6 +176,9 @@ pub struct TargetSpec {
     pub manage_all_teams: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// The `Values` document (by `metadata.name`) whose variables this target uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
     /// Maximum concurrent writes during apply (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
