@@ -196,7 +196,7 @@ async fn apply_one(
                 .map(Some)
                 .map_err(write_err)
         }
-        Action::Update | Action::Delete => {
+        Action::Update | Action::Delete | Action::Adopt => {
             let id = c.target.id.as_deref().unwrap_or_default();
             let live = store
                 .read(&c.target.resource_type, id)
@@ -212,12 +212,22 @@ async fn apply_one(
                     })
                 };
             };
-            if !dialect.owns(project, c.target.kind, &live) {
+            let live = if c.action == Action::Adopt && !dialect.owns(project, c.target.kind, &live)
+            {
+                dialect
+                    .adopt(project, c.target.kind, &c.target.name, &live)
+                    .ok_or_else(|| ApplyError::NotOwned {
+                        target: c.target.clone(),
+                        project: project.into(),
+                    })?
+            } else if !dialect.owns(project, c.target.kind, &live) {
                 return Err(ApplyError::NotOwned {
                     target: c.target.clone(),
                     project: project.into(),
                 });
-            }
+            } else {
+                live
+            };
             if step != Step::AfterRelease {
                 still_as_planned(c, &live).map_err(|detail| ApplyError::Stale {
                     target: c.target.clone(),
@@ -293,7 +303,12 @@ pub async fn apply(
         .changes
         .iter()
         .enumerate()
-        .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+        .filter(|(_, c)| {
+            matches!(
+                c.action,
+                Action::Create | Action::Update | Action::Delete | Action::Adopt
+            )
+        })
         .collect();
     // (phase, level): creates/updates by ascending level, then deletes by descending level.
     let mut phases: BTreeMap<(u8, i16), Vec<(usize, &Change)>> = BTreeMap::new();

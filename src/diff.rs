@@ -106,12 +106,22 @@ fn seen(o: &ObservedObject) -> Precondition {
     }
 }
 
+/// What a plan may do besides creating and updating.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Delete (or retire) managed objects no manifest declares.
+    pub prune: bool,
+    /// Take over same-named objects careplane does not own instead of stopping.
+    pub adopt: bool,
+}
+
 pub fn diff(
     desired: &[DesiredObject],
     observed: &Observed,
     dialect: &dyn Dialect,
-    prune: bool,
+    opts: Options,
 ) -> DiffResult {
+    let prune = opts.prune;
     let caps = dialect.capabilities();
     let mut changes = Vec::new();
     let mut orphans = Vec::new();
@@ -157,6 +167,36 @@ pub fn diff(
                         .iter()
                         .find(|f| f.kind == d.kind && &f.natural_key == nk)
                 {
+                    if opts.adopt {
+                        let as_observed = ObservedObject {
+                            kind: f.kind,
+                            name: None,
+                            natural_key: Some(f.natural_key.clone()),
+                            resource_type: f.resource_type.clone(),
+                            id: f.id.clone(),
+                            version_id: f.version_id.clone(),
+                            last_updated: f.last_updated.clone(),
+                            fields: f.fields.clone(),
+                            managed: false,
+                            partial: false,
+                            evidence: None,
+                        };
+                        changes.push(Change {
+                            action: Action::Adopt,
+                            target: target_of(&as_observed, d.name.clone()),
+                            fields: field_changes(d, Some(&as_observed)),
+                            reason: Reason {
+                                source: Some(d.source.clone()),
+                                rule: format!(
+                                    "{}/{} is named '{nk}' and not managed by careplane yet: adopt it (tag it as this project's) instead of creating another",
+                                    f.resource_type, f.id
+                                ),
+                            },
+                            precondition: seen(&as_observed),
+                            notes: Vec::new(),
+                        });
+                        continue;
+                    }
                     errors.push(Diagnostic {
                         source: d.source.clone(),
                         message: format!(
@@ -164,7 +204,7 @@ pub fn diff(
                             f.resource_type, f.id
                         ),
                         help: Some(
-                            "careplane does not rewrite what it does not own: rename this team, or rename or remove the existing one".into(),
+                            "take it over with `careplane import` (or plan/apply --adopt), or rename this team".into(),
                         ),
                     });
                     continue;

@@ -109,7 +109,7 @@ fn date_drift(
     fields: &[DriftField],
     complete: bool,
 ) -> (DriftCause, Option<String>) {
-    let projected = |v: &Value| dialect.identify(project, v).ok().map(|o| o.fields);
+    let projected = |v: &Value| dialect.identify(project, v).object().map(|o| o.fields);
     let matches = |v: &Value, pick: &dyn Fn(&DriftField) -> Option<Value>| {
         projected(v).is_some_and(|f| {
             fields
@@ -150,7 +150,7 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
                 continue;
             }
             // Checklist items cannot be observed; deletes are not planned without --prune.
-            Action::Manual | Action::Delete => continue,
+            Action::Manual | Action::Delete | Action::Adopt => continue,
         };
         let fields: Vec<DriftField> = c
             .fields

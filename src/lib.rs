@@ -10,6 +10,7 @@ pub mod cli;
 pub mod dialect;
 pub mod diff;
 pub mod drift;
+pub mod export;
 pub mod fhir;
 pub mod manifest;
 pub mod model;

@@ -4,7 +4,7 @@
 //! sorts what comes back into objects careplane owns, look-alikes it does not own, and the
 //! staff directory used to resolve practitioner references.
 
-use crate::dialect::{Dialect, ForeignObject, ObservedObject, Purpose, StaffIndex};
+use crate::dialect::{Dialect, ForeignObject, ObservedObject, Purpose, Recognised, StaffIndex};
 use crate::fhir::{FhirError, Store};
 
 #[derive(Clone, Debug, Default)]
@@ -55,9 +55,9 @@ pub async fn observe(
                         continue;
                     }
                     match dialect.identify(project, r) {
-                        Ok(o) => observed.objects.push(o),
-                        Err(Some(f)) => observed.foreign.push(f),
-                        Err(None) => {}
+                        Recognised::Object(o) => observed.objects.push(o),
+                        Recognised::Foreign(f) => observed.foreign.push(*f),
+                        Recognised::Other => {}
                     }
                 }
             }

@@ -58,6 +58,24 @@ pub async fn plan(
     target: &ResolvedTarget,
     prune: bool,
 ) -> Result<(Plan, Stats), OpsError> {
+    plan_with(
+        m,
+        target,
+        diff::Options {
+            prune,
+            adopt: false,
+        },
+    )
+    .await
+}
+
+/// `plan` with every option (adoption included).
+pub async fn plan_with(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    opts: diff::Options,
+) -> Result<(Plan, Stats), OpsError> {
+    let prune = opts.prune;
     let started = Instant::now();
     let before = target.store.request_count();
     let project = &m.desired.project;
@@ -73,7 +91,7 @@ pub async fn plan(
                 files: m.files.clone(),
             })
         })?;
-    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), prune);
+    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts);
     // Name staff that the manifests no longer mention (removed members) for reviewers.
     for f in d.changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
         for v in f.before.iter().chain(f.after.iter()) {

@@ -24,6 +24,9 @@ pub struct Args {
     /// Delete owned objects that are no longer declared.
     #[arg(long, conflicts_with = "plan")]
     pub prune: bool,
+    /// Also take over same-named objects careplane does not own yet.
+    #[arg(long, conflicts_with = "plan")]
+    pub adopt: bool,
 }
 
 fn confirm() -> bool {
@@ -42,7 +45,13 @@ pub async fn run(a: Args) -> u8 {
                 ops::check_saved_plan(&plan, &target, Some(&m))?;
                 plan
             }
-            None => ops::plan(&m, &target, a.prune).await?.0,
+            None => {
+                let opts = crate::diff::Options {
+                    prune: a.prune,
+                    adopt: a.adopt,
+                };
+                ops::plan_with(&m, &target, opts).await?.0
+            }
         };
         Ok::<_, OpsError>((plan, target))
     }

@@ -4,6 +4,8 @@
 
 pub mod apply;
 pub mod drift;
+pub mod export;
+pub mod import;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -42,6 +44,10 @@ pub enum Command {
     Apply(apply::Args),
     /// Report where the target differs from the manifests. Exit 0 in sync, 2 drift, 1 error.
     Drift(drift::Args),
+    /// Write manifests for what is live now (to start managing an existing organisation).
+    Export(export::Args),
+    /// Take ownership of existing objects the manifests describe, without recreating them.
+    Import(import::Args),
 }
 
 /// Where to plan/apply: shared by plan and apply.
@@ -96,6 +102,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::Drift(a) => drift::run(a).await,
+        Command::Export(a) => export::run(a).await,
+        Command::Import(a) => import::run(a).await,
     }
 }
 

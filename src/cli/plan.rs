@@ -36,6 +36,9 @@ pub struct Args {
     /// Plan deletion of owned objects that are no longer declared.
     #[arg(long)]
     pub prune: bool,
+    /// Plan to take over same-named objects careplane does not own yet (see `import`).
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// Load the manifests and resolve the target (shared with apply).
@@ -63,7 +66,11 @@ pub async fn run(a: Args) -> u8 {
     let dir = default_dir(a.dir);
     let result = async {
         let (m, target) = prepare(&dir, &a.target)?;
-        let (plan, stats) = ops::plan(&m, &target, a.prune).await?;
+        let opts = crate::diff::Options {
+            prune: a.prune,
+            adopt: a.adopt,
+        };
+        let (plan, stats) = ops::plan_with(&m, &target, opts).await?;
         if let Some(path) = &a.out {
             crate::plan::file::write(&plan, path)?;
         }

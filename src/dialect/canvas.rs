@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{
-    Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
-    ObjectKind, ObservedObject, Purpose, StaffIndex, Unresolved,
+    Capabilities, DesiredObject, Dialect, Fields, Identity, KindCapability, ObjectKind,
+    ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -366,7 +366,7 @@ impl Dialect for Canvas {
         }
     }
 
-    fn identify(&self, _project: &str, r: &Value) -> Result<ObservedObject, Option<ForeignObject>> {
+    fn identify(&self, _project: &str, r: &Value) -> Recognised {
         let rt = r
             .get("resourceType")
             .and_then(Value::as_str)
@@ -397,7 +397,7 @@ impl Dialect for Canvas {
                     .unwrap_or_default()
                     .to_owned();
                 let retired = name.starts_with(&self.retire_prefix);
-                Ok(observed(
+                Recognised::Object(observed(
                     ObjectKind::Team,
                     name,
                     Self::team_fields(r),
@@ -406,14 +406,14 @@ impl Dialect for Canvas {
             }
             "Practitioner" => {
                 let fields = Fields::from([("roles".to_owned(), sorted_strings(role_codes(r)))]);
-                Ok(observed(
+                Recognised::Object(observed(
                     ObjectKind::RoleAssignment,
                     format!("Practitioner/{id}"),
                     fields,
                     false,
                 ))
             }
-            _ => Err(None),
+            _ => Recognised::Other,
         }
     }
 
@@ -673,7 +673,7 @@ mod tests {
         );
         assert!(g.get("identifier").is_none() && g.get("meta").is_none());
         g["id"] = json!("g1");
-        let seen = d.identify("p", &g).unwrap();
+        let seen = d.identify("p", &g).object().unwrap();
         assert_eq!(seen.natural_key.as_deref(), Some("Care Coordinators"));
         assert_eq!(seen.fields, fields);
         assert!(
@@ -709,7 +709,7 @@ mod tests {
         let d = Canvas::new("[old] ", true);
         let g = json!({"resourceType":"Group","id":"g","type":"practitioner","actual":true,"name":"Night shift",
             "member":[{"entity":{"reference":"Practitioner/a"}}]});
-        let o = d.identify("p", &g).unwrap();
+        let o = d.identify("p", &g).object().unwrap();
         assert!(o.managed);
         let f = d.retire(&o).unwrap();
         assert_eq!(f["name"], "[old] Night shift");
@@ -717,6 +717,6 @@ mod tests {
         // an already retired team is no longer managed, so it is not retired again
         let mut g2 = g.clone();
         g2["name"] = json!("[old] Night shift");
-        assert!(!d.identify("p", &g2).unwrap().managed);
+        assert!(!d.identify("p", &g2).object().unwrap().managed);
     }
 }

@@ -201,6 +201,30 @@ pub struct ForeignObject {
     pub natural_key: String,
     pub resource_type: String,
     pub id: String,
+    pub version_id: Option<String>,
+    pub last_updated: Option<String>,
+    /// Its managed fields, for adoption (`--adopt`, `import`).
+    pub fields: Fields,
+}
+
+/// What a dialect makes of one live resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Recognised {
+    /// An object of a kind careplane manages (owned or, on natural-key targets, matched).
+    Object(ObservedObject),
+    /// An object careplane does not own that a manifest object could be mistaken for.
+    Foreign(Box<ForeignObject>),
+    /// Anything else.
+    Other,
+}
+
+impl Recognised {
+    pub fn object(self) -> Option<ObservedObject> {
+        match self {
+            Recognised::Object(o) => Some(o),
+            _ => None,
+        }
+    }
 }
 
 /// What a query's results are for.
@@ -255,6 +279,7 @@ impl StaffIndex {
                         .entry(v.to_owned())
                         .or_default()
                         .push(id.to_owned());
+                    idx.names.insert(id.to_owned(), format!("npi {v}"));
                 }
             }
             for t in r
@@ -322,13 +347,8 @@ pub trait Dialect: Send + Sync {
         staff: &StaffIndex,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>>;
 
-    /// Recognise a live resource: `Ok(owned object)`, `Err(Some(foreign))` for an object
-    /// careplane does not own but could be confused with, `Err(None)` for anything else.
-    fn identify(
-        &self,
-        project: &str,
-        resource: &Value,
-    ) -> Result<ObservedObject, Option<ForeignObject>>;
+    /// Recognise a live resource.
+    fn identify(&self, project: &str, resource: &Value) -> Recognised;
 
     /// A new resource holding `fields`, tagged as owned by `project`.
     fn build(&self, project: &str, kind: ObjectKind, name: &str, fields: &Fields) -> Value;
@@ -366,6 +386,18 @@ pub trait Dialect: Send + Sync {
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;
+
+    /// `live` marked as owned by `project` under the manifest name `name` (adoption), or
+    /// `None` where the target cannot record ownership.
+    fn adopt(
+        &self,
+        _project: &str,
+        _kind: ObjectKind,
+        _name: &str,
+        _live: &Value,
+    ) -> Option<Value> {
+        None
+    }
 
     /// For targets without DELETE: the fields that retire an object that left the
     /// manifests (emptied and renamed), or `None` if it cannot be retired.

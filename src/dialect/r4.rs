@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
-    ObjectKind, ObservedObject, Purpose, StaffIndex, Unresolved,
+    ObjectKind, ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -484,7 +484,7 @@ impl Dialect for R4 {
         owned_by(project, r)
     }
 
-    fn identify(&self, project: &str, r: &Value) -> Result<ObservedObject, Option<ForeignObject>> {
+    fn identify(&self, project: &str, r: &Value) -> Recognised {
         let rt = r
             .get("resourceType")
             .and_then(Value::as_str)
@@ -505,7 +505,7 @@ impl Dialect for R4 {
                 if owned_by(project, r)
                     && self.caps.of(kind).is_some_and(|c| c.resource_type == rt) =>
             {
-                Ok(ObservedObject {
+                Recognised::Object(ObservedObject {
                     kind,
                     natural_key: r.get("name").and_then(Value::as_str).map(str::to_owned),
                     name: Some(name),
@@ -525,16 +525,27 @@ impl Dialect for R4 {
                     fields: self.project_fields(kind, r, project),
                 })
             }
-            _ if rt == "Group" && !owned_by(project, r) => Err(r
-                .get("name")
-                .and_then(Value::as_str)
-                .map(|n| ForeignObject {
-                    kind: ObjectKind::Team,
-                    natural_key: n.to_owned(),
-                    resource_type: rt.to_owned(),
-                    id: id.to_owned(),
-                })),
-            _ => Err(None),
+            _ if rt == "Group" && !owned_by(project, r) => {
+                match r.get("name").and_then(Value::as_str) {
+                    Some(n) => Recognised::Foreign(Box::new(ForeignObject {
+                        kind: ObjectKind::Team,
+                        natural_key: n.to_owned(),
+                        resource_type: rt.to_owned(),
+                        id: id.to_owned(),
+                        version_id: r
+                            .pointer("/meta/versionId")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        last_updated: r
+                            .pointer("/meta/lastUpdated")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        fields: self.project_fields(ObjectKind::Team, r, project),
+                    })),
+                    None => Recognised::Other,
+                }
+            }
+            _ => Recognised::Other,
         }
     }
 
@@ -589,6 +600,35 @@ impl Dialect for R4 {
             .unwrap_or_default()
             .to_owned();
         self.merge_with_project(kind, live, fields, &project)
+    }
+
+    fn adopt(&self, project: &str, kind: ObjectKind, name: &str, live: &Value) -> Option<Value> {
+        // Another project's tag: not ours to take.
+        let tagged_elsewhere = live
+            .pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM));
+        if tagged_elsewhere {
+            return None;
+        }
+        let mut r = live.clone();
+        let meta = r
+            .as_object_mut()?
+            .entry("meta")
+            .or_insert_with(|| json!({}));
+        let tags = meta
+            .as_object_mut()?
+            .entry("tag")
+            .or_insert_with(|| json!([]));
+        tags.as_array_mut()?.push(tag(project));
+        let ids = r
+            .as_object_mut()?
+            .entry("identifier")
+            .or_insert_with(|| json!([]));
+        ids.as_array_mut()?.push(identifier(project, kind, name));
+        Some(r)
     }
 
     fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query {
@@ -810,7 +850,7 @@ mod tests {
         ];
         for (kind, fields) in cases {
             let r = d.build("p", kind, "x", &fields);
-            let seen = d.identify("p", &r).expect("owned");
+            let seen = d.identify("p", &r).object().expect("owned");
             assert_eq!(seen.kind, kind);
             assert_eq!(seen.name.as_deref(), Some("x"));
             assert_eq!(seen.fields, fields, "{kind}");
@@ -848,7 +888,7 @@ mod tests {
         let g = json!({"resourceType":"Group","id":"g","type":"practitioner","actual":true,"name":"Front Desk",
             "identifier":[{"system":id_system("p"),"value":"team/front-desk"}]});
         match d.identify("p", &g) {
-            Err(Some(f)) => assert_eq!(f.natural_key, "Front Desk"),
+            Recognised::Foreign(f) => assert_eq!(f.natural_key, "Front Desk"),
             other => panic!("expected foreign, got {other:?}"),
         }
     }

@@ -28,6 +28,9 @@ pub enum Action {
     Create,
     Update,
     Delete,
+    /// Take ownership of an existing object careplane did not create (`--adopt`,
+    /// `import`), then bring its managed fields in line.
+    Adopt,
     /// The target cannot make this change through its API: a person must (checklist).
     Manual,
     NoOp,
@@ -40,6 +43,7 @@ impl Action {
             Action::Create => "+",
             Action::Update => "~",
             Action::Delete => "-",
+            Action::Adopt => "*",
             Action::Manual => "!",
             Action::NoOp => "=",
         }
@@ -179,6 +183,8 @@ impl PlanCapability {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub create: usize,
+    #[serde(default)]
+    pub adopt: usize,
     pub update: usize,
     pub delete: usize,
     pub manual: usize,
@@ -226,6 +232,7 @@ impl Plan {
                 Action::Create => summary.create += 1,
                 Action::Update => summary.update += 1,
                 Action::Delete => summary.delete += 1,
+                Action::Adopt => summary.adopt += 1,
                 Action::Manual => summary.manual += 1,
                 Action::NoOp => summary.no_op += 1,
             }
@@ -267,8 +274,11 @@ impl Plan {
     /// target cannot show careplane whether a person has done them, so counting them
     /// would make every plan "changed" forever.
     pub fn has_changes(&self) -> bool {
-        self.changes
-            .iter()
-            .any(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+        self.changes.iter().any(|c| {
+            matches!(
+                c.action,
+                Action::Create | Action::Update | Action::Delete | Action::Adopt
+            )
+        })
     }
 }

@@ -17,6 +17,7 @@ fn action_word(a: Action) -> &'static str {
         Action::Create => "create",
         Action::Update => "update",
         Action::Delete => "delete",
+        Action::Adopt => "adopt",
         Action::Manual => "manual",
         Action::NoOp => "no-op",
     }
@@ -28,6 +29,7 @@ fn styled_symbol(a: Action) -> String {
         Action::Create => s.green().to_string(),
         Action::Update => s.yellow().to_string(),
         Action::Delete => s.red().to_string(),
+        Action::Adopt => s.cyan().to_string(),
         Action::Manual => s.magenta().to_string(),
         Action::NoOp => s.dimmed().to_string(),
     }

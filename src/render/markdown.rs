@@ -28,6 +28,7 @@ fn action_word(a: Action) -> &'static str {
         Action::Create => "create",
         Action::Update => "update",
         Action::Delete => "delete",
+        Action::Adopt => "adopt",
         Action::Manual => "manual",
         Action::NoOp => "no-op",
     }
@@ -41,6 +42,7 @@ fn summary(p: &Plan) -> String {
             Action::Create => 0,
             Action::Update => 1,
             Action::Delete => 2,
+            Action::Adopt => 1,
             Action::Manual => 3,
             Action::NoOp => 4,
         };

@@ -1,0 +1,114 @@
+//! `careplane export [DIR] --out OUT`: write manifests for what is live on the target.
+//! DIR supplies the project file (project name, targets, values); with `--server` and no
+//! project file, `--project` names the project.
+
+use std::path::PathBuf;
+
+use super::plan::prepare;
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, print_error};
+use crate::manifest::LoadError;
+use crate::ops::OpsError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory with the project file (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// Where to write the manifests (must not hold YAML files yet).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Project name when there is no project file (with --server).
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+fn has_yaml(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".yaml") || n.ends_with(".yml")
+        })
+    })
+}
+
+pub async fn run(a: Args) -> u8 {
+    let dir = default_dir(a.dir);
+    if has_yaml(&a.out) {
+        err(&format!(
+            "error: {} already holds manifests; export writes into an empty directory so nothing is overwritten\n",
+            a.out.display()
+        ));
+        return EXIT_ERROR;
+    }
+    let loaded = prepare(&dir, &a.target);
+    let (project, target, project_files) = match loaded {
+        Ok((m, target)) => {
+            // keep the project file and the Values documents as they are
+            let keep: Vec<(String, String)> = m
+                .files
+                .iter()
+                .filter(|(_, text)| {
+                    let docs = crate::manifest::yaml::parse_documents(text).unwrap_or_default();
+                    !docs.is_empty()
+                        && docs
+                            .iter()
+                            .all(|d| matches!(d.value["kind"].as_str(), Some("Project" | "Values")))
+                })
+                .map(|(f, t)| (f.clone(), t.clone()))
+                .collect();
+            (m.desired.project.clone(), target, keep)
+        }
+        Err(OpsError::Load(LoadError::Empty(_))) if a.target.server.is_some() => {
+            let url = a.target.server.clone().unwrap_or_default();
+            let project = a.project.clone().unwrap_or_else(|| "careplane".into());
+            let target = match crate::target::server(&url) {
+                Ok(t) => t,
+                Err(e) => {
+                    print_error(&OpsError::Target(e), &dir);
+                    return EXIT_ERROR;
+                }
+            };
+            let file = format!(
+                "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec:\n  defaultTarget: server\n  targets:\n    server:\n      type: fhir\n      url: {}\n",
+                serde_json::to_string(&url).unwrap_or_default()
+            );
+            (project, target, vec![("careplane.yaml".to_owned(), file)])
+        }
+        Err(e) => {
+            print_error(&e, &dir);
+            return EXIT_ERROR;
+        }
+    };
+    let observed =
+        match crate::observe::observe(&target.store, target.dialect.as_ref(), &project).await {
+            Ok(o) => o,
+            Err(e) => {
+                print_error(&OpsError::Observe(e), &dir);
+                return EXIT_ERROR;
+            }
+        };
+    let mut files = crate::export::manifests(&observed);
+    files.extend(project_files);
+    if let Err(e) = std::fs::create_dir_all(&a.out) {
+        err(&format!("error: cannot create {}: {e}\n", a.out.display()));
+        return EXIT_ERROR;
+    }
+    for (name, text) in &files {
+        let path = a.out.join(name);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = std::fs::write(&path, text) {
+            err(&format!("error: cannot write {}: {e}\n", path.display()));
+            return EXIT_ERROR;
+        }
+    }
+    err(&format!(
+        "Exported {} file(s) to {} from target '{}': plan them against the same target to check that nothing would change; `careplane import` takes over objects careplane does not manage yet.\n",
+        files.len(),
+        a.out.display(),
+        target.info.name
+    ));
+    EXIT_OK
+}

@@ -1,0 +1,87 @@
+//! `careplane import [DIR]`: take ownership of existing objects that the manifests
+//! describe (same team name), without recreating them. Only adoptions are applied; run
+//! `plan` afterwards for anything else.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::plan::{Format, prepare, render};
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use crate::ops::{self, OpsError};
+use crate::plan::{Action, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+}
+
+pub async fn run(a: Args) -> u8 {
+    let dir = default_dir(a.dir);
+    let prepared = async {
+        let (m, target) = prepare(&dir, &a.target)?;
+        let opts = crate::diff::Options {
+            prune: false,
+            adopt: true,
+        };
+        let (full, _) = ops::plan_with(&m, &target, opts).await?;
+        let adoptions = full
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Adopt)
+            .cloned()
+            .collect();
+        let plan = Plan::new(
+            &full.project,
+            full.target.clone(),
+            full.capabilities.clone(),
+            &full.manifests_checksum,
+            false,
+            adoptions,
+            Vec::new(),
+        );
+        Ok::<_, OpsError>((plan, target))
+    }
+    .await;
+    let (plan, target) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            print_error(&e, &dir);
+            return EXIT_ERROR;
+        }
+    };
+    if plan.summary.adopt == 0 {
+        out(
+            "Nothing to import: no existing object matches a manifest without being managed already.\n",
+        );
+        return EXIT_OK;
+    }
+    out(&render(&plan, Format::Human, None));
+    if !a.auto_approve {
+        if !std::io::stdin().is_terminal() {
+            err(
+                "error: import asks for confirmation, and there is no terminal to ask on; review the plan and pass --auto-approve\n",
+            );
+            return EXIT_ERROR;
+        }
+        err("Take these objects over? Only 'yes' is accepted: ");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "yes" {
+            err("Import cancelled; nothing was changed.\n");
+            return EXIT_ERROR;
+        }
+    }
+    let report = ops::apply(&plan, &target).await;
+    out("\n");
+    out(&crate::render::human::report(&plan, &report));
+    if report.failed() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
