@@ -139,3 +139,50 @@ fn a_missing_values_document_is_named() {
             "target 'prod' uses values 'prod', but no Values document has that name",
         ));
 }
+
+#[test]
+fn per_target_overlays_pick_the_document_for_the_target() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("overlays.yaml"),
+        "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: on-call\n  targets: [dev]\nspec:\n  displayName: On call (dev)\n  members: [{id: dev-1}]\n---\napiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: on-call\n  targets: [prod]\nspec:\n  displayName: On call\n  members: [{id: prod-1}]\n",
+    )
+    .unwrap();
+    let team = |plan: &serde_json::Value| {
+        let c = plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["target"]["name"] == "on-call")
+            .unwrap()
+            .clone();
+        c["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "name")
+            .unwrap()["after"]
+            .clone()
+    };
+    assert_eq!(team(&plan_json(dir.path(), &[])), "On call (dev)");
+    assert_eq!(
+        team(&plan_json(
+            dir.path(),
+            &["--target", "prod", "--var", "SUFFIX=x"]
+        )),
+        "On call"
+    );
+
+    std::fs::write(
+        dir.path().join("overlays.yaml"),
+        "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: on-call\n  targets: [qa]\nspec: {}\n",
+    )
+    .unwrap();
+    careplane()
+        .arg("validate")
+        .arg(dir.path())
+        .args(["--format", "plain"])
+        .assert()
+        .code(1)
+        .stderr(contains("overlays.yaml:5:13: error: metadata.targets names 'qa', which the project file does not declare"));
+}

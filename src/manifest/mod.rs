@@ -250,7 +250,7 @@ fn build(
         }
     }
 
-    let used = expand_variables(&mut ck, &mut docs, opts);
+    let (used, chosen_target) = expand_variables(&mut ck, &mut docs, opts);
 
     // Schema first; documents that fail it are not cross-checked (their shape is unknown).
     let mut valid = Vec::new();
@@ -288,6 +288,34 @@ fn build(
             }
         };
         let name_src = d.at("/metadata/name");
+        // Per-target overlays: a document that names its targets only exists for those.
+        if let Some(only) = &metadata.targets {
+            let declared: Vec<String> = valid
+                .iter()
+                .find(|x| x.doc.value["kind"] == "Project")
+                .and_then(|x| x.doc.value.pointer("/spec/targets"))
+                .and_then(serde_json::Value::as_object)
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default();
+            for (i, t) in only.iter().enumerate() {
+                if !declared.contains(t) {
+                    ck.error(
+                        d.at(&format!("/metadata/targets/{i}")),
+                        format!(
+                            "metadata.targets names '{t}', which the project file does not declare"
+                        ),
+                        if declared.is_empty() {
+                            "declare targets in the Project document first".to_owned()
+                        } else {
+                            format!("use one of: {}", declared.join(", "))
+                        },
+                    );
+                }
+            }
+            if !chosen_target.as_ref().is_some_and(|t| only.contains(t)) {
+                continue;
+            }
+        }
         if let Some(first) = names.insert((kind.clone(), metadata.name.clone()), name_src.clone()) {
             ck.error(
                 name_src.clone(),
@@ -426,7 +454,7 @@ fn expand_variables(
     ck: &mut Checker,
     docs: &mut [Doc<'_>],
     opts: &LoadOptions,
-) -> BTreeMap<String, String> {
+) -> (BTreeMap<String, String>, Option<String>) {
     let kind_of = |d: &Doc<'_>| {
         d.doc
             .value
@@ -519,7 +547,7 @@ fn expand_variables(
             }
         }
     }
-    used
+    (used, chosen)
 }
 
 impl ProjectSpec {

@@ -36,6 +36,11 @@ pub struct Metadata {
     /// Free text for reviewers; never sent to the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Per-target overlay: the document only exists for these targets (all when absent).
+    /// Two documents of one kind may share a name if their targets do not overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub targets: Option<Vec<String>>,
 }
 
 /// A staff role (Canvas: Settings → Roles).
