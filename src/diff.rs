@@ -353,6 +353,7 @@ pub fn diff(
     }
 
     note_moves(&mut changes, dialect);
+    note_missing_roles(&mut changes);
     changes.sort_by(|a, b| {
         (a.target.kind.level(), &a.target.kind, &a.target.name).cmp(&(
             b.target.kind.level(),
@@ -364,6 +365,58 @@ pub fn diff(
         changes,
         orphans,
         errors,
+    }
+}
+
+/// A role assignment that gives a role the target does not show yet (a checklist item)
+/// will fail until a person creates the role: say so on the assignment.
+fn note_missing_roles(changes: &mut [Change]) {
+    let pending: BTreeMap<String, String> = changes
+        .iter()
+        .filter(|c| {
+            c.action == Action::Manual
+                && c.target.kind == crate::dialect::ObjectKind::Role
+                && c.precondition.absent
+        })
+        .filter_map(|c| {
+            let code = c
+                .fields
+                .iter()
+                .find(|f| f.field == "code")?
+                .after
+                .as_ref()?
+                .as_str()?
+                .to_owned();
+            Some((code, c.target.name.clone()))
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    for c in changes.iter_mut().filter(|c| {
+        c.target.kind == crate::dialect::ObjectKind::RoleAssignment && c.action.is_change()
+    }) {
+        let wanted: Vec<String> = c
+            .fields
+            .iter()
+            .filter(|f| f.field == "roles")
+            .flat_map(|f| {
+                f.after
+                    .as_ref()
+                    .map(items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for code in wanted {
+            if let Some(role) = pending.get(&code) {
+                c.notes.push(format!(
+                    "needs role {code} ('{role}'), which the target does not show yet: create it first (manual checklist), or this write will be refused"
+                ));
+            }
+        }
     }
 }
 

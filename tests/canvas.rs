@@ -145,6 +145,10 @@ fn plan_and_apply_teams_and_role_assignments_then_nothing_to_do() {
         "{text}"
     );
     assert!(text.contains("[ ] create care-team role 453231000124104 'Primary care provider' in Settings → Care Team Roles"), "{text}");
+    assert!(
+        text.contains("note: needs role MD ('physician'), which the target does not show yet"),
+        "{text}"
+    );
 
     // teams as Canvas documents them (canvas-api.md §2)
     let teams = sim.teams();

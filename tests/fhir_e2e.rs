@@ -330,3 +330,30 @@ fn apply_without_a_terminal_needs_auto_approve() {
         .stderr(predicates::str::contains("--auto-approve"));
     assert!(server.owned("Group", &project).is_empty());
 }
+
+#[test]
+fn the_request_log_names_requests_but_never_search_values() {
+    let (_server, dir, _project, staff) = setup(3);
+    let out = careplane()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--server", &fhir_url()])
+        .env("CAREPLANE_LOG", "requests")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("careplane: Practitioner search by _elements (GET Practitioner) → HTTP 200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("careplane: CodeSystem search by _tag"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("careplane.dev/project|"),
+        "no search values: {log}"
+    );
+    assert!(!log.contains(&staff[0].npi), "{log}");
+}

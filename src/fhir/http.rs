@@ -28,6 +28,9 @@ use super::{FhirError, Precondition, Query, Written, outcome_text, resource_type
 const FHIR_JSON: &str = "application/fhir+json";
 
 pub struct HttpStore {
+    /// `CAREPLANE_LOG=requests`: one stderr line per request (method, what, status, time;
+    /// never query values, bodies or credentials).
+    log_requests: bool,
     base: Url,
     client: reqwest::Client,
     auth: Auth,
@@ -64,6 +67,8 @@ impl HttpStore {
             .build()
             .map_err(|e| FhirError::Unsupported(format!("cannot build HTTP client: {e}")))?;
         Ok(HttpStore {
+            log_requests: std::env::var("CAREPLANE_LOG")
+                .is_ok_and(|v| v.split(',').any(|x| x.trim() == "requests")),
             base,
             client,
             auth,
@@ -193,8 +198,17 @@ impl HttpStore {
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| transport(what, e))?;
         let status = resp.status();
+        if self.log_requests {
+            eprintln!(
+                "careplane: {} → HTTP {} in {} ms",
+                what,
+                status.as_u16(),
+                started.elapsed().as_millis()
+            );
+        }
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
