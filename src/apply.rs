@@ -100,14 +100,8 @@ fn still_as_planned(c: &Change, live: &Value) -> Result<(), String> {
 fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Precondition {
     match step {
         Step::AfterRelease => fhir::Precondition {
-            version_id: live
-                .pointer("/meta/versionId")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            last_updated: live
-                .pointer("/meta/lastUpdated")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            version_id: crate::dialect::util::meta(live, "versionId"),
+            last_updated: crate::dialect::util::meta(live, "lastUpdated"),
         },
         _ => fhir::Precondition {
             version_id: c.precondition.version_id.clone(),

@@ -1,11 +1,10 @@
 //! `careplane apply [DIR] [--plan FILE]`: apply a fresh plan (after confirmation) or a
 //! saved one (after checking it still fits the target and the manifests).
 
-use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use super::plan::{Format, prepare, render};
-use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, out, print_error};
 use crate::ops::{self, OpsError};
 use crate::render as r;
 
@@ -27,12 +26,6 @@ pub struct Args {
     /// Also take over same-named objects careplane does not own yet.
     #[arg(long, conflicts_with = "plan")]
     pub adopt: bool,
-}
-
-fn confirm() -> bool {
-    err("Apply these changes? Only 'yes' is accepted: ");
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -67,17 +60,13 @@ pub async fn run(a: Args) -> u8 {
     if !plan.has_changes() {
         return EXIT_OK;
     }
-    if a.plan.is_none() && !a.auto_approve {
-        if !std::io::stdin().is_terminal() {
-            err(
-                "error: apply asks for confirmation, and there is no terminal to ask on; review the plan and pass --auto-approve, or apply a saved plan with --plan\n",
-            );
-            return EXIT_ERROR;
-        }
-        if !confirm() {
-            err("Apply cancelled; nothing was changed.\n");
-            return EXIT_ERROR;
-        }
+    // A saved plan was reviewed already; a fresh one is confirmed here.
+    if !confirmed(
+        a.auto_approve || a.plan.is_some(),
+        "apply",
+        "Apply these changes?",
+    ) {
+        return EXIT_ERROR;
     }
     let report = ops::apply(&plan, &target).await;
     out("\n");

@@ -3,19 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::ValueEnum;
-
-use super::plan::prepare;
+use super::plan::{Format, prepare};
 use super::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, out, print_error};
 use crate::ops::{self, OpsError};
 use crate::render;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Human,
-    Json,
-    Markdown,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -2,11 +2,10 @@
 //! describe (same team name), without recreating them. Only adoptions are applied; run
 //! `plan` afterwards for anything else.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use super::plan::{Format, prepare, render};
-use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, out, print_error};
 use crate::ops::{self, OpsError};
 use crate::plan::{Action, Plan};
 
@@ -62,19 +61,8 @@ pub async fn run(a: Args) -> u8 {
         return EXIT_OK;
     }
     out(&render(&plan, Format::Human, None));
-    if !a.auto_approve {
-        if !std::io::stdin().is_terminal() {
-            err(
-                "error: import asks for confirmation, and there is no terminal to ask on; review the plan and pass --auto-approve\n",
-            );
-            return EXIT_ERROR;
-        }
-        err("Take these objects over? Only 'yes' is accepted: ");
-        let mut line = String::new();
-        if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "yes" {
-            err("Import cancelled; nothing was changed.\n");
-            return EXIT_ERROR;
-        }
+    if !confirmed(a.auto_approve, "import", "Take these objects over?") {
+        return EXIT_ERROR;
     }
     let report = ops::apply(&plan, &target).await;
     out("\n");

@@ -172,6 +172,28 @@ pub fn print_error(e: &OpsError, dir: &Path) {
     }
 }
 
+/// Ask on the terminal before writing, unless `auto_approve`. Without a terminal (CI),
+/// refuse and say how to proceed. Returns whether to go ahead.
+pub fn confirmed(auto_approve: bool, command: &str, question: &str) -> bool {
+    use std::io::BufRead;
+    if auto_approve {
+        return true;
+    }
+    if !std::io::stdin().is_terminal() {
+        err(&format!(
+            "error: {command} asks for confirmation, and there is no terminal to ask on; review the plan and pass --auto-approve\n"
+        ));
+        return false;
+    }
+    err(&format!("{question} Only 'yes' is accepted: "));
+    let mut line = String::new();
+    let yes = std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes";
+    if !yes {
+        err(&format!("{command} cancelled; nothing was changed.\n"));
+    }
+    yes
+}
+
 pub fn default_dir(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| PathBuf::from("."))
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, Identity, KindCapability, ObjectKind,
     ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
@@ -106,20 +107,6 @@ impl Canvas {
     }
 }
 
-fn sorted_strings(mut v: Vec<String>) -> Value {
-    v.sort();
-    v.dedup();
-    Value::Array(v.into_iter().map(Value::String).collect())
-}
-
-fn str_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
-}
-
 fn is_responsibility(ch: &Value) -> bool {
     ch.pointer("/code/text").and_then(Value::as_str) == Some("responsibility")
 }
@@ -148,10 +135,11 @@ fn role_codes(practitioner: &Value) -> Vec<String> {
 }
 
 fn last_updated(r: &Value) -> Option<String> {
-    r.pointer("/meta/lastUpdated")
-        .or_else(|| r.get("lastModified"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    util::meta(r, "lastUpdated").or_else(|| {
+        r.get("lastModified")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    })
 }
 
 /// Fields Canvas computes itself and refuses or ignores on update (§2: `quantity` and
@@ -527,40 +515,23 @@ impl Dialect for Canvas {
                     r["name"] = v.clone().unwrap_or(Value::Null);
                 }
                 if let Some(v) = fields.get("responsibilities") {
-                    let mut chars: Vec<Value> = r
-                        .get("characteristic")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|c| !is_responsibility(c))
-                        .cloned()
+                    let add = str_list(v.as_ref())
+                        .iter()
+                        .map(|c| responsibility_json(c))
                         .collect();
-                    chars.extend(str_list(v.as_ref()).iter().map(|c| responsibility_json(c)));
-                    r["characteristic"] = Value::Array(chars);
+                    r["characteristic"] = Value::Array(util::replace_managed(
+                        &r,
+                        "characteristic",
+                        is_responsibility,
+                        add,
+                    ));
                 }
                 if let Some(v) = fields.get("members") {
-                    let want = str_list(v.as_ref());
-                    let old: Vec<Value> = r
-                        .get("member")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let mut members: Vec<Value> = old
-                        .into_iter()
-                        .filter(|m| {
-                            m.pointer("/entity/reference")
-                                .and_then(Value::as_str)
-                                .is_some_and(|x| want.iter().any(|w| w == x))
-                        })
-                        .collect();
-                    for w in &want {
-                        if !members.iter().any(|m| {
-                            m.pointer("/entity/reference").and_then(Value::as_str) == Some(w)
-                        }) {
-                            members
-                                .push(json!({"entity": {"reference": w, "type": "Practitioner"}}));
-                        }
-                    }
+                    let members = util::merge_members(
+                        &r,
+                        &str_list(v.as_ref()),
+                        &json!({"type": "Practitioner"}),
+                    );
                     r["member"] = Value::Array(members);
                 }
             }

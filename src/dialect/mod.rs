@@ -328,6 +328,81 @@ impl StaffIndex {
     }
 }
 
+/// Helpers shared by the dialects' mappings.
+pub mod util {
+    use serde_json::{Value, json};
+
+    /// A sorted, de-duplicated list of strings: lists whose order means nothing.
+    pub fn sorted_strings(mut v: Vec<String>) -> Value {
+        v.sort();
+        v.dedup();
+        Value::Array(v.into_iter().map(Value::String).collect())
+    }
+
+    /// The strings of a JSON list.
+    pub fn str_list(v: Option<&Value>) -> Vec<String> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// `meta.<field>` as a string.
+    pub fn meta(r: &Value, field: &str) -> Option<String> {
+        r.get("meta")?.get(field)?.as_str().map(str::to_owned)
+    }
+
+    /// The entries of `r[key]` that careplane does not manage (`managed` says which it
+    /// does), followed by `add`.
+    pub fn replace_managed(
+        r: &Value,
+        key: &str,
+        managed: impl Fn(&Value) -> bool,
+        add: Vec<Value>,
+    ) -> Vec<Value> {
+        let mut out: Vec<Value> = r
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|x| !managed(x))
+            .cloned()
+            .collect();
+        out.extend(add);
+        out
+    }
+
+    /// A Group's members set to `want` (references): entries still wanted are kept as
+    /// they are (periods, extensions), missing ones are added with `extra` merged into
+    /// their `entity`.
+    pub fn merge_members(r: &Value, want: &[String], extra: &Value) -> Vec<Value> {
+        let reference = |m: &Value| {
+            m.pointer("/entity/reference")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut members: Vec<Value> = r
+            .get("member")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|m| reference(m).is_some_and(|x| want.contains(&x)))
+            .cloned()
+            .collect();
+        for w in want {
+            if !members.iter().any(|m| reference(m).as_deref() == Some(w)) {
+                let mut entity = json!({"reference": w});
+                if let (Some(e), Some(x)) = (entity.as_object_mut(), extra.as_object()) {
+                    e.extend(x.clone());
+                }
+                members.push(json!({ "entity": entity }));
+            }
+        }
+        members
+    }
+}
+
 /// The mapping half of a dialect.
 pub trait Dialect: Send + Sync {
     /// Short name shown in plans (`fhir-r4`, `canvas`).

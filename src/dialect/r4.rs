@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
     ObjectKind, ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
@@ -72,20 +73,6 @@ fn tag(project: &str) -> Value {
 
 fn identifier(project: &str, kind: ObjectKind, name: &str) -> Value {
     json!({"system": id_system(project), "value": format!("{}/{name}", kind.slug())})
-}
-
-fn sorted_strings(mut v: Vec<String>) -> Value {
-    v.sort();
-    v.dedup();
-    Value::Array(v.into_iter().map(Value::String).collect())
-}
-
-fn str_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
 }
 
 /// A concept field name: `concept[CODE]`.
@@ -514,14 +501,8 @@ impl Dialect for R4 {
                     evidence: None,
                     resource_type: rt.to_owned(),
                     id: id.to_owned(),
-                    version_id: r
-                        .pointer("/meta/versionId")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    last_updated: r
-                        .pointer("/meta/lastUpdated")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    version_id: util::meta(r, "versionId"),
+                    last_updated: util::meta(r, "lastUpdated"),
                     fields: self.project_fields(kind, r, project),
                 })
             }
@@ -532,14 +513,8 @@ impl Dialect for R4 {
                         natural_key: n.to_owned(),
                         resource_type: rt.to_owned(),
                         id: id.to_owned(),
-                        version_id: r
-                            .pointer("/meta/versionId")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
-                        last_updated: r
-                            .pointer("/meta/lastUpdated")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
+                        version_id: util::meta(r, "versionId"),
+                        last_updated: util::meta(r, "lastUpdated"),
                         fields: self.project_fields(ObjectKind::Team, r, project),
                     })),
                     None => Recognised::Other,
@@ -698,41 +673,15 @@ impl R4 {
                     r["name"] = v.clone().unwrap_or(Value::Null);
                 }
                 if let Some(v) = fields.get("responsibilities") {
-                    let want = str_list(v.as_ref());
-                    let mut chars: Vec<Value> = r
-                        .get("characteristic")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|c| !is_responsibility(c))
-                        .cloned()
+                    let add = str_list(v.as_ref())
+                        .iter()
+                        .map(|c| responsibility_json(c))
                         .collect();
-                    chars.extend(want.iter().map(|c| responsibility_json(c)));
+                    let chars = util::replace_managed(&r, "characteristic", is_responsibility, add);
                     set_or_remove(&mut r, "characteristic", chars);
                 }
                 if let Some(v) = fields.get("members") {
-                    let want = str_list(v.as_ref());
-                    let old: Vec<Value> = r
-                        .get("member")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let mut members: Vec<Value> = old
-                        .into_iter()
-                        .filter(|m| {
-                            m.pointer("/entity/reference")
-                                .and_then(Value::as_str)
-                                .is_some_and(|x| want.iter().any(|w| w == x))
-                        })
-                        .collect();
-                    for w in &want {
-                        let present = members.iter().any(|m| {
-                            m.pointer("/entity/reference").and_then(Value::as_str) == Some(w)
-                        });
-                        if !present {
-                            members.push(json!({"entity": {"reference": w}}));
-                        }
-                    }
+                    let members = util::merge_members(&r, &str_list(v.as_ref()), &json!({}));
                     set_or_remove(&mut r, "member", members);
                 }
             }

@@ -48,6 +48,18 @@ impl Action {
             Action::NoOp => "=",
         }
     }
+    /// The action as a word (`create`, `no-op`, ...).
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Adopt => "adopt",
+            Action::Manual => "manual",
+            Action::NoOp => "no-op",
+        }
+    }
+
     pub fn is_change(self) -> bool {
         !matches!(self, Action::NoOp)
     }

@@ -12,19 +12,8 @@ use crate::apply::Report;
 use crate::ops::Stats;
 use crate::plan::{Action, Change, FieldChange, Plan};
 
-fn action_word(a: Action) -> &'static str {
-    match a {
-        Action::Create => "create",
-        Action::Update => "update",
-        Action::Delete => "delete",
-        Action::Adopt => "adopt",
-        Action::Manual => "manual",
-        Action::NoOp => "no-op",
-    }
-}
-
 fn styled_symbol(a: Action) -> String {
-    let s = format!("{} {}", a.symbol(), action_word(a));
+    let s = format!("{} {}", a.symbol(), a.word());
     match a {
         Action::Create => s.green().to_string(),
         Action::Update => s.yellow().to_string(),

@@ -23,17 +23,6 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn action_word(a: Action) -> &'static str {
-    match a {
-        Action::Create => "create",
-        Action::Update => "update",
-        Action::Delete => "delete",
-        Action::Adopt => "adopt",
-        Action::Manual => "manual",
-        Action::NoOp => "no-op",
-    }
-}
-
 fn summary(p: &Plan) -> String {
     let mut rows: BTreeMap<ObjectKind, [usize; 5]> = BTreeMap::new();
     for c in &p.changes {
@@ -117,7 +106,7 @@ fn details(c: &Change) -> String {
         out,
         "<details><summary><code>{}</code> {} {}</summary>\n",
         c.action.symbol(),
-        action_word(c.action),
+        c.action.word(),
         escape(&c.target.to_string())
     );
     match &c.reason.source {
