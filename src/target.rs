@@ -18,6 +18,16 @@ use crate::plan::TargetInfo;
 pub const DEFAULT_STORE: &str = ".careplane/store";
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
+/// A URL as it may be printed: without user name, password, query or fragment.
+pub fn public_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 pub struct ResolvedTarget {
     pub info: TargetInfo,
     pub store: Store,
@@ -63,7 +73,7 @@ pub fn server(url: &str) -> Result<ResolvedTarget, TargetError> {
         info: TargetInfo {
             name: "server".into(),
             dialect: R4::default().name().into(),
-            endpoint: store.base().to_string(),
+            endpoint: public_url(store.base()),
         },
         store: Store::Http(store),
         dialect: Box::new(R4::default()),
@@ -135,7 +145,7 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                 info: TargetInfo {
                     name: name.into(),
                     dialect: dialect.name().into(),
-                    endpoint: store.base().to_string(),
+                    endpoint: public_url(store.base()),
                 },
                 store: Store::Http(store),
                 dialect,
@@ -201,5 +211,18 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
             );
             http(&url, auth, Box::new(dialect))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_urls_carry_no_credentials() {
+        let u = url::Url::parse("https://svc:s3cret@fhir.example.org/r4/?token=abc#x").unwrap();
+        assert_eq!(public_url(&u), "https://fhir.example.org/r4/");
+        let t = server("https://svc:s3cret@fhir.example.org/r4").unwrap();
+        assert!(!t.info.endpoint.contains("s3cret"));
     }
 }
