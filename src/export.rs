@@ -11,8 +11,9 @@ use serde_json::Value;
 use crate::dialect::{ObjectKind, ObservedObject, StaffIndex};
 use crate::observe::Observed;
 
-const HEADER: &str =
-    "# yaml-language-server: $schema=https://careplane.dev/schema/careplane.schema.json\n";
+/// Export writes the schema next to the manifests, so editors find it offline.
+pub const SCHEMA_FILE: &str = "careplane.schema.json";
+const HEADER: &str = "# yaml-language-server: $schema=careplane.schema.json\n";
 
 /// A manifest name from free text: lowercase letters, digits and dashes.
 fn slug(s: &str) -> String {
@@ -289,8 +290,13 @@ pub fn manifests(observed: &Observed) -> BTreeMap<String, String> {
         ));
     }
 
-    files
+    let mut out: BTreeMap<String, String> = files
         .into_iter()
         .map(|(f, docs)| (f, format!("{HEADER}{}", docs.join("---\n"))))
-        .collect()
+        .collect();
+    out.insert(
+        SCHEMA_FILE.into(),
+        crate::manifest::schema::manifest_schema_text(),
+    );
+    out
 }

@@ -357,3 +357,40 @@ fn the_request_log_names_requests_but_never_search_values() {
     );
     assert!(!log.contains(&staff[0].npi), "{log}");
 }
+
+#[test]
+fn variables_fill_manifests_against_the_real_server() {
+    let (server, dir, project, staff) = setup(3);
+    let teams = std::fs::read_to_string(dir.path().join("teams.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("teams.yaml"),
+        teams.replace(
+            &format!("    - id: {}\n", staff[2].id),
+            "    - id: ${LAB_LEAD}\n",
+        ),
+    )
+    .unwrap();
+    careplane()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--server", &fhir_url()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "variable ${LAB_LEAD} is not defined",
+        ));
+    assert!(
+        apply(dir.path(), &["--var", &format!("LAB_LEAD={}", staff[1].id)])
+            .status
+            .success()
+    );
+    let lab = server
+        .owned("Group", &project)
+        .into_iter()
+        .find(|g| g["identifier"][0]["value"] == "team/lab")
+        .unwrap();
+    assert_eq!(
+        lab["member"][0]["entity"]["reference"],
+        format!("Practitioner/{}", staff[1].id)
+    );
+}

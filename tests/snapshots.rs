@@ -87,3 +87,56 @@ fn validate_plain_and_github() {
         .unwrap();
     snapshot!("validate_github", String::from_utf8(github.stdout).unwrap());
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn apply_report_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("clinic");
+    copy_dir(&std::path::Path::new(ROOT).join("examples/clinic"), &dir);
+    let out = careplane()
+        .arg("apply")
+        .arg("clinic")
+        .arg("--auto-approve")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    let report = &report[report.find("Plan:").unwrap()..];
+    insta::with_settings!({filters => vec![(r"[0-9a-f]{32}", "[id]")]}, {
+        insta::assert_snapshot!("apply_report", report);
+    });
+    let out = careplane()
+        .arg("export")
+        .arg("clinic")
+        .args(["--out", "exported"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "roles.yaml",
+        "care-team-roles.yaml",
+        "teams.yaml",
+        "staff.yaml",
+    ] {
+        let text = std::fs::read_to_string(tmp.path().join("exported").join(f)).unwrap();
+        insta::assert_snapshot!(format!("export_{}", f.trim_end_matches(".yaml")), text);
+    }
+}
