@@ -110,6 +110,18 @@ fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Preconditio
     }
 }
 
+/// The value a write sets a field to: the sealed real list for patient lists (whose
+/// `after` in the plan is only a count), else `after`.
+fn written_value(f: &crate::plan::FieldChange) -> Option<Value> {
+    match (&f.membership, &f.sealed) {
+        (Some(_), Some((_, after))) => after.clone(),
+        // ops re-evaluates saved plans before apply; without a sealed list nothing is
+        // written for this field rather than a count
+        (Some(_), None) => None,
+        _ => f.after.clone(),
+    }
+}
+
 /// The exclusive values a change gives up, by field.
 fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec<Value>)> {
     let list = |v: &Option<Value>| {
@@ -151,6 +163,15 @@ async fn apply_one(
             source,
         },
     };
+    if c.fields
+        .iter()
+        .any(|f| f.membership.is_some() && f.sealed.is_none())
+    {
+        return Err(ApplyError::Stale {
+            target: c.target.clone(),
+            detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
+        });
+    }
     match c.action {
         Action::NoOp | Action::Manual => Ok(None),
         Action::Create => {
@@ -158,7 +179,7 @@ async fn apply_one(
             let fields = c
                 .fields
                 .iter()
-                .filter_map(|f| f.after.clone().map(|v| (f.field.clone(), v)))
+                .filter_map(|f| written_value(f).map(|v| (f.field.clone(), v)))
                 .collect();
             let exists_now = || ApplyError::Stale {
                 target: c.target.clone(),
@@ -251,7 +272,7 @@ async fn apply_one(
                 _ => c
                     .fields
                     .iter()
-                    .map(|f| (f.field.clone(), f.after.clone()))
+                    .map(|f| (f.field.clone(), written_value(f)))
                     .collect(),
             };
             let merged = dialect.merge(c.target.kind, &live, &fields);

@@ -15,7 +15,10 @@ use serde_json::Value;
 use crate::dialect::{DesiredObject, Dialect, Identity, ObservedObject};
 use crate::manifest::Diagnostic;
 use crate::observe::Observed;
-use crate::plan::{Action, Change, FieldChange, Orphan, Precondition, Reason, Target};
+use crate::plan::{
+    Action, Change, FieldChange, MembershipDelta, Orphan, Precondition, Reason, Target,
+};
+use crate::rules::Pseudonymizer;
 
 pub struct DiffResult {
     pub changes: Vec<Change>,
@@ -52,7 +55,11 @@ fn items(v: &Value) -> Vec<&Value> {
     }
 }
 
-fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> Vec<FieldChange> {
+fn field_changes(
+    desired: &DesiredObject,
+    observed: Option<&ObservedObject>,
+    pseudo: &Pseudonymizer,
+) -> Vec<FieldChange> {
     let empty = BTreeMap::new();
     let live = observed.map(|o| &o.fields).unwrap_or(&empty);
     let partial = observed.is_some_and(|o| o.partial);
@@ -65,18 +72,120 @@ fn field_changes(desired: &DesiredObject, observed: Option<&ObservedObject>) -> 
         .into_iter()
         .filter_map(|name| {
             let before = live.get(name).filter(|v| !v.is_null());
-            let after = desired.fields.get(name).filter(|v| !v.is_null());
-            (before != after).then(|| FieldChange {
-                labels: labels_for(desired, before, after),
+            let mut after = desired.fields.get(name).filter(|v| !v.is_null()).cloned();
+            if desired.additive.contains(&name.as_str()) {
+                // additive: the live values stay, the rule's are added
+                let mut union: BTreeSet<String> = set_of(before);
+                union.extend(set_of(after.as_ref()));
+                after = Some(Value::Array(union.into_iter().map(Value::String).collect()));
+            }
+            if before == after.as_ref() {
+                return None;
+            }
+            let source = desired
+                .field_sources
+                .get(name)
+                .cloned()
+                .or_else(|| Some(desired.source.clone()));
+            if desired.kind.sensitive_fields().contains(&name.as_str()) {
+                let mode = if desired.additive.contains(&name.as_str()) {
+                    "additive"
+                } else {
+                    "authoritative"
+                };
+                return Some(sensitive_change(
+                    name,
+                    before,
+                    after.as_ref(),
+                    mode,
+                    desired.max_removal_share,
+                    source,
+                    pseudo,
+                ));
+            }
+            Some(FieldChange {
+                labels: labels_for(desired, before, after.as_ref()),
+                membership: None,
+                sealed: None,
                 field: name.clone(),
                 before: before.cloned(),
-                after: after.cloned(),
-                source: desired
-                    .field_sources
-                    .get(name)
-                    .cloned()
-                    .or_else(|| Some(desired.source.clone())),
+                after,
+                source,
             })
+        })
+        .collect()
+}
+
+fn set_of(v: Option<&Value>) -> BTreeSet<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A change to a list of patients: counts and pseudonyms in the open, the real lists
+/// sealed in memory.
+fn sensitive_change(
+    name: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    mode: &str,
+    max_removal_share: Option<f64>,
+    source: Option<crate::model::Source>,
+    pseudo: &Pseudonymizer,
+) -> FieldChange {
+    let (b, a) = (set_of(before), set_of(after));
+    let sample = |s: Vec<&String>| -> Vec<String> {
+        s.into_iter()
+            .take(5)
+            .filter_map(|r| pseudo.pseudonym(r))
+            .collect()
+    };
+    let added: Vec<&String> = a.difference(&b).collect();
+    let removed: Vec<&String> = b.difference(&a).collect();
+    let membership = MembershipDelta {
+        mode: mode.into(),
+        before: b.len(),
+        after: a.len(),
+        added: added.len(),
+        removed: removed.len(),
+        kept: b.intersection(&a).count(),
+        sample_added: sample(added),
+        sample_removed: sample(removed),
+        digest_before: pseudo.digest(&b),
+        digest_after: pseudo.digest(&a),
+        max_removal_share: max_removal_share.unwrap_or(0.2),
+    };
+    FieldChange {
+        field: name.to_owned(),
+        before: before.map(|_| serde_json::json!({"count": b.len()})),
+        after: after.map(|_| serde_json::json!({"count": a.len()})),
+        source,
+        labels: BTreeMap::new(),
+        membership: Some(membership),
+        sealed: Some((before.cloned(), after.cloned())),
+    }
+}
+
+/// Fields of an object that is going away, with sensitive lists reduced to counts.
+fn vanishing_fields(o: &ObservedObject, pseudo: &Pseudonymizer) -> Vec<FieldChange> {
+    o.fields
+        .iter()
+        .map(|(k, v)| {
+            if o.kind.sensitive_fields().contains(&k.as_str()) {
+                sensitive_change(k, Some(v), None, "authoritative", None, None, pseudo)
+            } else {
+                FieldChange {
+                    field: k.clone(),
+                    before: Some(v.clone()),
+                    after: None,
+                    source: None,
+                    labels: BTreeMap::new(),
+                    membership: None,
+                    sealed: None,
+                }
+            }
         })
         .collect()
 }
@@ -120,6 +229,7 @@ pub fn diff(
     observed: &Observed,
     dialect: &dyn Dialect,
     opts: Options,
+    pseudo: &Pseudonymizer,
 ) -> DiffResult {
     let prune = opts.prune;
     let caps = dialect.capabilities();
@@ -184,7 +294,7 @@ pub fn diff(
                         changes.push(Change {
                             action: Action::Adopt,
                             target: target_of(&as_observed, d.name.clone()),
-                            fields: field_changes(d, Some(&as_observed)),
+                            fields: field_changes(d, Some(&as_observed), pseudo),
                             reason: Reason {
                                 source: Some(d.source.clone()),
                                 rule: format!(
@@ -236,7 +346,7 @@ pub fn diff(
                         resource_type: cap.resource_type.into(),
                         id: None,
                     },
-                    fields: field_changes(d, None),
+                    fields: field_changes(d, None, pseudo),
                     reason: Reason {
                         source: Some(d.source.clone()),
                         rule,
@@ -250,7 +360,7 @@ pub fn diff(
             }
             Some(o) => {
                 matched.insert((o.resource_type.clone(), o.id.clone()));
-                let fields = field_changes(d, Some(o));
+                let fields = field_changes(d, Some(o), pseudo);
                 let (action, rule) = if fields.is_empty() {
                     let rule = match &o.evidence {
                         Some(e) => format!("seen on the target: {e}"),
@@ -300,17 +410,7 @@ pub fn diff(
             changes.push(Change {
                 action: Action::Delete,
                 target,
-                fields: o
-                    .fields
-                    .iter()
-                    .map(|(k, v)| FieldChange {
-                        field: k.clone(),
-                        before: Some(v.clone()),
-                        after: None,
-                        source: None,
-                        labels: BTreeMap::new(),
-                    })
-                    .collect(),
+                fields: vanishing_fields(o, pseudo),
                 reason: Reason {
                     source: None,
                     rule: "managed by careplane but no longer declared, and --prune was given"
@@ -332,6 +432,8 @@ pub fn diff(
                     after: Some(v.clone()),
                     source: None,
                     labels: BTreeMap::new(),
+                    membership: None,
+                    sealed: None,
                 })
                 .collect();
             if !fields.is_empty() {

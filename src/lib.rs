@@ -18,4 +18,5 @@ pub mod observe;
 pub mod ops;
 pub mod plan;
 pub mod render;
+pub mod rules;
 pub mod target;

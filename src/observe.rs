@@ -15,14 +15,32 @@ pub struct Observed {
     pub staff: StaffIndex,
     /// How many searches were run.
     pub searches: usize,
+    /// What rules can see of each patient (only when patient groups are declared).
+    pub patients: std::collections::BTreeMap<String, crate::rules::PatientFacts>,
+}
+
+/// Which patient data the declared rules need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuleReads {
+    pub patients: bool,
+    pub consents: bool,
 }
 
 pub async fn observe(
     store: &Store,
     dialect: &dyn Dialect,
     project: &str,
+    reads: RuleReads,
 ) -> Result<Observed, FhirError> {
-    let queries = dialect.queries(project);
+    let mut queries = dialect.queries(project);
+    if reads.patients {
+        queries.extend(
+            dialect
+                .patient_queries(reads.consents)
+                .into_iter()
+                .map(|q| (Purpose::Patients, q)),
+        );
+    }
     let results = futures::future::join_all(queries.iter().map(|(_, q)| store.search(q))).await;
     let mut observed = Observed {
         searches: queries.len(),
@@ -31,10 +49,12 @@ pub async fn observe(
     let mut seen = std::collections::HashSet::new();
     let mut staff = Vec::new();
     let mut all = Vec::new();
+    let mut patient_data = Vec::new();
     for ((purpose, _), result) in queries.iter().zip(results) {
         let resources = result?;
         match purpose {
             Purpose::Staff => staff.extend(resources.iter().cloned()),
+            Purpose::Patients => patient_data.extend(resources),
             Purpose::Objects | Purpose::StaffAndObjects => {
                 if *purpose == Purpose::StaffAndObjects {
                     staff.extend(resources.iter().cloned());
@@ -64,6 +84,7 @@ pub async fn observe(
         }
     }
     observed.staff = StaffIndex::from_practitioners(&staff);
+    observed.patients = crate::rules::facts(&patient_data);
     observed.objects.extend(dialect.aggregate(project, &all));
     observed.objects.sort_by(|a, b| {
         (a.kind, &a.name, &a.natural_key, &a.id).cmp(&(b.kind, &b.name, &b.natural_key, &b.id))

@@ -38,6 +38,18 @@ pub enum OpsError {
         "the plan was made from other manifests (plan {planned}, manifests now {now}); make a new plan"
     )]
     ManifestsChanged { planned: String, now: String },
+    #[error("{target}: {detail}; make a new plan")]
+    MembershipChanged { target: String, detail: String },
+    #[error(
+        "{target} would lose {removed} of its {before} members ({share:.0}%), more than its limit of {limit:.0}%; check the rule, or apply with --allow-mass-removal"
+    )]
+    BlastRadius {
+        target: String,
+        removed: usize,
+        before: usize,
+        share: f64,
+        limit: f64,
+    },
 }
 
 /// Facts about one plan run, for the measurement line and the notes.
@@ -79,19 +91,70 @@ pub async fn plan_with(
     let started = Instant::now();
     let before = target.store.request_count();
     let project = &m.desired.project;
-    let observed = observe::observe(&target.store, target.dialect.as_ref(), project)
+    let groups = &m.desired.patient_groups;
+    let reads = observe::RuleReads {
+        patients: !groups.is_empty(),
+        consents: groups
+            .iter()
+            .filter_map(|g| g.rule.as_ref())
+            .any(crate::rules::uses_consent),
+    };
+    let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await
         .map_err(OpsError::Observe)?;
+    let unplannable = |diagnostics| {
+        OpsError::Unplannable(ManifestErrors {
+            diagnostics,
+            files: m.files.clone(),
+        })
+    };
+    // Patients named in include/exclude must exist (their ids are not printed).
+    let missing: Vec<crate::manifest::Diagnostic> = groups
+        .iter()
+        .flat_map(|g| g.include.iter().chain(&g.exclude))
+        .filter(|p| !observed.patients.contains_key(&p.value))
+        .map(|p| crate::manifest::Diagnostic {
+            source: p.source.clone(),
+            message: "no Patient on the target has this id".into(),
+            help: Some("fix the id, or remove the entry".into()),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(unplannable(missing));
+    }
+    let memberships = crate::rules::evaluate(groups, &observed.patients, crate::rules::today());
     let desired = target
         .dialect
-        .desired(&m.desired, &observed.staff)
-        .map_err(|diagnostics| {
-            OpsError::Unplannable(ManifestErrors {
-                diagnostics,
-                files: m.files.clone(),
-            })
-        })?;
-    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts);
+        .desired(&m.desired, &observed.staff, &memberships)
+        .map_err(unplannable)?;
+    let pseudo = crate::rules::Pseudonymizer::from_env();
+    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts, &pseudo);
+    for c in &mut d.changes {
+        let mut notes = Vec::new();
+        for f in &c.fields {
+            if let Some(m) = &f.membership {
+                notes.push(format!(
+                    "membership is {}: +{} added, -{} removed, ={} kept",
+                    m.mode, m.added, m.removed, m.kept
+                ));
+                if m.before > 0 && (m.removed as f64) > m.max_removal_share * m.before as f64 {
+                    notes.push(format!(
+                        "would remove {} of {} members, over this group's limit of {:.0}%: apply refuses without --allow-mass-removal",
+                        m.removed,
+                        m.before,
+                        100.0 * m.max_removal_share
+                    ));
+                }
+                if !pseudo.enabled() && (m.added + m.removed) > 0 {
+                    notes.push(format!(
+                        "set {} to see pseudonymous samples of who changes",
+                        crate::rules::KEY_ENV
+                    ));
+                }
+            }
+        }
+        c.notes.extend(notes);
+    }
     // Name staff that the manifests no longer mention (removed members) for reviewers.
     for f in d.changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
         for v in f.before.iter().chain(f.after.iter()) {
@@ -153,6 +216,85 @@ fn manifests_commit(dir: &Path) -> Option<String> {
         .ok()?;
     let sha = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     (out.status.success() && !sha.is_empty()).then_some(sha)
+}
+
+/// Saved plans carry patient lists only as counts and keyed digests. Re-evaluate the
+/// rules now and, where the fresh lists have the same digests as the planned ones, put the
+/// real lists back in memory; anything else is refused.
+pub async fn reseal(
+    plan: &mut Plan,
+    m: &Manifests,
+    target: &ResolvedTarget,
+) -> Result<(), OpsError> {
+    let unsealed = |f: &crate::plan::FieldChange| f.membership.is_some() && f.sealed.is_none();
+    if !plan.changes.iter().any(|c| c.fields.iter().any(unsealed)) {
+        return Ok(());
+    }
+    let opts = diff::Options {
+        prune: plan.prune,
+        adopt: plan
+            .changes
+            .iter()
+            .any(|c| c.action == crate::plan::Action::Adopt),
+    };
+    let (fresh, _) = plan_with(m, target, opts).await?;
+    for c in plan.changes.iter_mut() {
+        let fresh_change = fresh
+            .changes
+            .iter()
+            .find(|x| x.target.kind == c.target.kind && x.target.name == c.target.name);
+        for f in c.fields.iter_mut().filter(|f| unsealed(f)) {
+            let planned = f.membership.as_ref().expect("membership");
+            let changed = |detail: &str| OpsError::MembershipChanged {
+                target: c.target.to_string(),
+                detail: detail.to_owned(),
+            };
+            if planned.digest_after.starts_with("ephemeral:") {
+                return Err(changed(&format!(
+                    "the plan was made without {}, so its member lists cannot be checked later",
+                    crate::rules::KEY_ENV
+                )));
+            }
+            let now = fresh_change
+                .and_then(|x| x.fields.iter().find(|y| y.field == f.field))
+                .ok_or_else(|| {
+                    changed(
+                        "the rules now give this group's current members: nothing left to apply",
+                    )
+                })?;
+            let same = now.membership.as_ref().is_some_and(|n| {
+                n.digest_before == planned.digest_before && n.digest_after == planned.digest_after
+            });
+            if !same {
+                return Err(changed(
+                    "its members (or the rule's result) changed since the plan was made",
+                ));
+            }
+            f.sealed = now.sealed.clone();
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a plan that would empty groups too fast (unless `allow`).
+pub fn check_blast_radius(plan: &Plan, allow: bool) -> Result<(), OpsError> {
+    if allow {
+        return Ok(());
+    }
+    for c in plan.changes.iter().filter(|c| c.action.is_change()) {
+        for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
+            if m.before > 0 && (m.removed as f64) > m.max_removal_share * m.before as f64 {
+                return Err(OpsError::BlastRadius {
+                    target: c.target.to_string(),
+                    removed: m.removed,
+                    before: m.before,
+                    share: 100.0 * m.removed as f64 / m.before as f64,
+                    limit: 100.0 * m.max_removal_share,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check that a saved plan belongs to this target (and, if given, these manifests).

@@ -26,6 +26,9 @@ pub struct Args {
     /// Also take over same-named objects careplane does not own yet.
     #[arg(long, conflicts_with = "plan")]
     pub adopt: bool,
+    /// Apply even if a patient group would lose more than its `maxRemovalShare`.
+    #[arg(long)]
+    pub allow_mass_removal: bool,
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -34,8 +37,9 @@ pub async fn run(a: Args) -> u8 {
         let (m, target) = prepare(&dir, &a.target)?;
         let plan = match &a.plan {
             Some(path) => {
-                let plan = crate::plan::file::read(path)?;
+                let mut plan = crate::plan::file::read(path)?;
                 ops::check_saved_plan(&plan, &target, Some(&m))?;
+                ops::reseal(&mut plan, &m, &target).await?;
                 plan
             }
             None => {
@@ -46,6 +50,7 @@ pub async fn run(a: Args) -> u8 {
                 ops::plan_with(&m, &target, opts).await?.0
             }
         };
+        ops::check_blast_radius(&plan, a.allow_mass_removal)?;
         Ok::<_, OpsError>((plan, target))
     }
     .await;

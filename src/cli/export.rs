@@ -80,14 +80,20 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let observed =
-        match crate::observe::observe(&target.store, target.dialect.as_ref(), &project).await {
-            Ok(o) => o,
-            Err(e) => {
-                print_error(&OpsError::Observe(e), &dir);
-                return EXIT_ERROR;
-            }
-        };
+    let observed = match crate::observe::observe(
+        &target.store,
+        target.dialect.as_ref(),
+        &project,
+        Default::default(),
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            print_error(&OpsError::Observe(e), &dir);
+            return EXIT_ERROR;
+        }
+    };
     let mut files = crate::export::manifests(&observed);
     files.extend(project_files);
     if let Err(e) = std::fs::create_dir_all(&a.out) {

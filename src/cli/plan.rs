@@ -39,6 +39,10 @@ pub struct Args {
     /// Plan to take over same-named objects careplane does not own yet (see `import`).
     #[arg(long)]
     pub adopt: bool,
+    /// Human format only: also list the patient ids that join or leave patient groups.
+    /// For your terminal: never paste this output into a PR, a ticket or a CI log.
+    #[arg(long)]
+    pub show_members: bool,
 }
 
 /// Load the manifests and resolve the target (shared with apply).
@@ -79,7 +83,11 @@ pub async fn run(a: Args) -> u8 {
     .await;
     match result {
         Ok((plan, stats)) => {
-            out(&render(&plan, a.format, Some(&stats)));
+            if a.show_members && a.format == Format::Human {
+                out(&render::human::plan_with_members(&plan, Some(&stats), true));
+            } else {
+                out(&render(&plan, a.format, Some(&stats)));
+            }
             if let Some(p) = &a.out {
                 err(&format!(
                     "Saved the plan to {}; apply it with: careplane apply --plan {}\n",

@@ -91,6 +91,16 @@ impl Canvas {
                     &["responsibilities"],
                     None,
                 ),
+                // canvas-api.md §2: patient groups are Groups of type person (name + members)
+                cap(
+                    ObjectKind::PatientGroup,
+                    "Group",
+                    true,
+                    true,
+                    Identity::NaturalKey,
+                    &[],
+                    None,
+                ),
                 cap(
                     ObjectKind::RoleAssignment,
                     "Practitioner",
@@ -211,6 +221,10 @@ impl Dialect for Canvas {
                 Purpose::Objects,
                 Query::new("Group").param("type", "practitioner"),
             ),
+            (
+                Purpose::Objects,
+                Query::new("Group").param("type", "person"),
+            ),
             // Only to verify care-team roles by their use; nothing of it is printed but counts.
             (
                 Purpose::Objects,
@@ -223,6 +237,7 @@ impl Dialect for Canvas {
         &self,
         state: &DesiredState,
         staff: &StaffIndex,
+        groups: &super::Memberships,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
@@ -257,6 +272,8 @@ impl Dialect for Canvas {
                 field_sources: BTreeMap::new(),
                 source: source.clone(),
                 labels: BTreeMap::new(),
+                additive: vec![],
+                max_removal_share: None,
             };
         for r in &state.roles {
             let mut d = object(ObjectKind::Role, &r.name, r.code.clone(), &r.source);
@@ -312,6 +329,9 @@ impl Dialect for Canvas {
                 d.field_sources.insert("members".into(), m.source.clone());
             }
             out.push(d);
+        }
+        for g in &state.patient_groups {
+            out.push(util::person_group_desired(g, groups));
         }
         for a in &state.assignments {
             let Some(practitioner) = resolve(&a.practitioner) else {
@@ -378,6 +398,15 @@ impl Dialect for Canvas {
             evidence: None,
         };
         match rt {
+            "Group" if r["type"] == "person" => {
+                let name = r["name"].as_str().unwrap_or_default().to_owned();
+                Recognised::Object(observed(
+                    ObjectKind::PatientGroup,
+                    name,
+                    util::person_group_fields(r),
+                    false,
+                ))
+            }
             "Group" if r.get("type").and_then(Value::as_str) == Some("practitioner") => {
                 let name = r
                     .get("name")
@@ -488,6 +517,14 @@ impl Dialect for Canvas {
 
     fn build(&self, _project: &str, kind: ObjectKind, _name: &str, fields: &Fields) -> Value {
         match kind {
+            ObjectKind::PatientGroup => {
+                let base = json!({"resourceType": "Group", "type": "person", "actual": true});
+                let set = fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                self.merge(kind, &base, &set)
+            }
             ObjectKind::Team => {
                 let base = json!({"resourceType": "Group", "type": "practitioner", "actual": true});
                 let set = fields
@@ -510,6 +547,15 @@ impl Dialect for Canvas {
         let mut r = live.clone();
         strip_read_only(&mut r);
         match kind {
+            ObjectKind::PatientGroup => {
+                if let Some(v) = fields.get("name") {
+                    r["name"] = v.clone().unwrap_or(Value::Null);
+                }
+                if let Some(v) = fields.get("members") {
+                    r["member"] =
+                        Value::Array(util::merge_members(&r, &str_list(v.as_ref()), &json!({})));
+                }
+            }
             ObjectKind::Team => {
                 if let Some(v) = fields.get("name") {
                     r["name"] = v.clone().unwrap_or(Value::Null);
@@ -573,9 +619,23 @@ impl Dialect for Canvas {
         r
     }
 
-    fn find_query(&self, _project: &str, _kind: ObjectKind, _name: &str) -> Query {
+    fn find_query(&self, _project: &str, kind: ObjectKind, _name: &str) -> Query {
         // §2: Group search takes only _id and type; the name is compared by `same_object`.
-        Query::new("Group").param("type", "practitioner")
+        let t = if kind == ObjectKind::PatientGroup {
+            "person"
+        } else {
+            "practitioner"
+        };
+        Query::new("Group").param("type", t)
+    }
+
+    fn patient_queries(&self, consents: bool) -> Vec<Query> {
+        // §6: Patient and Consent search; `_elements` is not documented for Canvas.
+        let mut q = vec![Query::new("Patient")];
+        if consents {
+            q.push(Query::new("Consent"));
+        }
+        q
     }
 
     fn same_object(&self, _kind: ObjectKind, fields: &Fields, resource: &Value) -> bool {
@@ -595,6 +655,7 @@ impl Dialect for Canvas {
             ObjectKind::RoleAssignment => {
                 r.get("resourceType").and_then(Value::as_str) == Some("Practitioner")
             }
+            ObjectKind::PatientGroup => r["resourceType"] == "Group" && r["type"] == "person",
             _ => false,
         }
     }

@@ -42,16 +42,19 @@ pub enum ObjectKind {
     Role,
     /// One care-team role, likewise.
     CareTeamRole,
+    /// A patient group whose members follow a rule.
+    PatientGroup,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::RoleCatalog,
         ObjectKind::CareTeamRoleCatalog,
         ObjectKind::Team,
         ObjectKind::RoleAssignment,
         ObjectKind::Role,
         ObjectKind::CareTeamRole,
+        ObjectKind::PatientGroup,
     ];
 
     /// Apply order: catalogs, then teams, then assignments. Deletes run in reverse.
@@ -61,7 +64,7 @@ impl ObjectKind {
             | ObjectKind::CareTeamRoleCatalog
             | ObjectKind::Role
             | ObjectKind::CareTeamRole => 0,
-            ObjectKind::Team => 1,
+            ObjectKind::Team | ObjectKind::PatientGroup => 1,
             ObjectKind::RoleAssignment => 2,
         }
     }
@@ -74,6 +77,16 @@ impl ObjectKind {
             ObjectKind::RoleAssignment => "role-assignment",
             ObjectKind::Role => "role",
             ObjectKind::CareTeamRole => "care-team-role",
+            ObjectKind::PatientGroup => "patient-group",
+        }
+    }
+
+    /// Fields whose values identify patients: plans carry counts and keyed pseudonyms
+    /// of them, never the values.
+    pub fn sensitive_fields(self) -> &'static [&'static str] {
+        match self {
+            ObjectKind::PatientGroup => &["members"],
+            _ => &[],
         }
     }
 
@@ -90,6 +103,7 @@ impl ObjectKind {
             ObjectKind::RoleAssignment => "role assignment",
             ObjectKind::Role => "role",
             ObjectKind::CareTeamRole => "care-team role",
+            ObjectKind::PatientGroup => "patient group",
         }
     }
 }
@@ -159,7 +173,14 @@ pub struct DesiredObject {
     /// How the manifests name values that are ids on the server (`Practitioner/ab12` →
     /// `npi 1234567893`), so a reviewer can tell who a reference is.
     pub labels: BTreeMap<String, String>,
+    /// Fields careplane only adds to (additive membership): the live values stay.
+    pub additive: Vec<&'static str>,
+    /// Refuse to apply when a sensitive list would lose more than this share.
+    pub max_removal_share: Option<f64>,
 }
+
+/// Evaluated patient-group memberships: group name → `Patient/<id>` references.
+pub type Memberships = BTreeMap<String, std::collections::BTreeSet<String>>;
 
 /// A live object the dialect recognised, read back into managed fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,6 +258,8 @@ pub enum Purpose {
     /// Both: staff records that also hold managed fields (Canvas keeps role assignments
     /// on the Practitioner).
     StaffAndObjects,
+    /// Patient data for rules (patients, consents): reduced to facts, never kept whole.
+    Patients,
 }
 
 /// Practitioners indexed by the ways manifests name them.
@@ -373,6 +396,60 @@ pub mod util {
         out
     }
 
+    /// A patient group's managed fields, read back.
+    pub fn person_group_fields(r: &Value) -> super::Fields {
+        let members = r["member"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                m.pointer("/entity/reference")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        super::Fields::from([
+            (
+                "name".to_owned(),
+                r.get("name").cloned().unwrap_or(Value::Null),
+            ),
+            ("members".to_owned(), sorted_strings(members)),
+        ])
+    }
+
+    /// The desired object for a patient group with its evaluated members.
+    pub fn person_group_desired(
+        g: &crate::model::PatientGroup,
+        groups: &super::Memberships,
+    ) -> super::DesiredObject {
+        use crate::manifest::types::MembershipMode;
+        let members: Vec<String> = groups
+            .get(&g.name)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        super::DesiredObject {
+            kind: super::ObjectKind::PatientGroup,
+            name: g.name.clone(),
+            natural_key: Some(g.display_name.clone()),
+            fields: super::Fields::from([
+                ("name".to_owned(), json!(g.display_name)),
+                ("members".to_owned(), sorted_strings(members)),
+            ]),
+            field_sources: std::collections::BTreeMap::from([(
+                "name".to_owned(),
+                g.source.clone(),
+            )]),
+            source: g.source.clone(),
+            labels: Default::default(),
+            additive: if g.mode == MembershipMode::Additive {
+                vec!["members"]
+            } else {
+                vec![]
+            },
+            max_removal_share: Some(g.max_removal_share),
+        }
+    }
+
     /// A Group's members set to `want` (references): entries still wanted are kept as
     /// they are (periods, extensions), missing ones are added with `extra` merged into
     /// their `entity`.
@@ -420,7 +497,20 @@ pub trait Dialect: Send + Sync {
         &self,
         state: &DesiredState,
         staff: &StaffIndex,
+        groups: &Memberships,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>>;
+
+    /// The searches that read patient facts for rules (all patients; all consents when a
+    /// rule looks at consents). Keep results small where the server allows it.
+    fn patient_queries(&self, consents: bool) -> Vec<Query> {
+        let mut q = vec![
+            Query::new("Patient").param("_elements", "active,gender,birthDate,identifier,address"),
+        ];
+        if consents {
+            q.push(Query::new("Consent").param("_elements", "patient,status,category"));
+        }
+        q
+    }
 
     /// Recognise a live resource.
     fn identify(&self, project: &str, resource: &Value) -> Recognised;

@@ -62,6 +62,7 @@ impl Default for R4 {
                 all(ObjectKind::CareTeamRoleCatalog, "CodeSystem"),
                 all(ObjectKind::Team, "Group"),
                 all(ObjectKind::RoleAssignment, "PractitionerRole"),
+                all(ObjectKind::PatientGroup, "Group"),
             ]),
         }
     }
@@ -203,6 +204,7 @@ impl R4 {
     fn project_fields(&self, kind: ObjectKind, r: &Value, project: &str) -> Fields {
         let mut f = Fields::new();
         match kind {
+            ObjectKind::PatientGroup => return util::person_group_fields(r),
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
                 for c in r
                     .get("concept")
@@ -293,7 +295,7 @@ impl Dialect for R4 {
             ),
             (
                 Purpose::Objects,
-                Query::new("Group").param("type", "practitioner"),
+                Query::new("Group").param("type", "practitioner,person"),
             ),
             (
                 Purpose::Objects,
@@ -306,6 +308,7 @@ impl Dialect for R4 {
         &self,
         state: &DesiredState,
         staff: &StaffIndex,
+        groups: &super::Memberships,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
@@ -345,6 +348,8 @@ impl Dialect for R4 {
                 field_sources: BTreeMap::new(),
                 source: first.source.clone(),
                 labels: BTreeMap::new(),
+                additive: vec![],
+                max_removal_share: None,
             };
             for r in &state.roles {
                 let mut c = serde_json::Map::new();
@@ -380,6 +385,8 @@ impl Dialect for R4 {
                 field_sources: BTreeMap::new(),
                 source: first.source.clone(),
                 labels: BTreeMap::new(),
+                additive: vec![],
+                max_removal_share: None,
             };
             for r in &state.care_team_roles {
                 let field = concept_field(&r.name);
@@ -401,6 +408,8 @@ impl Dialect for R4 {
                 field_sources: BTreeMap::new(),
                 source: t.source.clone(),
                 labels: BTreeMap::new(),
+                additive: vec![],
+                max_removal_share: None,
             };
             d.fields.insert("name".into(), json!(t.display_name));
             d.fields.insert(
@@ -417,6 +426,9 @@ impl Dialect for R4 {
             }
             d.field_sources.insert("name".into(), t.source.clone());
             out.push(d);
+        }
+        for g in &state.patient_groups {
+            out.push(util::person_group_desired(g, groups));
         }
         for a in &state.assignments {
             let Some(practitioner) = resolve(&a.practitioner) else {
@@ -435,6 +447,8 @@ impl Dialect for R4 {
                 field_sources: BTreeMap::new(),
                 source: a.source.clone(),
                 labels: BTreeMap::new(),
+                additive: vec![],
+                max_removal_share: None,
             };
             d.fields.insert("practitioner".into(), json!(practitioner));
             d.fields.insert("roles".into(), sorted_strings(codes));
@@ -507,15 +521,20 @@ impl Dialect for R4 {
                 })
             }
             _ if rt == "Group" && !owned_by(project, r) => {
+                let kind = if r["type"] == "person" {
+                    ObjectKind::PatientGroup
+                } else {
+                    ObjectKind::Team
+                };
                 match r.get("name").and_then(Value::as_str) {
                     Some(n) => Recognised::Foreign(Box::new(ForeignObject {
-                        kind: ObjectKind::Team,
+                        kind,
                         natural_key: n.to_owned(),
                         resource_type: rt.to_owned(),
                         id: id.to_owned(),
                         version_id: util::meta(r, "versionId"),
                         last_updated: util::meta(r, "lastUpdated"),
-                        fields: self.project_fields(ObjectKind::Team, r, project),
+                        fields: self.project_fields(kind, r, project),
                     })),
                     None => Recognised::Other,
                 }
@@ -526,6 +545,9 @@ impl Dialect for R4 {
 
     fn build(&self, project: &str, kind: ObjectKind, name: &str, fields: &Fields) -> Value {
         let mut r = match kind {
+            ObjectKind::PatientGroup => {
+                json!({"resourceType": "Group", "type": "person", "actual": true})
+            }
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
                 let (title, cs_name) = match kind {
                     ObjectKind::RoleCatalog => ("staff roles", "StaffRoles"),
@@ -631,6 +653,15 @@ impl R4 {
     ) -> Value {
         let mut r = live.clone();
         match kind {
+            ObjectKind::PatientGroup => {
+                if let Some(v) = fields.get("name") {
+                    r["name"] = v.clone().unwrap_or(Value::Null);
+                }
+                if let Some(v) = fields.get("members") {
+                    let members = util::merge_members(&r, &str_list(v.as_ref()), &json!({}));
+                    set_or_remove(&mut r, "member", members);
+                }
+            }
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
                 let mut concepts: BTreeMap<String, Value> = r
                     .get("concept")

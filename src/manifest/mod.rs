@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
 use types::{
-    CareTeamRoleSpec, Metadata, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec, RoleSpec,
-    TargetType, TeamSpec,
+    CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec,
+    RoleSpec, TargetType, TeamSpec,
 };
 use yaml::{Document, Pos};
 
@@ -425,6 +425,35 @@ fn build(
                 });
             }
             "Values" => {}
+            "PatientGroup" => {
+                let spec = typed!(PatientGroupSpec);
+                let located = |list: Vec<String>, field: &str| -> Vec<Located<String>> {
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, value)| Located {
+                            value,
+                            source: d.at(&format!("/spec/{field}/{i}")),
+                        })
+                        .collect()
+                };
+                if spec.rule.is_none() && spec.include.is_empty() {
+                    ck.error(
+                        d.at("/spec"),
+                        format!("patient group '{}' has neither a rule nor include", metadata.name),
+                        "add `rule:` (who belongs) or `include:` (patient ids)",
+                    );
+                }
+                desired.patient_groups.push(crate::model::PatientGroup {
+                    display_name: spec.display_name.unwrap_or_else(|| metadata.name.clone()),
+                    mode: spec.mode,
+                    max_removal_share: spec.max_removal_share.unwrap_or(0.2),
+                    rule: spec.rule,
+                    include: located(spec.include, "include"),
+                    exclude: located(spec.exclude, "exclude"),
+                    name: metadata.name,
+                    source: name_src,
+                });
+            }
             k if RESERVED_KINDS.contains(&k) => ck.error(
                 d.at("/kind"),
                 format!("kind {k} is reserved for rule support, which this version of careplane does not apply"),
@@ -652,7 +681,74 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
     }
 }
 
+/// The groups a rule refers to with `memberOf`.
+pub fn member_of(c: &types::Condition, out: &mut Vec<String>) {
+    use types::Condition as C;
+    match c {
+        C::All(cs) | C::Any(cs) => cs.iter().for_each(|c| member_of(c, out)),
+        C::Not(c) => member_of(c, out),
+        C::MemberOf(g) => out.push(g.clone()),
+        _ => {}
+    }
+}
+
+fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
+    let groups: HashMap<&str, &crate::model::PatientGroup> = desired
+        .patient_groups
+        .iter()
+        .map(|g| (g.name.as_str(), g))
+        .collect();
+    let mut names: HashMap<&str, &Source> = HashMap::new();
+    for g in &desired.patient_groups {
+        if let Some(first) = names.insert(&g.display_name, &g.source) {
+            ck.error(
+                g.source.clone(),
+                format!(
+                    "patient group name '{}' is already used by the group at {first}",
+                    g.display_name
+                ),
+                "choose another displayName",
+            );
+        }
+        let mut refs = Vec::new();
+        if let Some(rule) = &g.rule {
+            member_of(rule, &mut refs);
+        }
+        for r in &refs {
+            if !groups.contains_key(r.as_str()) {
+                ck.error(
+                    g.source.clone(),
+                    format!("patient group '{}' refers to memberOf '{r}', which is not a declared PatientGroup", g.name),
+                    "declare that group, or fix the name",
+                );
+            }
+        }
+        // cycles: follow memberOf from this group
+        let mut stack = refs.clone();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(r) = stack.pop() {
+            if r == g.name {
+                ck.error(
+                    g.source.clone(),
+                    format!(
+                        "patient group '{}' depends on itself through memberOf",
+                        g.name
+                    ),
+                    "break the cycle: a group cannot (indirectly) be defined by its own members",
+                );
+                break;
+            }
+            if seen.insert(r.clone())
+                && let Some(next) = groups.get(r.as_str()).and_then(|x| x.rule.as_ref())
+            {
+                member_of(next, &mut stack);
+            }
+        }
+    }
+}
+
 fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
+    check_patient_groups(ck, desired);
     let mut codes: HashMap<&str, &Source> = HashMap::new();
     for r in &desired.roles {
         if let Some(first) = codes.insert(&r.code, &r.source) {

@@ -8,8 +8,8 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use super::types::{
-    API_VERSION, CareTeamRoleSpec, KINDS, Metadata, ProjectSpec, ReservedSpec, RoleAssignmentSpec,
-    RoleSpec, TeamSpec, ValuesSpec,
+    API_VERSION, CareTeamRoleSpec, KINDS, Metadata, PatientGroupSpec, ProjectSpec, ReservedSpec,
+    RoleAssignmentSpec, RoleSpec, TeamSpec, ValuesSpec,
 };
 
 /// The draft-07 JSON Schema of a manifest document.
@@ -46,6 +46,11 @@ pub fn manifest_schema() -> Value {
             "RoleAssignment",
             generator.subschema_for::<RoleAssignmentSpec>().to_value(),
             "Gives one staff member their roles.",
+        ),
+        (
+            "PatientGroup",
+            generator.subschema_for::<PatientGroupSpec>().to_value(),
+            "A patient group whose members follow a rule over live patient data.",
         ),
     ];
     let reserved = generator.subschema_for::<ReservedSpec>().to_value();

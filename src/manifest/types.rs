@@ -23,7 +23,7 @@ pub const KINDS: &[&str] = &[
     "CareTeamAssignment",
     "RoutingRule",
 ];
-pub const RESERVED_KINDS: &[&str] = &["PatientGroup", "CareTeamAssignment", "RoutingRule"];
+pub const RESERVED_KINDS: &[&str] = &["CareTeamAssignment", "RoutingRule"];
 
 /// Every document's `metadata`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -116,6 +116,131 @@ pub struct RoleAssignmentSpec {
     /// Names (`metadata.name`) of declared roles.
     #[schemars(length(min = 1))]
     pub roles: Vec<String>,
+}
+
+/// Who owns a patient group's member list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipMode {
+    /// careplane only adds members; it never removes anyone (the safe default).
+    #[default]
+    Additive,
+    /// careplane owns the list: it adds and removes until the list is exactly the rule's
+    /// result.
+    Authoritative,
+}
+
+/// A patient group whose members follow a rule over live patient data.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatientGroupSpec {
+    /// The group's name as staff see it. Defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub display_name: Option<String>,
+    /// `additive` (default) or `authoritative`.
+    #[serde(default)]
+    pub mode: MembershipMode,
+    /// Refuse to apply when the group would lose more than this share of its members
+    /// (default 0.2) unless `--allow-mass-removal` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_removal_share: Option<f64>,
+    /// Who belongs. Omitted: only `include`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Condition>,
+    /// Patient ids that always belong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Patient ids that never belong (wins over `rule` and `include`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+/// A membership rule. Combine with `all`, `any`, `not`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Condition {
+    /// Every condition holds.
+    All(Vec<Condition>),
+    /// At least one condition holds.
+    Any(Vec<Condition>),
+    /// The condition does not hold.
+    Not(Box<Condition>),
+    /// The patient has a consent with this category code (and status, default `active`).
+    Consent(ConsentCondition),
+    /// The patient has an identifier with this system (and value).
+    Identifier(IdentifierCondition),
+    /// `Patient.active` is this value.
+    Active(bool),
+    /// `Patient.gender` is this value.
+    Gender(Gender),
+    /// Age in whole years today, inclusive bounds.
+    Age(AgeRange),
+    /// An address in this state.
+    Address(AddressCondition),
+    /// A member of another declared patient group (by `metadata.name`).
+    MemberOf(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentCondition {
+    /// The consent category code (Canvas: the consent coding's code, e.g. `A0001`).
+    #[schemars(length(min = 1))]
+    pub code: String,
+    /// The category system; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Consent status to look for (default `active`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ConsentStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentStatus {
+    Draft,
+    Proposed,
+    Active,
+    Rejected,
+    Inactive,
+    EnteredInError,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierCondition {
+    #[schemars(length(min = 1))]
+    pub system: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Gender {
+    Male,
+    Female,
+    Other,
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgeRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressCondition {
+    /// State or province (`Address.state`), compared case-insensitively.
+    #[schemars(length(min = 1))]
+    pub state: String,
 }
 
 /// Reserved kinds: accepted by the schema so editors know them; the rules engine is not

@@ -149,6 +149,19 @@ pub struct RoleAssignment {
     pub source: Source,
 }
 
+/// A patient group with a membership rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatientGroup {
+    pub name: String,
+    pub display_name: String,
+    pub mode: crate::manifest::types::MembershipMode,
+    pub max_removal_share: f64,
+    pub rule: Option<crate::manifest::types::Condition>,
+    pub include: Vec<Located<String>>,
+    pub exclude: Vec<Located<String>>,
+    pub source: Source,
+}
+
 /// Everything the manifests declare, after validation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredState {
@@ -158,6 +171,7 @@ pub struct DesiredState {
     pub care_team_roles: Vec<CareTeamRole>,
     pub teams: Vec<Team>,
     pub assignments: Vec<RoleAssignment>,
+    pub patient_groups: Vec<PatientGroup>,
 }
 
 impl DesiredState {

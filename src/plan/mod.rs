@@ -106,6 +106,36 @@ pub struct FieldChange {
     /// (`"Practitioner/ab12": "npi 1234567893"`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// For lists that identify patients: `before`/`after` are counts, and this says what
+    /// changes, with keyed pseudonyms instead of ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipDelta>,
+    /// The real values of such a list, in memory only: never serialised into a plan file,
+    /// so a saved plan is re-evaluated (and compared by digest) before apply.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub sealed: Option<(Option<Value>, Option<Value>)>,
+}
+
+/// What a change does to a list of patients, without naming them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MembershipDelta {
+    /// `additive` (never removes) or `authoritative`.
+    pub mode: String,
+    pub before: usize,
+    pub after: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub kept: usize,
+    /// Up to five keyed pseudonyms (`pt-…`) of added / removed members; empty without
+    /// `CAREPLANE_PSEUDONYM_KEY`.
+    pub sample_added: Vec<String>,
+    pub sample_removed: Vec<String>,
+    /// Keyed digests of the member lists, checked when a saved plan is applied.
+    pub digest_before: String,
+    pub digest_after: String,
+    /// The group's blast-radius limit (share of members one apply may remove).
+    pub max_removal_share: f64,
 }
 
 /// Why a change is planned: for people, never for apply's decisions.

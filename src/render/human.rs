@@ -24,7 +24,68 @@ fn styled_symbol(a: Action) -> String {
     }
 }
 
+/// A patient list: counts, pseudonymous samples, and (only with `--show-members`, only
+/// on this terminal) the ids themselves.
+fn membership(out: &mut String, f: &FieldChange, show_members: bool) -> bool {
+    let Some(m) = &f.membership else { return false };
+    let at = f
+        .source
+        .as_ref()
+        .map(|s| format!("  ({s})").dimmed().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "      {} {} → {} members ({}: {} {} {}){at}",
+        format!("{}:", f.field).bold(),
+        m.before,
+        m.after,
+        m.mode,
+        format!("+{}", m.added).green(),
+        format!("-{}", m.removed).red(),
+        format!("={}", m.kept).dimmed()
+    );
+    if !m.sample_added.is_empty() {
+        let _ = writeln!(
+            out,
+            "        added, e.g.: {}",
+            m.sample_added.join(", ").green()
+        );
+    }
+    if !m.sample_removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "        removed, e.g.: {}",
+            m.sample_removed.join(", ").red()
+        );
+    }
+    if show_members && let Some((before, after)) = &f.sealed {
+        let set = |v: &Option<Value>| -> Vec<String> {
+            v.as_ref()
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        };
+        let (b, a) = (set(before), set(after));
+        for x in a.iter().filter(|x| !b.contains(x)) {
+            let _ = writeln!(out, "        {}", format!("+ {x}").green());
+        }
+        for x in b.iter().filter(|x| !a.contains(x)) {
+            let _ = writeln!(out, "        {}", format!("- {x}").red());
+        }
+    }
+    true
+}
+
 fn field(out: &mut String, f: &FieldChange) {
+    field_with(out, f, false)
+}
+
+fn field_with(out: &mut String, f: &FieldChange, show_members: bool) {
+    if membership(out, f, show_members) {
+        return;
+    }
     let at = f
         .source
         .as_ref()
@@ -103,7 +164,7 @@ fn field(out: &mut String, f: &FieldChange) {
     }
 }
 
-fn change(out: &mut String, c: &Change) {
+fn change_with(out: &mut String, c: &Change, show_members: bool) {
     let _ = writeln!(
         out,
         "  {} {}",
@@ -119,7 +180,7 @@ fn change(out: &mut String, c: &Change) {
         let _ = writeln!(out, "      {}", format!("note: {n}").cyan());
     }
     for f in &c.fields {
-        field(out, f);
+        field_with(out, f, show_members);
     }
 }
 
@@ -160,6 +221,11 @@ pub fn checklist_line(p: &Plan, c: &Change) -> String {
 
 /// The whole plan for a terminal.
 pub fn plan(p: &Plan, stats: Option<&Stats>) -> String {
+    plan_with_members(p, stats, false)
+}
+
+/// The plan for a terminal; `show_members` also lists patient ids (local use only).
+pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -177,7 +243,7 @@ pub fn plan(p: &Plan, stats: Option<&Stats>) -> String {
         .filter(|c| c.action.is_change() && c.action != Action::Manual)
         .collect();
     for c in &writes {
-        change(&mut out, c);
+        change_with(&mut out, c, show_members);
         let _ = writeln!(out);
     }
     let checklist: Vec<&Change> = p.checklist().collect();

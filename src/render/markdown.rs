@@ -62,6 +62,31 @@ fn summary(p: &Plan) -> String {
 }
 
 fn field_row(f: &FieldChange) -> String {
+    if let Some(m) = &f.membership {
+        let sample = |s: &[String]| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("<br>e.g. {}", s.join(", "))
+            }
+        };
+        return format!(
+            "| `{}` | {} members | {} members: +{}{} −{}{} ={} ({}) | {} |\n",
+            escape(&f.field),
+            m.before,
+            m.after,
+            m.added,
+            sample(&m.sample_added),
+            m.removed,
+            sample(&m.sample_removed),
+            m.kept,
+            m.mode,
+            f.source
+                .as_ref()
+                .map(|s| format!("`{s}`"))
+                .unwrap_or_default()
+        );
+    }
     let item = |sign: &str, v: &serde_json::Value| {
         let label = v
             .as_str()
@@ -251,6 +276,8 @@ mod tests {
                 after: Some(json!(list)),
                 source: None,
                 labels: Default::default(),
+                membership: None,
+                sealed: None,
             }],
             reason: Reason {
                 source: None,

@@ -1,0 +1,413 @@
+//! Rules: patient-group membership evaluated over live patient data.
+//!
+//! Facts are read once from a few paged searches (all patients, all consents) and kept to
+//! what rules need (no names, no free text). Groups are evaluated in `memberOf`
+//! dependency order. Nothing here prints: results are sets of `Patient/<id>` references
+//! that only leave the process pseudonymised (see [`Pseudonymizer`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::manifest::types::{Condition, ConsentStatus, Gender};
+use crate::model::PatientGroup;
+
+/// What rules can see of one patient.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PatientFacts {
+    pub id: String,
+    pub active: Option<bool>,
+    pub gender: Option<String>,
+    /// (year, month, day); month/day 1 when the server only has the year.
+    pub birth_date: Option<(i64, u32, u32)>,
+    pub identifiers: Vec<(String, String)>,
+    pub states: Vec<String>,
+    /// (category system, category code, status)
+    pub consents: Vec<(String, String, String)>,
+}
+
+fn parse_date(s: &str) -> Option<(i64, u32, u32)> {
+    let mut parts = s.split('-');
+    let y = parts.next()?.parse().ok()?;
+    let m = parts.next().map_or(Some(1), |x| x.parse().ok())?;
+    let d = parts
+        .next()
+        .map_or(Some(1), |x| x.get(..2).unwrap_or(x).parse().ok())?;
+    Some((y, m, d))
+}
+
+/// Today's date (UTC) as (year, month, day).
+pub fn today() -> (i64, u32, u32) {
+    let days = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    // Howard Hinnant's civil_from_days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn age(birth: (i64, u32, u32), on: (i64, u32, u32)) -> i64 {
+    let mut years = on.0 - birth.0;
+    if (on.1, on.2) < (birth.1, birth.2) {
+        years -= 1;
+    }
+    years
+}
+
+/// Facts from Patient and Consent resources (anything else is ignored).
+pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
+    let mut out: BTreeMap<String, PatientFacts> = BTreeMap::new();
+    for r in resources.iter().filter(|r| r["resourceType"] == "Patient") {
+        let Some(id) = r["id"].as_str() else { continue };
+        let f = PatientFacts {
+            id: id.to_owned(),
+            active: r["active"].as_bool(),
+            gender: r["gender"].as_str().map(str::to_owned),
+            birth_date: r["birthDate"].as_str().and_then(parse_date),
+            identifiers: r["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    (
+                        i["system"].as_str().unwrap_or_default().to_owned(),
+                        i["value"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+            states: r["address"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["state"].as_str().map(str::to_lowercase))
+                .collect(),
+            consents: Vec::new(),
+        };
+        out.insert(id.to_owned(), f);
+    }
+    for c in resources.iter().filter(|r| r["resourceType"] == "Consent") {
+        let Some(pid) = c
+            .pointer("/patient/reference")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("Patient/"))
+        else {
+            continue;
+        };
+        let status = c["status"].as_str().unwrap_or_default().to_owned();
+        if let Some(p) = out.get_mut(pid) {
+            for coding in c["category"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|cc| cc["coding"].as_array().into_iter().flatten())
+            {
+                p.consents.push((
+                    coding["system"].as_str().unwrap_or_default().to_owned(),
+                    coding["code"].as_str().unwrap_or_default().to_owned(),
+                    status.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn status_word(s: ConsentStatus) -> &'static str {
+    match s {
+        ConsentStatus::Draft => "draft",
+        ConsentStatus::Proposed => "proposed",
+        ConsentStatus::Active => "active",
+        ConsentStatus::Rejected => "rejected",
+        ConsentStatus::Inactive => "inactive",
+        ConsentStatus::EnteredInError => "entered-in-error",
+    }
+}
+
+/// Whether `c` holds for `p`; `groups` has the members of groups evaluated so far.
+pub fn holds(
+    c: &Condition,
+    p: &PatientFacts,
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    on: (i64, u32, u32),
+) -> bool {
+    match c {
+        Condition::All(cs) => cs.iter().all(|c| holds(c, p, groups, on)),
+        Condition::Any(cs) => cs.iter().any(|c| holds(c, p, groups, on)),
+        Condition::Not(c) => !holds(c, p, groups, on),
+        Condition::Consent(cc) => {
+            let want = status_word(cc.status.unwrap_or(ConsentStatus::Active));
+            p.consents.iter().any(|(sys, code, status)| {
+                code == &cc.code && cc.system.as_ref().is_none_or(|s| s == sys) && status == want
+            })
+        }
+        Condition::Identifier(ic) => p
+            .identifiers
+            .iter()
+            .any(|(sys, val)| sys == &ic.system && ic.value.as_ref().is_none_or(|v| v == val)),
+        Condition::Active(a) => p.active.unwrap_or(true) == *a,
+        Condition::Gender(g) => {
+            let want = match g {
+                Gender::Male => "male",
+                Gender::Female => "female",
+                Gender::Other => "other",
+                Gender::Unknown => "unknown",
+            };
+            p.gender.as_deref() == Some(want)
+        }
+        Condition::Age(range) => p.birth_date.is_some_and(|b| {
+            let a = age(b, on);
+            range.min.is_none_or(|m| a >= i64::from(m))
+                && range.max.is_none_or(|m| a <= i64::from(m))
+        }),
+        Condition::Address(ac) => p.states.iter().any(|s| s == &ac.state.to_lowercase()),
+        Condition::MemberOf(g) => groups
+            .get(g)
+            .is_some_and(|m| m.contains(&format!("Patient/{}", p.id))),
+    }
+}
+
+/// Whether a rule looks at consents (so consents must be read).
+pub fn uses_consent(c: &Condition) -> bool {
+    match c {
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().any(uses_consent),
+        Condition::Not(c) => uses_consent(c),
+        Condition::Consent(_) => true,
+        _ => false,
+    }
+}
+
+/// The members (`Patient/<id>`) of every group, evaluated in dependency order.
+pub fn evaluate(
+    groups: &[PatientGroup],
+    patients: &BTreeMap<String, PatientFacts>,
+    on: (i64, u32, u32),
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut done: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pending: Vec<&PatientGroup> = groups.iter().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|g| {
+            let mut deps = Vec::new();
+            if let Some(r) = &g.rule {
+                crate::manifest::member_of(r, &mut deps);
+            }
+            if !deps.iter().all(|d| done.contains_key(d)) {
+                return true;
+            }
+            let mut members: BTreeSet<String> = match &g.rule {
+                Some(rule) => patients
+                    .values()
+                    .filter(|p| holds(rule, p, &done, on))
+                    .map(|p| format!("Patient/{}", p.id))
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            members.extend(g.include.iter().map(|i| format!("Patient/{}", i.value)));
+            for e in &g.exclude {
+                members.remove(&format!("Patient/{}", e.value));
+            }
+            done.insert(g.name.clone(), members);
+            false
+        });
+        if pending.len() == before {
+            break; // a cycle: validation reports it
+        }
+    }
+    done
+}
+
+/// Keyed pseudonyms for patient references, stable across runs for one key, so
+/// reviewers can follow one patient without seeing who it is.
+pub struct Pseudonymizer {
+    key: Option<Vec<u8>>,
+}
+
+/// Environment variable holding the pseudonym key.
+pub const KEY_ENV: &str = "CAREPLANE_PSEUDONYM_KEY";
+
+impl Pseudonymizer {
+    pub fn from_env() -> Self {
+        Pseudonymizer {
+            key: std::env::var(KEY_ENV)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(String::into_bytes),
+        }
+    }
+
+    pub fn with_key(key: &str) -> Self {
+        Pseudonymizer {
+            key: Some(key.as_bytes().to_vec()),
+        }
+    }
+
+    /// Whether samples can be shown (a key is set).
+    pub fn enabled(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn mac(&self, data: &[u8]) -> Option<String> {
+        let mut m = Hmac::<Sha256>::new_from_slice(self.key.as_ref()?).ok()?;
+        m.update(data);
+        Some(format!("{:x}", m.finalize().into_bytes()))
+    }
+
+    /// `pt-<12 hex>` for a reference, or `None` without a key.
+    pub fn pseudonym(&self, reference: &str) -> Option<String> {
+        self.mac(reference.as_bytes())
+            .map(|h| format!("pt-{}", &h[..12]))
+    }
+
+    /// A digest of a whole member set (to check at apply time that it is unchanged).
+    /// Without a key, a plain SHA-256 would let anyone confirm a guessed member list, so
+    /// the digest is keyed with a per-process random key instead: such plans cannot be
+    /// applied later from a file (apply re-plans and compares in the same process).
+    pub fn digest(&self, members: &BTreeSet<String>) -> String {
+        let joined = members.iter().cloned().collect::<Vec<_>>().join("\n");
+        match self.mac(joined.as_bytes()) {
+            Some(h) => format!("hmac-sha256:{h}"),
+            None => {
+                static PROCESS_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let k = PROCESS_KEY
+                    .get_or_init(|| format!("{:?}{}", SystemTime::now(), std::process::id()));
+                let mut m = Hmac::<Sha256>::new_from_slice(k.as_bytes()).expect("any key length");
+                m.update(joined.as_bytes());
+                format!("ephemeral:{:x}", m.finalize().into_bytes())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::types::{AgeRange, ConsentCondition};
+    use crate::model::{Located, Source};
+    use serde_json::json;
+
+    fn src() -> Source {
+        Source {
+            file: "g.yaml".into(),
+            line: 1,
+            col: 1,
+        }
+    }
+
+    fn group(
+        name: &str,
+        rule: Option<Condition>,
+        include: &[&str],
+        exclude: &[&str],
+    ) -> PatientGroup {
+        let loc = |v: &&str| Located {
+            value: v.to_string(),
+            source: src(),
+        };
+        PatientGroup {
+            name: name.into(),
+            display_name: name.into(),
+            mode: Default::default(),
+            max_removal_share: 0.2,
+            rule,
+            include: include.iter().map(loc).collect(),
+            exclude: exclude.iter().map(loc).collect(),
+            source: src(),
+        }
+    }
+
+    fn world() -> BTreeMap<String, PatientFacts> {
+        facts(&[
+            json!({"resourceType":"Patient","id":"a","active":true,"gender":"female","birthDate":"1950-06-01","address":[{"state":"CA"}],
+                   "identifier":[{"system":"urn:payer","value":"ACO-1"}]}),
+            json!({"resourceType":"Patient","id":"b","gender":"male","birthDate":"2010-01-01"}),
+            json!({"resourceType":"Patient","id":"c","active":false,"birthDate":"1990"}),
+            json!({"resourceType":"Consent","status":"rejected","patient":{"reference":"Patient/b"},
+                   "category":[{"coding":[{"system":"urn:consents","code":"A0001"}]}]}),
+            json!({"resourceType":"Consent","status":"active","patient":{"reference":"Patient/a"},
+                   "category":[{"coding":[{"system":"urn:consents","code":"A0001"}]}]}),
+        ])
+    }
+
+    #[test]
+    fn the_guides_opt_out_rule() {
+        // in the group unless the A0001 consent is rejected
+        let rule = Condition::Not(Box::new(Condition::Consent(ConsentCondition {
+            code: "A0001".into(),
+            system: None,
+            status: Some(ConsentStatus::Rejected),
+        })));
+        let m = evaluate(
+            &[group("opt-out", Some(rule), &[], &[])],
+            &world(),
+            (2026, 11, 28),
+        );
+        assert_eq!(
+            m["opt-out"],
+            BTreeSet::from(["Patient/a".to_owned(), "Patient/c".to_owned()])
+        );
+    }
+
+    #[test]
+    fn conditions_combine_and_groups_build_on_groups() {
+        let seniors = group(
+            "seniors",
+            Some(Condition::Age(AgeRange {
+                min: Some(65),
+                max: None,
+            })),
+            &[],
+            &[],
+        );
+        let rule = Condition::All(vec![
+            Condition::MemberOf("seniors".into()),
+            Condition::Identifier(crate::manifest::types::IdentifierCondition {
+                system: "urn:payer".into(),
+                value: Some("ACO-1".into()),
+            }),
+            Condition::Address(crate::manifest::types::AddressCondition { state: "ca".into() }),
+        ]);
+        let aco = group("aco", Some(rule), &["b"], &["zzz"]);
+        let inactive = group("inactive", Some(Condition::Active(false)), &[], &["c"]);
+        let m = evaluate(&[aco, seniors, inactive], &world(), (2026, 11, 28));
+        assert_eq!(m["seniors"], BTreeSet::from(["Patient/a".to_owned()]));
+        assert_eq!(
+            m["aco"],
+            BTreeSet::from(["Patient/a".to_owned(), "Patient/b".to_owned()])
+        );
+        assert!(m["inactive"].is_empty(), "exclude wins over the rule");
+    }
+
+    #[test]
+    fn age_counts_whole_years_and_today_is_a_date() {
+        assert_eq!(age((2000, 6, 15), (2026, 6, 14)), 25);
+        assert_eq!(age((2000, 6, 15), (2026, 6, 15)), 26);
+        let (y, m, d) = today();
+        assert!(y >= 2024 && (1..=12).contains(&m) && (1..=31).contains(&d));
+    }
+
+    #[test]
+    fn pseudonyms_are_keyed_and_stable() {
+        let p = Pseudonymizer::with_key("k1");
+        let a = p.pseudonym("Patient/a").unwrap();
+        assert_eq!(a, p.pseudonym("Patient/a").unwrap());
+        assert_ne!(
+            a,
+            Pseudonymizer::with_key("k2")
+                .pseudonym("Patient/a")
+                .unwrap()
+        );
+        assert!(!a.contains('a') || a.starts_with("pt-"));
+        assert!(Pseudonymizer { key: None }.pseudonym("Patient/a").is_none());
+    }
+}
