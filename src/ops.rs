@@ -133,10 +133,6 @@ pub async fn plan_with(
         let mut notes = Vec::new();
         for f in &c.fields {
             if let Some(m) = &f.membership {
-                notes.push(format!(
-                    "membership is {}: +{} added, -{} removed, ={} kept",
-                    m.mode, m.added, m.removed, m.kept
-                ));
                 if m.before > 0 && (m.removed as f64) > m.max_removal_share * m.before as f64 {
                     notes.push(format!(
                         "would remove {} of {} members, over this group's limit of {:.0}%: apply refuses without --allow-mass-removal",

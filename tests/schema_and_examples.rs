@@ -115,7 +115,7 @@ fn the_example_clinic_plans_applies_and_converges_on_the_file_store() {
     );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["target"]["name"], "local");
-    assert_eq!(plan["summary"]["create"], 18, "{:#}", plan["summary"]);
+    assert_eq!(plan["summary"]["create"], 20, "{:#}", plan["summary"]);
     assert_eq!(plan["summary"]["update"], 1);
     // the JSON plan follows its published schema
     let schema: Value = serde_json::from_str(
@@ -147,7 +147,7 @@ fn the_example_clinic_plans_applies_and_converges_on_the_file_store() {
         .assert()
         .code(0)
         .stdout(predicates::str::contains(
-            "No changes. 19 object(s) match the manifests.",
+            "No changes. 21 object(s) match the manifests.",
         ));
     // the legacy group careplane does not own is exactly as seeded
     let legacy = |text: &str| {
@@ -173,10 +173,12 @@ fn the_markdown_plan_has_a_summary_table_and_each_change_with_its_manifest_line(
     assert!(md.contains("| kind | create | update | delete | manual | unchanged |"));
     assert!(md.contains("| team | 4 | 1 | 0 | 0 | 0 |"), "{md}");
     assert!(
-        md.contains("| **total** | **18** | **1** | **0** | **0** | **0** |"),
+        md.contains("| **total** | **20** | **1** | **0** | **0** | **0** |")
+            && md.contains("| patient group | 2 | 0 | 0 | 0 | 0 |")
+            && md.contains("16 members: +16"),
         "{md}"
     );
-    assert_eq!(md.matches("<details>").count(), 19);
+    assert_eq!(md.matches("<details>").count(), 21);
     assert_eq!(
         md.matches("<details>").count(),
         md.matches("</details>").count()

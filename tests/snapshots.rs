@@ -14,6 +14,8 @@ fn run(args: &[&str]) -> String {
     let out = careplane()
         .current_dir(ROOT)
         .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+        // keyed pseudonyms and digests are stable for a fixed key
+        .env("CAREPLANE_PSEUDONYM_KEY", "snapshot-key")
         .args(args)
         .output()
         .unwrap();
