@@ -138,20 +138,23 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
         .concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_CONCURRENCY);
-    let http =
-        |url: &str, auth: Auth, dialect: Box<dyn Dialect>| -> Result<ResolvedTarget, TargetError> {
-            let store = HttpStore::new(url, auth)?;
-            Ok(ResolvedTarget {
-                info: TargetInfo {
-                    name: name.into(),
-                    dialect: dialect.name().into(),
-                    endpoint: public_url(store.base()),
-                },
-                store: Store::Http(store),
-                dialect,
-                concurrency,
-            })
-        };
+    let http = |url: &str,
+                auth: Auth,
+                dialect: Box<dyn Dialect>,
+                page: u32|
+     -> Result<ResolvedTarget, TargetError> {
+        let store = HttpStore::new(url, auth)?.with_page_size(page);
+        Ok(ResolvedTarget {
+            info: TargetInfo {
+                name: name.into(),
+                dialect: dialect.name().into(),
+                endpoint: public_url(store.base()),
+            },
+            store: Store::Http(store),
+            dialect,
+            concurrency,
+        })
+    };
     match spec.target_type {
         TargetType::File => Ok(file_target(
             name,
@@ -170,7 +173,12 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                     (None, None) => Auth::None,
                 },
             };
-            http(url, auth, Box::<R4>::default())
+            http(
+                url,
+                auth,
+                Box::<R4>::default(),
+                spec.page_size.unwrap_or(100),
+            )
         }
         TargetType::Canvas => {
             // canvas-api.md §1: the FHIR API is on fumage-<instance>, the token endpoint on
@@ -209,7 +217,8 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                     .unwrap_or(crate::dialect::canvas::DEFAULT_RETIRE_PREFIX),
                 spec.manage_all_teams.unwrap_or(false),
             );
-            http(&url, auth, Box::new(dialect))
+            // canvas-api.md §1: at most 100 entries per page
+            http(&url, auth, Box::new(dialect), 100)
         }
     }
 }

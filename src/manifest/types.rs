@@ -309,6 +309,11 @@ pub struct TargetSpec {
     /// The `Values` document (by `metadata.name`) whose variables this target uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<String>,
+    /// `fhir` targets: entries per search page (`_count`, default 100). Larger pages mean
+    /// fewer requests where the server allows them. Canvas pages hold at most 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub page_size: Option<u32>,
     /// Maximum concurrent writes during apply (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
