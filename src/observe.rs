@@ -24,6 +24,7 @@ pub struct Observed {
 pub struct RuleReads {
     pub patients: bool,
     pub consents: bool,
+    pub care_teams: bool,
 }
 
 pub async fn observe(
@@ -36,7 +37,7 @@ pub async fn observe(
     if reads.patients {
         queries.extend(
             dialect
-                .patient_queries(reads.consents)
+                .patient_queries(reads.consents, reads.care_teams)
                 .into_iter()
                 .map(|q| (Purpose::Patients, q)),
         );
@@ -56,6 +57,16 @@ pub async fn observe(
             Purpose::Staff => staff.extend(resources.iter().cloned()),
             Purpose::Patients => patient_data.extend(resources),
             Purpose::Objects | Purpose::StaffAndObjects => {
+                // care teams read for other reasons (Canvas verifies care-team roles with
+                // them) also serve rules
+                if reads.care_teams {
+                    patient_data.extend(
+                        resources
+                            .iter()
+                            .filter(|r| r["resourceType"] == "CareTeam")
+                            .cloned(),
+                    );
+                }
                 if *purpose == Purpose::StaffAndObjects {
                     staff.extend(resources.iter().cloned());
                 }

@@ -98,6 +98,10 @@ pub async fn plan_with(
             .iter()
             .filter_map(|g| g.rule.as_ref())
             .any(crate::rules::uses_consent),
+        care_teams: groups
+            .iter()
+            .filter_map(|g| g.rule.as_ref())
+            .any(crate::rules::uses_care_team),
     };
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await
@@ -122,7 +126,26 @@ pub async fn plan_with(
     if !missing.is_empty() {
         return Err(unplannable(missing));
     }
-    let memberships = crate::rules::evaluate(groups, &observed.patients, crate::rules::today());
+    let staff = |r: &crate::model::PractitionerRef| {
+        observed
+            .staff
+            .resolve(r)
+            .ok()
+            .map(|id| format!("Practitioner/{id}"))
+    };
+    let care_team_roles: std::collections::BTreeMap<String, String> = m
+        .desired
+        .care_team_roles
+        .iter()
+        .map(|r| (r.name.clone(), format!("{}|{}", r.system, r.code)))
+        .collect();
+    let memberships = crate::rules::evaluate(
+        groups,
+        &observed.patients,
+        crate::rules::today(),
+        &staff,
+        &care_team_roles,
+    );
     let desired = target
         .dialect
         .desired(&m.desired, &observed.staff, &memberships)

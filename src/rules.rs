@@ -27,6 +27,19 @@ pub struct PatientFacts {
     pub states: Vec<String>,
     /// (category system, category code, status)
     pub consents: Vec<(String, String, String)>,
+    /// Active care-team participation: (`Practitioner/<id>`, role `system|code`).
+    pub care_team: Vec<(String, String)>,
+}
+
+/// What conditions need besides the patient: other groups' members, today, and how the
+/// manifests' staff and care-team-role names map to the server's.
+pub struct Context<'a> {
+    pub groups: &'a BTreeMap<String, BTreeSet<String>>,
+    pub on: (i64, u32, u32),
+    /// `PractitionerRef` → `Practitioner/<id>` (None: unresolvable, matches nobody).
+    pub staff: &'a dyn Fn(&crate::model::PractitionerRef) -> Option<String>,
+    /// care-team role name → `system|code`.
+    pub care_team_roles: &'a BTreeMap<String, String>,
 }
 
 fn parse_date(s: &str) -> Option<(i64, u32, u32)> {
@@ -93,6 +106,7 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
                 .filter_map(|a| a["state"].as_str().map(str::to_lowercase))
                 .collect(),
             consents: Vec::new(),
+            care_team: Vec::new(),
         };
         out.insert(id.to_owned(), f);
     }
@@ -120,6 +134,37 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
             }
         }
     }
+    for t in resources.iter().filter(|r| r["resourceType"] == "CareTeam") {
+        let status = t["status"].as_str().unwrap_or("active");
+        let Some(pid) = t
+            .pointer("/subject/reference")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("Patient/"))
+        else {
+            continue;
+        };
+        if status != "active" {
+            continue;
+        }
+        if let Some(p) = out.get_mut(pid) {
+            for part in t["participant"].as_array().into_iter().flatten() {
+                let Some(member) = part.pointer("/member/reference").and_then(Value::as_str) else {
+                    continue;
+                };
+                let role = part
+                    .pointer("/role/0/coding/0")
+                    .map(|c| {
+                        format!(
+                            "{}|{}",
+                            c["system"].as_str().unwrap_or_default(),
+                            c["code"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                p.care_team.push((member.to_owned(), role));
+            }
+        }
+    }
     out
 }
 
@@ -135,16 +180,24 @@ fn status_word(s: ConsentStatus) -> &'static str {
 }
 
 /// Whether `c` holds for `p`; `groups` has the members of groups evaluated so far.
-pub fn holds(
-    c: &Condition,
-    p: &PatientFacts,
-    groups: &BTreeMap<String, BTreeSet<String>>,
-    on: (i64, u32, u32),
-) -> bool {
+pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
+    let (groups, on) = (ctx.groups, ctx.on);
     match c {
-        Condition::All(cs) => cs.iter().all(|c| holds(c, p, groups, on)),
-        Condition::Any(cs) => cs.iter().any(|c| holds(c, p, groups, on)),
-        Condition::Not(c) => !holds(c, p, groups, on),
+        Condition::All(cs) => cs.iter().all(|c| holds(c, p, ctx)),
+        Condition::Any(cs) => cs.iter().any(|c| holds(c, p, ctx)),
+        Condition::Not(c) => !holds(c, p, ctx),
+        Condition::CareTeam(ct) => {
+            let Some(who) = (ctx.staff)(&ct.practitioner) else {
+                return false;
+            };
+            let role = ct
+                .role
+                .as_ref()
+                .map(|r| ctx.care_team_roles.get(r).cloned().unwrap_or_default());
+            p.care_team
+                .iter()
+                .any(|(m, r)| m == &who && role.as_ref().is_none_or(|want| want == r))
+        }
         Condition::Consent(cc) => {
             let want = status_word(cc.status.unwrap_or(ConsentStatus::Active));
             p.consents.iter().any(|(sys, code, status)| {
@@ -177,6 +230,16 @@ pub fn holds(
     }
 }
 
+/// Whether a rule looks at care teams (so care teams must be read).
+pub fn uses_care_team(c: &Condition) -> bool {
+    match c {
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().any(uses_care_team),
+        Condition::Not(c) => uses_care_team(c),
+        Condition::CareTeam(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether a rule looks at consents (so consents must be read).
 pub fn uses_consent(c: &Condition) -> bool {
     match c {
@@ -192,6 +255,8 @@ pub fn evaluate(
     groups: &[PatientGroup],
     patients: &BTreeMap<String, PatientFacts>,
     on: (i64, u32, u32),
+    staff: &dyn Fn(&crate::model::PractitionerRef) -> Option<String>,
+    care_team_roles: &BTreeMap<String, String>,
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut done: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut pending: Vec<&PatientGroup> = groups.iter().collect();
@@ -206,11 +271,19 @@ pub fn evaluate(
                 return true;
             }
             let mut members: BTreeSet<String> = match &g.rule {
-                Some(rule) => patients
-                    .values()
-                    .filter(|p| holds(rule, p, &done, on))
-                    .map(|p| format!("Patient/{}", p.id))
-                    .collect(),
+                Some(rule) => {
+                    let ctx = Context {
+                        groups: &done,
+                        on,
+                        staff,
+                        care_team_roles,
+                    };
+                    patients
+                        .values()
+                        .filter(|p| holds(rule, p, &ctx))
+                        .map(|p| format!("Patient/{}", p.id))
+                        .collect()
+                }
                 None => BTreeSet::new(),
             };
             members.extend(g.include.iter().map(|i| format!("Patient/{}", i.value)));
@@ -351,6 +424,8 @@ mod tests {
             &[group("opt-out", Some(rule), &[], &[])],
             &world(),
             (2026, 11, 28),
+            &|_| None,
+            &BTreeMap::new(),
         );
         assert_eq!(
             m["opt-out"],
@@ -379,7 +454,13 @@ mod tests {
         ]);
         let aco = group("aco", Some(rule), &["b"], &["zzz"]);
         let inactive = group("inactive", Some(Condition::Active(false)), &[], &["c"]);
-        let m = evaluate(&[aco, seniors, inactive], &world(), (2026, 11, 28));
+        let m = evaluate(
+            &[aco, seniors, inactive],
+            &world(),
+            (2026, 11, 28),
+            &|_| None,
+            &BTreeMap::new(),
+        );
         assert_eq!(m["seniors"], BTreeSet::from(["Patient/a".to_owned()]));
         assert_eq!(
             m["aco"],

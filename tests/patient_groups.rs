@@ -315,3 +315,30 @@ fn patient_groups_on_canvas() {
     assert_eq!(groups[0]["member"].as_array().unwrap().len(), 20);
     assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
 }
+
+#[test]
+fn care_team_participation_selects_patients() {
+    let server = Server::new();
+    let project = unique("ct");
+    let staff = seed_staff(&server, &project, 2);
+    let system = format!("urn:test:{project}");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let p = server.post(&json!({"resourceType": "Patient", "identifier": [{"system": system, "value": format!("{i}")}]}));
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    for (i, pid) in ids.iter().enumerate().take(3) {
+        server.post(&json!({"resourceType": "CareTeam", "status": if i == 2 { "inactive" } else { "active" },
+            "subject": {"reference": format!("Patient/{pid}")},
+            "participant": [{"role": [{"coding": [{"system": "http://snomed.info/sct", "code": "453231000124104", "display": "Primary care provider"}]}],
+                             "member": {"reference": format!("Practitioner/{}", staff[0].id)}}]}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[
+        ("careplane.yaml", format!("apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n")),
+        ("roles.yaml", "apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: pcp\nspec:\n  code: {code: \"453231000124104\", display: Primary care provider}\n".into()),
+        ("groups.yaml", format!("apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: panel\nspec:\n  displayName: Panel {project}\n  rule:\n    careTeam:\n      practitioner: {{npi: \"{}\"}}\n      role: pcp\n", staff[0].npi)),
+    ]);
+    let m = membership(&plan(dir.path()));
+    assert_eq!(m["after"], 2, "active care teams only: {m}");
+}

@@ -629,7 +629,8 @@ impl Dialect for Canvas {
         Query::new("Group").param("type", t)
     }
 
-    fn patient_queries(&self, consents: bool) -> Vec<Query> {
+    fn patient_queries(&self, consents: bool, _care_teams: bool) -> Vec<Query> {
+        // Care teams are read by `queries` already (to verify care-team roles).
         // §6: Patient and Consent search; `_elements` is not documented for Canvas.
         let mut q = vec![Query::new("Patient")];
         if consents {

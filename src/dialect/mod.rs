@@ -500,14 +500,22 @@ pub trait Dialect: Send + Sync {
         groups: &Memberships,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>>;
 
-    /// The searches that read patient facts for rules (all patients; all consents when a
-    /// rule looks at consents). Keep results small where the server allows it.
-    fn patient_queries(&self, consents: bool) -> Vec<Query> {
+    /// The searches that read patient facts for rules (all patients; all consents and
+    /// active care teams when a rule looks at them). Keep results small where the server
+    /// allows it.
+    fn patient_queries(&self, consents: bool, care_teams: bool) -> Vec<Query> {
         let mut q = vec![
             Query::new("Patient").param("_elements", "active,gender,birthDate,identifier,address"),
         ];
         if consents {
             q.push(Query::new("Consent").param("_elements", "patient,status,category"));
+        }
+        if care_teams {
+            q.push(
+                Query::new("CareTeam")
+                    .param("status", "active")
+                    .param("_elements", "status,subject,participant"),
+            );
         }
         q
     }

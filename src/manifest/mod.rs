@@ -692,6 +692,17 @@ pub fn member_of(c: &types::Condition, out: &mut Vec<String>) {
     }
 }
 
+/// The care-team roles a rule refers to.
+fn care_team_roles_of(c: &types::Condition, out: &mut Vec<String>) {
+    use types::Condition as C;
+    match c {
+        C::All(cs) | C::Any(cs) => cs.iter().for_each(|c| care_team_roles_of(c, out)),
+        C::Not(c) => care_team_roles_of(c, out),
+        C::CareTeam(ct) => out.extend(ct.role.clone()),
+        _ => {}
+    }
+}
+
 fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
     let groups: HashMap<&str, &crate::model::PatientGroup> = desired
         .patient_groups
@@ -711,8 +722,22 @@ fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
             );
         }
         let mut refs = Vec::new();
+        let mut roles = Vec::new();
         if let Some(rule) = &g.rule {
             member_of(rule, &mut refs);
+            care_team_roles_of(rule, &mut roles);
+        }
+        for r in roles {
+            if !desired.care_team_roles.iter().any(|x| x.name == r) {
+                ck.error(
+                    g.source.clone(),
+                    format!(
+                        "patient group '{}' refers to care-team role '{r}', which is not declared",
+                        g.name
+                    ),
+                    "declare it with a `kind: CareTeamRole` document, or fix the name",
+                );
+            }
         }
         for r in &refs {
             if !groups.contains_key(r.as_str()) {

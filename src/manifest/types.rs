@@ -181,6 +181,17 @@ pub enum Condition {
     Address(AddressCondition),
     /// A member of another declared patient group (by `metadata.name`).
     MemberOf(String),
+    /// On an active care team with this staff member (in this care-team role).
+    CareTeam(CareTeamCondition),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CareTeamCondition {
+    pub practitioner: PractitionerRef,
+    /// A declared CareTeamRole (`metadata.name`); any role when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
