@@ -186,3 +186,31 @@ fn per_target_overlays_pick_the_document_for_the_target() {
         .code(1)
         .stderr(contains("overlays.yaml:5:13: error: metadata.targets names 'qa', which the project file does not declare"));
 }
+
+#[test]
+fn a_variable_only_another_target_uses_need_not_be_defined() {
+    let dir = project();
+    let project = std::fs::read_to_string(dir.path().join("careplane.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("careplane.yaml"),
+        format!("{project}    remote:\n      type: fhir\n      url: ${{REMOTE_URL}}\n"),
+    )
+    .unwrap();
+    careplane()
+        .arg("validate")
+        .arg(dir.path())
+        .env_remove("REMOTE_URL")
+        .env_remove("SUFFIX")
+        .assert()
+        .success();
+    careplane()
+        .arg("validate")
+        .arg(dir.path())
+        .args(["--target", "remote", "--format", "plain"])
+        .env_remove("REMOTE_URL")
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "variable ${REMOTE_URL} is not defined for target 'remote'",
+        ));
+}

@@ -561,6 +561,22 @@ fn expand_variables(
     {
         let mut errors = Vec::new();
         vars::substitute(&mut d.doc.value, "", &resolver, &mut used, &mut errors);
+        // Other targets' settings are not this run's business: a variable only they use
+        // need not be defined now (their strings stay as written).
+        if kind_of(d).as_deref() == Some("Project") {
+            errors.retain(|e| {
+                let pointer = match e {
+                    vars::VarError::Undefined { pointer, .. }
+                    | vars::VarError::Malformed { pointer } => pointer,
+                };
+                match pointer.strip_prefix("/spec/targets/") {
+                    Some(rest) => {
+                        chosen.as_deref() == Some(rest.split('/').next().unwrap_or_default())
+                    }
+                    None => true,
+                }
+            });
+        }
         for e in errors {
             match e {
                 vars::VarError::Undefined { pointer, name } => ck.error(
@@ -630,7 +646,8 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
             }
             TargetType::Fhir => {
                 let url = t.url.as_deref().unwrap_or_default();
-                if url::Url::parse(url).is_err() {
+                // a `${VAR}` left in another target's url is checked when that target is used
+                if !url.contains("${") && url::Url::parse(url).is_err() {
                     ck.error(
                         d.at(&format!("/spec/targets/{name}/url")),
                         format!("target '{name}': '{url}' is not a URL"),

@@ -69,10 +69,14 @@ fn expand(
                             out.push_str(&v);
                             used.insert(name.to_owned(), v);
                         }
-                        None => errors.push(VarError::Undefined {
-                            pointer: pointer.to_owned(),
-                            name: name.to_owned(),
-                        }),
+                        None => {
+                            // left as written (an error unless the caller excuses it)
+                            out.push_str(&format!("${{{name}}}"));
+                            errors.push(VarError::Undefined {
+                                pointer: pointer.to_owned(),
+                                name: name.to_owned(),
+                            })
+                        }
                     }
                     rest = &t[end + 1..];
                 }
