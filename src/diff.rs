@@ -65,6 +65,8 @@ fn field_changes(
     let partial = observed.is_some_and(|o| o.partial);
     let names: BTreeSet<&String> = if partial {
         live.keys().collect()
+    } else if desired.only_declared {
+        desired.fields.keys().collect()
     } else {
         desired.fields.keys().chain(live.keys()).collect()
     };
@@ -362,18 +364,22 @@ pub fn diff(
                 matched.insert((o.resource_type.clone(), o.id.clone()));
                 let fields = field_changes(d, Some(o), pseudo);
                 let (action, rule) = if fields.is_empty() {
-                    let rule = match &o.evidence {
-                        Some(e) => format!("seen on the target: {e}"),
-                        None => "matches its manifest".to_owned(),
+                    let rule = match (&o.evidence, &d.explain) {
+                        (Some(e), _) => format!("seen on the target: {e}"),
+                        (None, Some(x)) => format!("{x}; already done"),
+                        (None, None) => "matches its manifest".to_owned(),
                     };
                     (Action::NoOp, rule)
                 } else {
                     let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                    let differs = format!(
-                        "live {} differs from its manifest in {}",
-                        d.kind.label(),
-                        names.join(", ")
-                    );
+                    let differs = match &d.explain {
+                        Some(x) => format!("{x}; it sets {}", names.join(", ")),
+                        None => format!(
+                            "live {} differs from its manifest in {}",
+                            d.kind.label(),
+                            names.join(", ")
+                        ),
+                    };
                     if cap.update {
                         (Action::Update, differs)
                     } else {

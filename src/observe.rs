@@ -17,6 +17,8 @@ pub struct Observed {
     pub searches: usize,
     /// What rules can see of each patient (only when patient groups are declared).
     pub patients: std::collections::BTreeMap<String, crate::rules::PatientFacts>,
+    /// Open tasks (only when routing rules are declared).
+    pub tasks: Vec<crate::rules::TaskFacts>,
 }
 
 /// Which patient data the declared rules need.
@@ -25,6 +27,8 @@ pub struct RuleReads {
     pub patients: bool,
     pub consents: bool,
     pub care_teams: bool,
+    /// Open tasks, for routing rules.
+    pub tasks: bool,
 }
 
 pub async fn observe(
@@ -34,6 +38,12 @@ pub async fn observe(
     reads: RuleReads,
 ) -> Result<Observed, FhirError> {
     let mut queries = dialect.queries(project);
+    if reads.tasks {
+        queries.push((
+            Purpose::Objects,
+            crate::fhir::Query::new("Task").param("status", "requested"),
+        ));
+    }
     if reads.patients {
         queries.extend(
             dialect
@@ -96,6 +106,9 @@ pub async fn observe(
     }
     observed.staff = StaffIndex::from_practitioners(&staff);
     observed.patients = crate::rules::facts(&patient_data);
+    if reads.tasks {
+        observed.tasks = crate::rules::task_facts(&all);
+    }
     observed.objects.extend(dialect.aggregate(project, &all));
     observed.objects.sort_by(|a, b| {
         (a.kind, &a.name, &a.natural_key, &a.id).cmp(&(b.kind, &b.name, &b.natural_key, &b.id))

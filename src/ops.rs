@@ -102,6 +102,7 @@ pub async fn plan_with(
             .iter()
             .filter_map(|g| g.rule.as_ref())
             .any(crate::rules::uses_care_team),
+        tasks: !m.desired.routing_rules.is_empty(),
     };
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await
@@ -146,12 +147,26 @@ pub async fn plan_with(
         &staff,
         &care_team_roles,
     );
-    let desired = target
+    let mut desired = target
         .dialect
         .desired(&m.desired, &observed.staff, &memberships)
         .map_err(unplannable)?;
+    let (routed, waiting) =
+        routing_objects(m, target, &observed, &memberships).map_err(unplannable)?;
+    desired.extend(routed);
     let pseudo = crate::rules::Pseudonymizer::from_env();
     let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts, &pseudo);
+    for (team, (rule, n)) in &waiting {
+        if let Some(c) = d
+            .changes
+            .iter_mut()
+            .find(|c| c.target.kind == crate::dialect::ObjectKind::Team && &c.target.name == team)
+        {
+            c.notes.push(format!(
+                "routing rule '{rule}' matches {n} open task(s) for this team: the next apply routes them, once the team exists"
+            ));
+        }
+    }
     for c in &mut d.changes {
         let mut notes = Vec::new();
         for f in &c.fields {
@@ -215,6 +230,112 @@ pub async fn plan_with(
             elapsed: started.elapsed(),
         },
     ))
+}
+
+type Waiting = std::collections::BTreeMap<String, (String, usize)>;
+
+/// Desired routing of open tasks: the first matching rule's team, owner and labels. Tasks
+/// for a team that is not on the target yet wait for the next apply (`Waiting`).
+fn routing_objects(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    observed: &observe::Observed,
+    memberships: &crate::dialect::Memberships,
+) -> Result<(Vec<crate::dialect::DesiredObject>, Waiting), Vec<crate::manifest::Diagnostic>> {
+    use crate::dialect::{DesiredObject, Fields, Identity, ObjectKind};
+    use serde_json::json;
+    let rules = &m.desired.routing_rules;
+    let mut out = Vec::new();
+    let mut waiting = Waiting::new();
+    let mut errors = Vec::new();
+    if rules.is_empty() {
+        return Ok((out, waiting));
+    }
+    let identity = target
+        .dialect
+        .capabilities()
+        .of(ObjectKind::Team)
+        .map(|c| c.identity);
+    let team_ref = |name: &str| -> Option<String> {
+        let team = m.desired.teams.iter().find(|t| t.name == name)?;
+        observed
+            .objects
+            .iter()
+            .find(|o| {
+                o.kind == ObjectKind::Team
+                    && match identity {
+                        Some(Identity::ManifestName) => o.name.as_deref() == Some(name),
+                        _ => o.natural_key.as_deref() == Some(team.display_name.as_str()),
+                    }
+            })
+            .map(|o| format!("Group/{}", o.id))
+    };
+    for (ti, ri) in crate::rules::route(&observed.tasks, rules, memberships) {
+        let (t, r) = (&observed.tasks[ti], &rules[ri]);
+        let mut fields = Fields::new();
+        let mut labels = std::collections::BTreeMap::new();
+        if let Some(team) = &r.team {
+            match team_ref(team) {
+                Some(g) => {
+                    fields.insert("team".into(), json!(g));
+                }
+                None => {
+                    waiting.entry(team.clone()).or_insert((r.name.clone(), 0)).1 += 1;
+                    continue;
+                }
+            }
+        }
+        if let Some(o) = &r.owner {
+            match observed.staff.resolve(&o.value) {
+                Ok(id) => {
+                    let reference = format!("Practitioner/{id}");
+                    labels.insert(reference.clone(), o.value.to_string());
+                    fields.insert("owner".into(), json!(reference));
+                }
+                Err(_) => {
+                    errors.push(crate::manifest::Diagnostic {
+                        source: o.source.clone(),
+                        message: format!("no single Practitioner on the target has {}", o.value),
+                        help: Some("careplane never creates staff: fix the reference".into()),
+                    });
+                    continue;
+                }
+            }
+        }
+        if !r.add_labels.is_empty() {
+            fields.insert(
+                "labels".into(),
+                crate::dialect::util::sorted_strings(r.add_labels.clone()),
+            );
+        }
+        let field_sources = fields
+            .keys()
+            .map(|k| (k.clone(), r.source.clone()))
+            .collect();
+        out.push(DesiredObject {
+            kind: ObjectKind::TaskRouting,
+            name: format!("Task/{}", t.id),
+            natural_key: Some(format!("Task/{}", t.id)),
+            fields,
+            field_sources,
+            source: r.source.clone(),
+            labels,
+            additive: vec!["labels"],
+            max_removal_share: None,
+            only_declared: true,
+            explain: Some(format!(
+                "routing rule '{}' (order {}) is the first to match this open task",
+                r.name, r.order
+            )),
+        });
+    }
+    if errors.is_empty() {
+        errors.dedup();
+        Ok((out, waiting))
+    } else {
+        errors.dedup();
+        Err(errors)
+    }
 }
 
 /// The commit the manifests come from: CI's variables first, else git, else unknown.

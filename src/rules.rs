@@ -300,6 +300,78 @@ pub fn evaluate(
     done
 }
 
+/// What routing rules can see of one open task. Titles stay in memory: they can hold
+/// anything staff typed, so they are never printed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskFacts {
+    pub id: String,
+    pub description: String,
+    pub labels: Vec<String>,
+    /// `Patient/<id>` the task is for.
+    pub patient: Option<String>,
+}
+
+/// Facts of the open tasks among `resources`.
+pub fn task_facts(resources: &[Value]) -> Vec<TaskFacts> {
+    resources
+        .iter()
+        .filter(|r| r["resourceType"] == "Task" && r["status"] == "requested")
+        .filter_map(|r| {
+            Some(TaskFacts {
+                id: r["id"].as_str()?.to_owned(),
+                description: r["description"].as_str().unwrap_or_default().to_owned(),
+                labels: r["input"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i.pointer("/type/text").and_then(Value::as_str) == Some("label"))
+                    .filter_map(|i| i["valueString"].as_str().map(str::to_owned))
+                    .collect(),
+                patient: r
+                    .pointer("/for/reference")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// The rule (index into `rules`, which are in order) that routes each task: the first
+/// whose every test holds.
+pub fn route(
+    tasks: &[TaskFacts],
+    rules: &[crate::model::RoutingRule],
+    groups: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<(usize, usize)> {
+    let compiled: Vec<Option<regex::Regex>> = rules
+        .iter()
+        .map(|r| {
+            r.description_matches
+                .as_ref()
+                .and_then(|p| regex::Regex::new(p).ok())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (ti, t) in tasks.iter().enumerate() {
+        let hit = rules.iter().enumerate().find(|(ri, r)| {
+            r.description.as_ref().is_none_or(|d| d == &t.description)
+                && compiled[*ri]
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(&t.description))
+                && r.label.as_ref().is_none_or(|l| t.labels.contains(l))
+                && r.patient_group.as_ref().is_none_or(|g| {
+                    t.patient
+                        .as_ref()
+                        .is_some_and(|p| groups.get(g).is_some_and(|m| m.contains(p)))
+                })
+        });
+        if let Some((ri, _)) = hit {
+            out.push((ti, ri));
+        }
+    }
+    out
+}
+
 /// Keyed pseudonyms for patient references, stable across runs for one key, so
 /// reviewers can follow one patient without seeing who it is.
 pub struct Pseudonymizer {

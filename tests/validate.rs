@@ -94,7 +94,7 @@ spec:
     );
     let dup_key = format!("{H}apiVersion: careplane.dev/v1\nkind: Role\nkind: Team\n");
     let reserved = format!(
-        "{H}apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: r\nspec: {{}}\n"
+        "{H}apiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: r\nspec: {{}}\n"
     );
     let no_api = format!("{H}kind: Role\nmetadata:\n  name: x\nspec: {{}}\n");
     let (code, text) = validate(&[

@@ -31,6 +31,12 @@ use crate::model::{DesiredState, Located, PractitionerRef};
 pub const ROLES_EXTENSION: &str = "http://schemas.canvasmedical.com/fhir/extensions/roles";
 pub const ROLES_SYSTEM: &str = "http://schemas.canvasmedical.com/fhir/roles";
 pub const DEFAULT_RETIRE_PREFIX: &str = "zz-retired ";
+/// canvas-api.md §4: the team a task is assigned to.
+pub const TASK_GROUP_EXTENSION: &str =
+    "http://schemas.canvasmedical.com/fhir/extensions/task-group";
+/// canvas-api.md §4: read-only.
+const TASK_PERMALINK_EXTENSION: &str =
+    "http://schemas.canvasmedical.com/fhir/extensions/task-permalink";
 
 pub struct Canvas {
     caps: Capabilities,
@@ -89,6 +95,16 @@ impl Canvas {
                     true,
                     Identity::NaturalKey,
                     &["responsibilities"],
+                    None,
+                ),
+                // canvas-api.md §4: routing updates open tasks; tasks are never created or deleted
+                cap(
+                    ObjectKind::TaskRouting,
+                    "Task",
+                    false,
+                    true,
+                    Identity::NaturalKey,
+                    &[],
                     None,
                 ),
                 // canvas-api.md §2: patient groups are Groups of type person (name + members)
@@ -274,6 +290,8 @@ impl Dialect for Canvas {
                 labels: BTreeMap::new(),
                 additive: vec![],
                 max_removal_share: None,
+                only_declared: false,
+                explain: None,
             };
         for r in &state.roles {
             let mut d = object(ObjectKind::Role, &r.name, r.code.clone(), &r.source);
@@ -398,6 +416,10 @@ impl Dialect for Canvas {
             evidence: None,
         };
         match rt {
+            "Task" => Recognised::Object(util::task_object(
+                r,
+                util::task_fields(r, TASK_GROUP_EXTENSION),
+            )),
             "Group" if r["type"] == "person" => {
                 let name = r["name"].as_str().unwrap_or_default().to_owned();
                 Recognised::Object(observed(
@@ -547,6 +569,19 @@ impl Dialect for Canvas {
         let mut r = live.clone();
         strip_read_only(&mut r);
         match kind {
+            ObjectKind::TaskRouting => {
+                // §4: a Task PUT clears an omitted description/owner/restriction/input (all
+                // sent back as read) and appends every note sent (so none is sent);
+                // lastModified and the permalink are read-only.
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("note");
+                    o.remove("lastModified");
+                }
+                if let Some(exts) = r.get_mut("extension").and_then(Value::as_array_mut) {
+                    exts.retain(|e| e["url"] != TASK_PERMALINK_EXTENSION);
+                }
+                return util::task_merge(&r, fields, TASK_GROUP_EXTENSION);
+            }
             ObjectKind::PatientGroup => {
                 if let Some(v) = fields.get("name") {
                     r["name"] = v.clone().unwrap_or(Value::Null);
@@ -657,6 +692,7 @@ impl Dialect for Canvas {
                 r.get("resourceType").and_then(Value::as_str) == Some("Practitioner")
             }
             ObjectKind::PatientGroup => r["resourceType"] == "Group" && r["type"] == "person",
+            ObjectKind::TaskRouting => r["resourceType"] == "Task",
             _ => false,
         }
     }

@@ -44,10 +44,12 @@ pub enum ObjectKind {
     CareTeamRole,
     /// A patient group whose members follow a rule.
     PatientGroup,
+    /// The routing of one open task (team, owner, labels), set by routing rules.
+    TaskRouting,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::RoleCatalog,
         ObjectKind::CareTeamRoleCatalog,
         ObjectKind::Team,
@@ -55,6 +57,7 @@ impl ObjectKind {
         ObjectKind::Role,
         ObjectKind::CareTeamRole,
         ObjectKind::PatientGroup,
+        ObjectKind::TaskRouting,
     ];
 
     /// Apply order: catalogs, then teams, then assignments. Deletes run in reverse.
@@ -66,6 +69,7 @@ impl ObjectKind {
             | ObjectKind::CareTeamRole => 0,
             ObjectKind::Team | ObjectKind::PatientGroup => 1,
             ObjectKind::RoleAssignment => 2,
+            ObjectKind::TaskRouting => 3,
         }
     }
 
@@ -78,6 +82,7 @@ impl ObjectKind {
             ObjectKind::Role => "role",
             ObjectKind::CareTeamRole => "care-team-role",
             ObjectKind::PatientGroup => "patient-group",
+            ObjectKind::TaskRouting => "task-routing",
         }
     }
 
@@ -104,6 +109,7 @@ impl ObjectKind {
             ObjectKind::Role => "role",
             ObjectKind::CareTeamRole => "care-team role",
             ObjectKind::PatientGroup => "patient group",
+            ObjectKind::TaskRouting => "task routing",
         }
     }
 }
@@ -177,6 +183,12 @@ pub struct DesiredObject {
     pub additive: Vec<&'static str>,
     /// Refuse to apply when a sensitive list would lose more than this share.
     pub max_removal_share: Option<f64>,
+    /// Compare only the fields declared here (a routing rule sets some of a task's fields
+    /// and says nothing about the others).
+    pub only_declared: bool,
+    /// Why the object is wanted, when it is not simply declared (the routing rule that
+    /// matched a task).
+    pub explain: Option<String>,
 }
 
 /// Evaluated patient-group memberships: group name → `Patient/<id>` references.
@@ -396,6 +408,94 @@ pub mod util {
         out
     }
 
+    /// A task's routing fields: `team` (the team extension's reference), `owner`, `labels`.
+    pub fn task_fields(r: &Value, team_extension: &str) -> super::Fields {
+        let team = r["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["url"] == team_extension)
+            .and_then(|e| e.pointer("/valueReference/reference"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let labels = r["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.pointer("/type/text").and_then(Value::as_str) == Some("label"))
+            .filter_map(|i| i["valueString"].as_str().map(str::to_owned))
+            .collect();
+        super::Fields::from([
+            ("team".to_owned(), team),
+            (
+                "owner".to_owned(),
+                r.pointer("/owner/reference")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            ),
+            ("labels".to_owned(), sorted_strings(labels)),
+        ])
+    }
+
+    /// A task as an observed routing object.
+    pub fn task_object(r: &Value, fields: super::Fields) -> super::ObservedObject {
+        let id = r["id"].as_str().unwrap_or_default().to_owned();
+        super::ObservedObject {
+            kind: super::ObjectKind::TaskRouting,
+            name: None,
+            natural_key: Some(format!("Task/{id}")),
+            resource_type: "Task".into(),
+            id,
+            version_id: meta(r, "versionId"),
+            last_updated: meta(r, "lastUpdated")
+                .or_else(|| r["lastModified"].as_str().map(str::to_owned)),
+            fields,
+            managed: false,
+            partial: false,
+            evidence: None,
+        }
+    }
+
+    /// `live` with routing fields set; every other field is sent back as read.
+    pub fn task_merge(
+        live: &Value,
+        fields: &std::collections::BTreeMap<String, Option<Value>>,
+        team_extension: &str,
+    ) -> Value {
+        let mut r = live.clone();
+        if let Some(team) = fields.get("team") {
+            let mut exts: Vec<Value> = r["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["url"] != team_extension)
+                .cloned()
+                .collect();
+            if let Some(t) = team.as_ref().and_then(Value::as_str) {
+                exts.push(json!({"url": team_extension, "valueReference": {"reference": t}}));
+            }
+            r["extension"] = Value::Array(exts);
+        }
+        if let Some(owner) = fields.get("owner") {
+            match owner.as_ref().and_then(Value::as_str) {
+                Some(o) => r["owner"] = json!({"reference": o}),
+                None => {
+                    r.as_object_mut().map(|m| m.remove("owner"));
+                }
+            }
+        }
+        if let Some(labels) = fields.get("labels") {
+            let want = str_list(labels.as_ref());
+            let have = str_list(Some(&task_fields(&r, team_extension)["labels"]));
+            let mut input: Vec<Value> = r["input"].as_array().cloned().unwrap_or_default();
+            for l in want.iter().filter(|l| !have.contains(l)) {
+                input.push(json!({"type": {"text": "label"}, "valueString": l}));
+            }
+            r["input"] = Value::Array(input);
+        }
+        r
+    }
+
     /// A patient group's managed fields, read back.
     pub fn person_group_fields(r: &Value) -> super::Fields {
         let members = r["member"]
@@ -447,6 +547,8 @@ pub mod util {
                 vec![]
             },
             max_removal_share: Some(g.max_removal_share),
+            only_declared: false,
+            explain: None,
         }
     }
 

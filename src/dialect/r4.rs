@@ -24,6 +24,8 @@ use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 
 pub const TAG_SYSTEM: &str = "https://careplane.dev/project";
+/// The team a task is routed to (R4 has no Group-valued owner).
+pub const TASK_TEAM_EXTENSION: &str = "https://careplane.dev/fhir/StructureDefinition/task-team";
 pub const RESPONSIBILITY_SYSTEM: &str = "https://careplane.dev/fhir/CodeSystem/team-responsibility";
 pub const CHARACTERISTIC_SYSTEM: &str =
     "https://careplane.dev/fhir/CodeSystem/group-characteristic";
@@ -63,6 +65,16 @@ impl Default for R4 {
                 all(ObjectKind::Team, "Group"),
                 all(ObjectKind::RoleAssignment, "PractitionerRole"),
                 all(ObjectKind::PatientGroup, "Group"),
+                KindCapability {
+                    kind: ObjectKind::TaskRouting,
+                    resource_type: "Task",
+                    create: false,
+                    update: true,
+                    delete: false,
+                    identity: Identity::NaturalKey,
+                    exclusive: &[],
+                    manual_hint: None,
+                },
             ]),
         }
     }
@@ -205,6 +217,7 @@ impl R4 {
         let mut f = Fields::new();
         match kind {
             ObjectKind::PatientGroup => return util::person_group_fields(r),
+            ObjectKind::TaskRouting => return util::task_fields(r, TASK_TEAM_EXTENSION),
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
                 for c in r
                     .get("concept")
@@ -350,6 +363,8 @@ impl Dialect for R4 {
                 labels: BTreeMap::new(),
                 additive: vec![],
                 max_removal_share: None,
+                only_declared: false,
+                explain: None,
             };
             for r in &state.roles {
                 let mut c = serde_json::Map::new();
@@ -387,6 +402,8 @@ impl Dialect for R4 {
                 labels: BTreeMap::new(),
                 additive: vec![],
                 max_removal_share: None,
+                only_declared: false,
+                explain: None,
             };
             for r in &state.care_team_roles {
                 let field = concept_field(&r.name);
@@ -410,6 +427,8 @@ impl Dialect for R4 {
                 labels: BTreeMap::new(),
                 additive: vec![],
                 max_removal_share: None,
+                only_declared: false,
+                explain: None,
             };
             d.fields.insert("name".into(), json!(t.display_name));
             d.fields.insert(
@@ -449,6 +468,8 @@ impl Dialect for R4 {
                 labels: BTreeMap::new(),
                 additive: vec![],
                 max_removal_share: None,
+                only_declared: false,
+                explain: None,
             };
             d.fields.insert("practitioner".into(), json!(practitioner));
             d.fields.insert("roles".into(), sorted_strings(codes));
@@ -481,8 +502,12 @@ impl Dialect for R4 {
         }
     }
 
-    fn owns(&self, project: &str, _kind: ObjectKind, r: &Value) -> bool {
-        owned_by(project, r)
+    fn owns(&self, project: &str, kind: ObjectKind, r: &Value) -> bool {
+        match kind {
+            // tasks belong to the clinic's work, not to careplane: routing only sets fields
+            ObjectKind::TaskRouting => r["resourceType"] == "Task",
+            _ => owned_by(project, r),
+        }
     }
 
     fn identify(&self, project: &str, r: &Value) -> Recognised {
@@ -491,6 +516,12 @@ impl Dialect for R4 {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
+        if rt == "Task" {
+            return Recognised::Object(util::task_object(
+                r,
+                util::task_fields(r, TASK_TEAM_EXTENSION),
+            ));
+        }
         let system = id_system(project);
         let key = r
             .get("identifier")
@@ -545,6 +576,8 @@ impl Dialect for R4 {
 
     fn build(&self, project: &str, kind: ObjectKind, name: &str, fields: &Fields) -> Value {
         let mut r = match kind {
+            // Not creatable (routing only updates existing tasks): never planned.
+            ObjectKind::TaskRouting => json!({"resourceType": "Task"}),
             ObjectKind::PatientGroup => {
                 json!({"resourceType": "Group", "type": "person", "actual": true})
             }
@@ -653,6 +686,7 @@ impl R4 {
     ) -> Value {
         let mut r = live.clone();
         match kind {
+            ObjectKind::TaskRouting => return util::task_merge(live, fields, TASK_TEAM_EXTENSION),
             ObjectKind::PatientGroup => {
                 if let Some(v) = fields.get("name") {
                     r["name"] = v.clone().unwrap_or(Value::Null);

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
 use types::{
     CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec,
-    RoleSpec, TargetType, TeamSpec,
+    RoleSpec, RoutingRuleSpec, TargetType, TeamSpec,
 };
 use yaml::{Document, Pos};
 
@@ -425,6 +425,48 @@ fn build(
                 });
             }
             "Values" => {}
+            "RoutingRule" => {
+                let spec = typed!(RoutingRuleSpec);
+                let m = &spec.matches;
+                if m.description.is_none() && m.description_matches.is_none() && m.label.is_none() && m.patient_group.is_none() {
+                    ck.error(
+                        d.at("/spec/match"),
+                        format!("routing rule '{}' matches every open task", metadata.name),
+                        "say which tasks: description, descriptionMatches, label or patientGroup",
+                    );
+                }
+                if let Some(re) = &m.description_matches
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    ck.error(
+                        d.at("/spec/match/descriptionMatches"),
+                        format!("not a regular expression: {}", e.to_string().lines().last().unwrap_or_default()),
+                        "fix the pattern (Rust regex syntax)",
+                    );
+                }
+                if spec.set.team.is_none() && spec.set.owner.is_none() && spec.set.add_labels.is_empty() {
+                    ck.error(
+                        d.at("/spec/set"),
+                        format!("routing rule '{}' sets nothing", metadata.name),
+                        "set a team, an owner or labels to add",
+                    );
+                }
+                desired.routing_rules.push(crate::model::RoutingRule {
+                    order: spec.order.unwrap_or(100),
+                    description: spec.matches.description,
+                    description_matches: spec.matches.description_matches,
+                    label: spec.matches.label,
+                    patient_group: spec.matches.patient_group,
+                    team: spec.set.team,
+                    owner: spec.set.owner.map(|value| Located {
+                        value,
+                        source: d.at("/spec/set/owner"),
+                    }),
+                    add_labels: spec.set.add_labels,
+                    name: metadata.name,
+                    source: name_src,
+                });
+            }
             "PatientGroup" => {
                 let spec = typed!(PatientGroupSpec);
                 let located = |list: Vec<String>, field: &str| -> Vec<Located<String>> {
@@ -462,6 +504,9 @@ fn build(
             _ => {}
         }
     }
+    desired
+        .routing_rules
+        .sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
     check_cross_references(&mut ck, &desired);
     let (project, name) = match project {
         Some((spec, name, _)) => (spec, name),
@@ -789,8 +834,38 @@ fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
     }
 }
 
+fn check_routing_rules(ck: &mut Checker, desired: &DesiredState) {
+    for r in &desired.routing_rules {
+        if let Some(t) = &r.team
+            && !desired.teams.iter().any(|x| &x.name == t)
+        {
+            ck.error(
+                r.source.clone(),
+                format!(
+                    "routing rule '{}' routes to team '{t}', which is not declared",
+                    r.name
+                ),
+                "declare the Team, or fix the name",
+            );
+        }
+        if let Some(g) = &r.patient_group
+            && !desired.patient_groups.iter().any(|x| &x.name == g)
+        {
+            ck.error(
+                r.source.clone(),
+                format!(
+                    "routing rule '{}' matches patient group '{g}', which is not declared",
+                    r.name
+                ),
+                "declare the PatientGroup, or fix the name",
+            );
+        }
+    }
+}
+
 fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
     check_patient_groups(ck, desired);
+    check_routing_rules(ck, desired);
     let mut codes: HashMap<&str, &Source> = HashMap::new();
     for r in &desired.roles {
         if let Some(first) = codes.insert(&r.code, &r.source) {

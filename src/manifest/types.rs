@@ -23,7 +23,7 @@ pub const KINDS: &[&str] = &[
     "CareTeamAssignment",
     "RoutingRule",
 ];
-pub const RESERVED_KINDS: &[&str] = &["CareTeamAssignment", "RoutingRule"];
+pub const RESERVED_KINDS: &[&str] = &["CareTeamAssignment"];
 
 /// Every document's `metadata`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -252,6 +252,52 @@ pub struct AddressCondition {
     /// State or province (`Address.state`), compared case-insensitively.
     #[schemars(length(min = 1))]
     pub state: String,
+}
+
+/// Routes open tasks: the first rule (by `order`) whose `match` holds sets the task's
+/// team, owner and labels.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutingRuleSpec {
+    /// Rules are tried in ascending order (then by name); the first match wins. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<i64>,
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    pub set: RouteSet,
+}
+
+/// Which open tasks (status `requested`) a rule applies to; every given test must hold.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// The task's title (`Task.description`), exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A regular expression the title must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description_matches: Option<String>,
+    /// A label the task carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The task's patient is in this declared PatientGroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_group: Option<String>,
+}
+
+/// What a matching rule sets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteSet {
+    /// A declared Team (`metadata.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The assignee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<PractitionerRef>,
+    /// Labels to add (existing labels stay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_labels: Vec<String>,
 }
 
 /// Reserved kinds: accepted by the schema so editors know them; the rules engine is not

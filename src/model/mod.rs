@@ -162,6 +162,23 @@ pub struct PatientGroup {
     pub source: Source,
 }
 
+/// A routing rule for open tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingRule {
+    pub name: String,
+    pub order: i64,
+    pub description: Option<String>,
+    /// A regular expression (validated) over the title.
+    pub description_matches: Option<String>,
+    pub label: Option<String>,
+    pub patient_group: Option<String>,
+    /// Declared team (`metadata.name`).
+    pub team: Option<String>,
+    pub owner: Option<Located<PractitionerRef>>,
+    pub add_labels: Vec<String>,
+    pub source: Source,
+}
+
 /// Everything the manifests declare, after validation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredState {
@@ -172,6 +189,8 @@ pub struct DesiredState {
     pub teams: Vec<Team>,
     pub assignments: Vec<RoleAssignment>,
     pub patient_groups: Vec<PatientGroup>,
+    /// Sorted by `order`, then name: the first match wins.
+    pub routing_rules: Vec<RoutingRule>,
 }
 
 impl DesiredState {
