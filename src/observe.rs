@@ -22,13 +22,15 @@ pub struct Observed {
 }
 
 /// Which patient data the declared rules need.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RuleReads {
     pub patients: bool,
     pub consents: bool,
     pub care_teams: bool,
     /// Open tasks, for routing rules.
     pub tasks: bool,
+    /// Only tasks changed after this instant (`watch` after its first pass).
+    pub tasks_since: Option<String>,
 }
 
 pub async fn observe(
@@ -39,10 +41,11 @@ pub async fn observe(
 ) -> Result<Observed, FhirError> {
     let mut queries = dialect.queries(project);
     if reads.tasks {
-        queries.push((
-            Purpose::Objects,
-            crate::fhir::Query::new("Task").param("status", "requested"),
-        ));
+        let mut q = crate::fhir::Query::new("Task").param("status", "requested");
+        if let Some(since) = &reads.tasks_since {
+            q = q.param(dialect.modified_since_param(), format!("gt{since}"));
+        }
+        queries.push((Purpose::Objects, q));
     }
     if reads.patients {
         queries.extend(

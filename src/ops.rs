@@ -87,6 +87,16 @@ pub async fn plan_with(
     target: &ResolvedTarget,
     opts: diff::Options,
 ) -> Result<(Plan, Stats), OpsError> {
+    plan_since(m, target, opts, None).await
+}
+
+/// `plan_with`, reading only tasks changed after `tasks_since` (for `watch`).
+pub async fn plan_since(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    opts: diff::Options,
+    tasks_since: Option<String>,
+) -> Result<(Plan, Stats), OpsError> {
     let prune = opts.prune;
     let started = Instant::now();
     let before = target.store.request_count();
@@ -103,6 +113,7 @@ pub async fn plan_with(
             .filter_map(|g| g.rule.as_ref())
             .any(crate::rules::uses_care_team),
         tasks: !m.desired.routing_rules.is_empty(),
+        tasks_since,
     };
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await

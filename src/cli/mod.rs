@@ -9,6 +9,7 @@ pub mod import;
 pub mod plan;
 pub mod schema;
 pub mod validate;
+pub mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub enum Command {
     Export(export::Args),
     /// Take ownership of existing objects the manifests describe, without recreating them.
     Import(import::Args),
+    /// Keep routing new open tasks with the routing rules, every few seconds.
+    Watch(watch::Args),
 }
 
 /// Where to plan/apply: shared by plan and apply.
@@ -104,6 +107,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Drift(a) => drift::run(a).await,
         Command::Export(a) => export::run(a).await,
         Command::Import(a) => import::run(a).await,
+        Command::Watch(a) => watch::run(a).await,
     }
 }
 

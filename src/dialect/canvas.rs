@@ -678,6 +678,10 @@ impl Dialect for Canvas {
         resource.get("name") == fields.get("name")
     }
 
+    fn modified_since_param(&self) -> &'static str {
+        "modified" // canvas-api.md §4: Task search by `modified` with date prefixes
+    }
+
     fn conditional_create(&self) -> bool {
         false // If-None-Exist is not documented for Canvas
     }

@@ -622,6 +622,11 @@ pub trait Dialect: Send + Sync {
         q
     }
 
+    /// The search parameter for "changed after" on tasks (`_lastUpdated`; Canvas: `modified`).
+    fn modified_since_param(&self) -> &'static str {
+        "_lastUpdated"
+    }
+
     /// Recognise a live resource.
     fn identify(&self, project: &str, resource: &Value) -> Recognised;
 

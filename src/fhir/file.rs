@@ -116,7 +116,15 @@ impl FileStore {
         for (k, _) in &q.params {
             if !matches!(
                 k.as_str(),
-                "_id" | "_tag" | "identifier" | "type" | "url" | "_count" | "_elements"
+                "_id"
+                    | "_tag"
+                    | "identifier"
+                    | "type"
+                    | "url"
+                    | "_count"
+                    | "_elements"
+                    | "status"
+                    | "_lastUpdated"
             ) {
                 return Err(FhirError::Unsupported(format!(
                     "the file store cannot search {} by '{k}'",
@@ -309,6 +317,16 @@ fn matches(r: &Value, params: &[(String, String)]) -> bool {
             "identifier" => any(&|x| token_match(r.get("identifier"), "value", x)),
             "type" => any(&|x| r.get("type").and_then(Value::as_str) == Some(x)),
             "url" => any(&|x| r.get("url").and_then(Value::as_str) == Some(x)),
+            "status" => any(&|x| r.get("status").and_then(Value::as_str) == Some(x)),
+            // only the `gt` prefix (what `watch` sends)
+            "_lastUpdated" => {
+                let after = v.strip_prefix("gt").and_then(super::parse_instant);
+                let at = r
+                    .pointer("/meta/lastUpdated")
+                    .and_then(Value::as_str)
+                    .and_then(super::parse_instant);
+                matches!((after, at), (Some(a), Some(t)) if t > a)
+            }
             _ => true,
         }
     })

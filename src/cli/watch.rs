@@ -1,0 +1,136 @@
+//! `careplane watch [DIR]`: keep routing new tasks. Every `--interval` seconds it reads the
+//! open tasks changed since the previous pass (`_lastUpdated`, Canvas `modified`), applies
+//! routing rules only, and logs one line per routed task. Stops cleanly on SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::plan::prepare;
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use crate::dialect::ObjectKind;
+use crate::ops::{self, OpsError};
+use crate::plan::{Action, Plan};
+
+/// How far back each pass reads beyond the previous pass's start, for clock skew
+/// between careplane and the server (re-reading a routed task is a no-op).
+const OVERLAP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds between passes.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Run one pass and stop.
+    #[arg(long)]
+    pub once: bool,
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// One pass: plan with the tasks changed since `since`, apply the routing changes.
+async fn pass(
+    m: &crate::manifest::Manifests,
+    target: &crate::target::ResolvedTarget,
+    since: Option<String>,
+) -> Result<(usize, usize), OpsError> {
+    let (full, _) = ops::plan_since(m, target, Default::default(), since).await?;
+    let routing: Vec<_> = full
+        .changes
+        .iter()
+        .filter(|c| c.target.kind == ObjectKind::TaskRouting && c.action == Action::Update)
+        .cloned()
+        .collect();
+    if routing.is_empty() {
+        return Ok((0, 0));
+    }
+    let plan = Plan::new(
+        &full.project,
+        full.target.clone(),
+        full.capabilities.clone(),
+        &full.manifests_checksum,
+        false,
+        routing,
+        Vec::new(),
+    );
+    let report = ops::apply(&plan, target).await;
+    for o in &report.outcomes {
+        let c = &plan.changes[o.change];
+        match &o.result {
+            Ok(_) => {
+                let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+                out(&format!(
+                    "careplane watch: routed {} ({}): {}\n",
+                    c.target.name,
+                    c.reason.rule.split(';').next().unwrap_or_default(),
+                    fields.join(", ")
+                ));
+            }
+            Err(e) => err(&format!("careplane watch: {e}\n")),
+        }
+    }
+    Ok((report.succeeded(), report.failed()))
+}
+
+pub async fn run(a: Args) -> u8 {
+    let dir = default_dir(a.dir);
+    let (m, target) = match prepare(&dir, &a.target) {
+        Ok(x) => x,
+        Err(e) => {
+            print_error(&e, &dir);
+            return EXIT_ERROR;
+        }
+    };
+    if m.desired.routing_rules.is_empty() {
+        err("error: the manifests declare no RoutingRule: nothing to watch\n");
+        return EXIT_ERROR;
+    }
+    err(&format!(
+        "careplane watch: routing open tasks on target '{}' every {} s with {} rule(s); Ctrl-C stops\n",
+        target.info.name,
+        a.interval,
+        m.desired.routing_rules.len()
+    ));
+    let mut since: Option<String> = None;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let started = SystemTime::now() - OVERLAP;
+        match pass(&m, &target, since.clone()).await {
+            Ok(_) => since = Some(humantime::format_rfc3339_millis(started).to_string()),
+            // a failed pass is logged and retried at the next interval (a server blip
+            // must not end the watch); the next pass reads from the last good point
+            Err(e) => err(&format!("careplane watch: pass failed: {e}\n")),
+        }
+        if a.once {
+            return EXIT_OK;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(a.interval)) => {}
+            _ = &mut stop => {
+                err("careplane watch: stopped\n");
+                return EXIT_OK;
+            }
+        }
+    }
+}
