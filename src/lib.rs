@@ -19,4 +19,5 @@ pub mod ops;
 pub mod plan;
 pub mod render;
 pub mod rules;
+pub mod ruletest;
 pub mod target;

@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod plan;
 pub mod schema;
+pub mod test;
 pub mod validate;
 pub mod watch;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Import(import::Args),
     /// Keep routing new open tasks with the routing rules, every few seconds.
     Watch(watch::Args),
+    /// Run the rule tests (kind: RuleTest) offline against their fixtures.
+    Test(test::Args),
 }
 
 /// Where to plan/apply: shared by plan and apply.
@@ -108,6 +111,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Export(a) => export::run(a).await,
         Command::Import(a) => import::run(a).await,
         Command::Watch(a) => watch::run(a).await,
+        Command::Test(a) => test::run(a),
     }
 }
 

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
 use types::{
     CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec,
-    RoleSpec, RoutingRuleSpec, TargetType, TeamSpec,
+    RoleSpec, RoutingRuleSpec, RuleTestSpec, TargetType, TeamSpec,
 };
 use yaml::{Document, Pos};
 
@@ -425,6 +425,15 @@ fn build(
                 });
             }
             "Values" => {}
+            "RuleTest" => {
+                let spec = typed!(RuleTestSpec);
+                desired.rule_tests.push(crate::model::RuleTest {
+                    name: metadata.name,
+                    fixtures: spec.fixtures.into_iter().map(serde_json::Value::Object).collect(),
+                    expect: spec.expect,
+                    source: name_src,
+                });
+            }
             "RoutingRule" => {
                 let spec = typed!(RoutingRuleSpec);
                 let m = &spec.matches;
@@ -863,7 +872,34 @@ fn check_routing_rules(ck: &mut Checker, desired: &DesiredState) {
     }
 }
 
+fn check_rule_tests(ck: &mut Checker, desired: &DesiredState) {
+    for t in &desired.rule_tests {
+        for g in t.expect.groups.keys() {
+            if !desired.patient_groups.iter().any(|x| &x.name == g) {
+                ck.error(
+                    t.source.clone(),
+                    format!("rule test '{}' expects members of '{g}', which is not a declared PatientGroup", t.name),
+                    "fix the name",
+                );
+            }
+        }
+        for e in t.expect.routing.values() {
+            if e.rule != "none" && !desired.routing_rules.iter().any(|r| r.name == e.rule) {
+                ck.error(
+                    t.source.clone(),
+                    format!(
+                        "rule test '{}' expects routing rule '{}', which is not declared",
+                        t.name, e.rule
+                    ),
+                    "name a declared RoutingRule, or `none`",
+                );
+            }
+        }
+    }
+}
+
 fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
+    check_rule_tests(ck, desired);
     check_patient_groups(ck, desired);
     check_routing_rules(ck, desired);
     let mut codes: HashMap<&str, &Source> = HashMap::new();

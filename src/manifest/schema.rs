@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::types::{
     API_VERSION, CareTeamRoleSpec, KINDS, Metadata, PatientGroupSpec, ProjectSpec, ReservedSpec,
-    RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, TeamSpec, ValuesSpec,
+    RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec, TeamSpec, ValuesSpec,
 };
 
 /// The draft-07 JSON Schema of a manifest document.
@@ -46,6 +46,11 @@ pub fn manifest_schema() -> Value {
             "RoleAssignment",
             generator.subschema_for::<RoleAssignmentSpec>().to_value(),
             "Gives one staff member their roles.",
+        ),
+        (
+            "RuleTest",
+            generator.subschema_for::<RuleTestSpec>().to_value(),
+            "A test of the rules: fixtures and expected results (`careplane test`).",
         ),
         (
             "RoutingRule",

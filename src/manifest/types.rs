@@ -15,6 +15,7 @@ pub const API_VERSION: &str = "careplane.dev/v1";
 pub const KINDS: &[&str] = &[
     "Project",
     "Values",
+    "RuleTest",
     "Role",
     "CareTeamRole",
     "Team",
@@ -298,6 +299,40 @@ pub struct RouteSet {
     /// Labels to add (existing labels stay).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_labels: Vec<String>,
+}
+
+/// A test of the rules: fixture resources and what the rules must make of them
+/// (`careplane test`). Fixtures are test data: they never reach a server.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestSpec {
+    /// FHIR resources (JSON written as YAML): Patient, Consent, CareTeam, Practitioner, Task.
+    pub fixtures: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub expect: RuleTestExpect,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestExpect {
+    /// PatientGroup name → exactly these fixture patient ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Fixture task id → what routing does to it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routing: BTreeMap<String, RouteExpect>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteExpect {
+    /// The rule that must route the task; `none` for a task no rule routes.
+    pub rule: String,
+    /// The team it ends up with (a Team `metadata.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Its labels afterwards (existing and added), in any order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 /// Reserved kinds: accepted by the schema so editors know them; the rules engine is not

@@ -179,6 +179,15 @@ pub struct RoutingRule {
     pub source: Source,
 }
 
+/// A rule test: fixtures and expectations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleTest {
+    pub name: String,
+    pub fixtures: Vec<serde_json::Value>,
+    pub expect: crate::manifest::types::RuleTestExpect,
+    pub source: Source,
+}
+
 /// Everything the manifests declare, after validation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredState {
@@ -191,6 +200,8 @@ pub struct DesiredState {
     pub patient_groups: Vec<PatientGroup>,
     /// Sorted by `order`, then name: the first match wins.
     pub routing_rules: Vec<RoutingRule>,
+    /// Tests of the rules (`careplane test`); plans ignore them.
+    pub rule_tests: Vec<RuleTest>,
 }
 
 impl DesiredState {

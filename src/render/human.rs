@@ -374,3 +374,38 @@ pub fn report(p: &Plan, r: &Report) -> String {
     }
     out
 }
+
+/// Rule test results: one line per test, the failures under it, and a total.
+pub fn rule_tests(results: &[crate::ruletest::TestResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        if r.failures.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {} {}  {}",
+                "ok".green(),
+                r.name,
+                r.source.to_string().dimmed()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {} {}  {}",
+                "FAILED".red().bold(),
+                r.name,
+                r.source.to_string().dimmed()
+            );
+            for f in &r.failures {
+                let _ = writeln!(out, "      {f}");
+            }
+        }
+    }
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    let _ = writeln!(
+        out,
+        "\nrule tests: {} passed, {} failed",
+        results.len() - failed,
+        failed
+    );
+    out
+}
