@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, Identity, KindCapability, ObjectKind,
-    ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
+    ObservedObject, Purpose, Recognised, StaffIndex,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -258,25 +258,19 @@ impl Dialect for Canvas {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         let mut labels = BTreeMap::new();
-        let mut resolve = |r: &Located<PractitionerRef>| match staff.resolve(&r.value) {
-            Ok(id) => {
-                let reference = format!("Practitioner/{id}");
-                labels.insert(reference.clone(), r.value.to_string());
-                Some(reference)
-            }
-            Err(why) => {
-                errors.push(Diagnostic {
-                    source: r.source.clone(),
-                    message: match why {
-                        Unresolved::Missing => format!("no Practitioner in the Canvas instance has {}", r.value),
-                        Unresolved::Ambiguous(n) => format!("{n} Practitioners in the Canvas instance have {}", r.value),
-                    },
-                    help: Some(
-                        "careplane never creates staff: add the staff member in Canvas first (inactive and non-schedulable staff count), or fix the reference"
-                            .into(),
-                    ),
-                });
-                None
+        let mut resolve = |r: &Located<PractitionerRef>| {
+            let place = "in the Canvas instance";
+            let add =
+                "add the staff member in Canvas first (inactive and non-schedulable staff count)";
+            match staff.resolve_located(r, place, add) {
+                Ok(reference) => {
+                    labels.insert(reference.clone(), r.value.to_string());
+                    Some(reference)
+                }
+                Err(d) => {
+                    errors.push(d);
+                    None
+                }
             }
         };
         let object =

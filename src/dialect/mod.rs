@@ -339,6 +339,35 @@ impl StaffIndex {
         idx
     }
 
+    /// `Practitioner/<id>` for a manifest reference, or a diagnostic at its position.
+    /// `place` says where staff were looked for ("on the target"), `add` how to add them.
+    pub fn resolve_located(
+        &self,
+        r: &crate::model::Located<PractitionerRef>,
+        place: &str,
+        add: &str,
+    ) -> Result<String, Diagnostic> {
+        self.resolve(&r.value)
+            .map(|id| format!("Practitioner/{id}"))
+            .map_err(|why| {
+                let (message, help) = match why {
+                    Unresolved::Missing => (
+                        format!("no Practitioner {place} has {}", r.value),
+                        format!("careplane never creates staff: {add}, or fix the reference"),
+                    ),
+                    Unresolved::Ambiguous(n) => (
+                        format!("{n} Practitioners {place} have {}", r.value),
+                        "name this staff member by id or NPI instead".to_owned(),
+                    ),
+                };
+                Diagnostic {
+                    source: r.source.clone(),
+                    message,
+                    help: Some(help),
+                }
+            })
+    }
+
     /// How to name `Practitioner/<id>` for a reviewer.
     pub fn describe(&self, reference: &str) -> Option<&String> {
         self.names.get(reference.strip_prefix("Practitioner/")?)

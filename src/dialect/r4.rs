@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
-    ObjectKind, ObservedObject, Purpose, Recognised, StaffIndex, Unresolved,
+    ObjectKind, ObservedObject, Purpose, Recognised, StaffIndex,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -179,10 +179,6 @@ fn property_definitions(kind: ObjectKind) -> Value {
     Value::Array(defs)
 }
 
-fn practitioner_ref(id: &str) -> String {
-    format!("Practitioner/{id}")
-}
-
 fn is_responsibility(ch: &Value) -> bool {
     ch.pointer("/code/text").and_then(Value::as_str) == Some("responsibility")
         || ch
@@ -326,28 +322,17 @@ impl Dialect for R4 {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         let mut labels = BTreeMap::new();
-        let mut resolve = |r: &Located<PractitionerRef>| match staff.resolve(&r.value) {
-            Ok(id) => {
-                let reference = practitioner_ref(&id);
+        let mut resolve = |r: &Located<PractitionerRef>| match staff.resolve_located(
+            r,
+            "on the target",
+            "add the staff member in the EHR first",
+        ) {
+            Ok(reference) => {
                 labels.insert(reference.clone(), r.value.to_string());
                 Some(reference)
             }
-            Err(why) => {
-                let (message, help) = match why {
-                    Unresolved::Missing => (
-                        format!("no Practitioner on the target has {}", r.value),
-                        "careplane never creates staff: add the staff member in the EHR first, or fix the reference",
-                    ),
-                    Unresolved::Ambiguous(n) => (
-                        format!("{n} Practitioners on the target have {}", r.value),
-                        "name this staff member by id or NPI instead",
-                    ),
-                };
-                errors.push(Diagnostic {
-                    source: r.source.clone(),
-                    message,
-                    help: Some(help.into()),
-                });
+            Err(d) => {
+                errors.push(d);
                 None
             }
         };
