@@ -172,6 +172,10 @@ async fn apply_one(
             detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
         });
     }
+    if c.target.kind == crate::dialect::ObjectKind::CareTeamAssignment && c.action == Action::Update
+    {
+        return apply_care_team(c, project, store, dialect).await;
+    }
     match c.action {
         Action::NoOp | Action::Manual => Ok(None),
         Action::Create => {
@@ -282,6 +286,97 @@ async fn apply_one(
                 .map(Some)
                 .map_err(write_err)
         }
+    }
+}
+
+/// A care-team assignment: one read-modify-write per patient who joins or leaves (the
+/// patient lists are sealed in the change). Every other participant is sent back as read.
+async fn apply_care_team(
+    c: &Change,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+) -> Result<Option<Written>, ApplyError> {
+    use std::collections::BTreeSet;
+
+    use crate::dialect::{CareTeamLocation, ParticipantChange};
+    let stale = |detail: String| ApplyError::Stale {
+        target: c.target.clone(),
+        detail,
+    };
+    let list = |v: &Option<Value>| -> BTreeSet<String> {
+        v.as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    let Some((before, after)) = c
+        .fields
+        .iter()
+        .find(|f| f.field == "patients")
+        .and_then(|f| f.sealed.clone())
+    else {
+        return Err(stale("the plan carries no patient lists".into()));
+    };
+    let Some(p) = c
+        .fields
+        .iter()
+        .find(|f| f.field == "participant")
+        .and_then(|f| f.after.clone())
+    else {
+        return Err(stale("the plan does not say which participant".into()));
+    };
+    let (before, after) = (list(&before), list(&after));
+    let change = |add: bool| ParticipantChange {
+        practitioner: p["practitioner"].as_str().unwrap_or_default().to_owned(),
+        role: p["role"].clone(),
+        lead: p["lead"].as_bool().unwrap_or(false),
+        add,
+        replace_role: p["authoritative"].as_bool().unwrap_or(false),
+    };
+    let work: Vec<(String, bool)> = after
+        .difference(&before)
+        .map(|x| (x.clone(), true))
+        .chain(before.difference(&after).map(|x| (x.clone(), false)))
+        .collect();
+    let mut failed = Vec::new();
+    for (patient, add) in &work {
+        let result = async {
+            let live = match dialect.care_team_location(project, patient) {
+                CareTeamLocation::Read { resource_type, id } => {
+                    store.read(&resource_type, &id).await?
+                }
+                CareTeamLocation::Search(q) => store.search(&q).await?.into_iter().next(),
+            };
+            let body = dialect.care_team_merge(project, patient, live.as_ref(), &change(*add));
+            let pre = crate::fhir::Precondition {
+                version_id: live
+                    .as_ref()
+                    .and_then(|l| crate::dialect::util::meta(l, "versionId")),
+                last_updated: live
+                    .as_ref()
+                    .and_then(|l| crate::dialect::util::meta(l, "lastUpdated")),
+            };
+            if body.get("id").is_some() {
+                store.update(&body, &pre).await
+            } else {
+                store.create(&body, None).await
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            failed.push(e);
+        }
+    }
+    match failed.into_iter().next() {
+        None => Ok(None),
+        Some(first) => Err(ApplyError::Write {
+            target: c.target.clone(),
+            origin: c.reason.source.clone(),
+            source: first,
+        }),
     }
 }
 

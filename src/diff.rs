@@ -128,7 +128,7 @@ fn set_of(v: Option<&Value>) -> BTreeSet<String> {
 
 /// A change to a list of patients: counts and pseudonyms in the open, the real lists
 /// sealed in memory.
-fn sensitive_change(
+pub(crate) fn sensitive_change(
     name: &str,
     before: Option<&Value>,
     after: Option<&Value>,

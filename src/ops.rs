@@ -102,8 +102,9 @@ pub async fn plan_since(
     let before = target.store.request_count();
     let project = &m.desired.project;
     let groups = &m.desired.patient_groups;
+    let assignments = &m.desired.care_team_assignments;
     let reads = observe::RuleReads {
-        patients: !groups.is_empty(),
+        patients: !groups.is_empty() || !assignments.is_empty(),
         consents: groups
             .iter()
             .filter_map(|g| g.rule.as_ref())
@@ -111,7 +112,8 @@ pub async fn plan_since(
         care_teams: groups
             .iter()
             .filter_map(|g| g.rule.as_ref())
-            .any(crate::rules::uses_care_team),
+            .any(crate::rules::uses_care_team)
+            || !assignments.is_empty(),
         tasks: !m.desired.routing_rules.is_empty(),
         tasks_since,
     };
@@ -167,6 +169,17 @@ pub async fn plan_since(
     desired.extend(routed);
     let pseudo = crate::rules::Pseudonymizer::from_env();
     let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts, &pseudo);
+    d.changes.extend(
+        care_team_changes(
+            m,
+            &observed,
+            &memberships,
+            &pseudo,
+            &staff,
+            &care_team_roles,
+        )
+        .map_err(unplannable)?,
+    );
     for (team, (rule, n)) in &waiting {
         if let Some(c) = d
             .changes
@@ -241,6 +254,181 @@ pub async fn plan_since(
             elapsed: started.elapsed(),
         },
     ))
+}
+
+/// One change per care-team assignment: who joins and who leaves (as counts, pseudonyms
+/// and sealed lists), and the participant it is about.
+fn care_team_changes(
+    m: &Manifests,
+    observed: &observe::Observed,
+    memberships: &crate::dialect::Memberships,
+    pseudo: &crate::rules::Pseudonymizer,
+    staff: &dyn Fn(&crate::model::PractitionerRef) -> Option<String>,
+    care_team_roles: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<crate::plan::Change>, Vec<crate::manifest::Diagnostic>> {
+    use std::collections::BTreeSet;
+
+    use crate::dialect::ObjectKind;
+    use crate::plan::{Action, Change, FieldChange, Precondition, Reason, Target};
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for a in &m.desired.care_team_assignments {
+        let Some(practitioner) = staff(&a.practitioner.value) else {
+            errors.push(crate::manifest::Diagnostic {
+                source: a.practitioner.source.clone(),
+                message: format!(
+                    "no single Practitioner on the target has {}",
+                    a.practitioner.value
+                ),
+                help: Some("careplane never creates staff: fix the reference".into()),
+            });
+            continue;
+        };
+        let Some(role) = m.desired.care_team_roles.iter().find(|r| r.name == a.role) else {
+            continue;
+        };
+        let role_key = care_team_roles.get(&a.role).cloned().unwrap_or_default();
+        let selected: BTreeSet<String> = match (&a.group, &a.rule) {
+            (Some(g), _) => memberships.get(g).cloned().unwrap_or_default(),
+            (None, Some(rule)) => {
+                let ctx = crate::rules::Context {
+                    groups: memberships,
+                    on: crate::rules::today(),
+                    staff,
+                    care_team_roles,
+                };
+                observed
+                    .patients
+                    .values()
+                    .filter(|p| crate::rules::holds(rule, p, &ctx))
+                    .map(|p| format!("Patient/{}", p.id))
+                    .collect()
+            }
+            (None, None) => BTreeSet::new(),
+        };
+        let holds = |p: &crate::rules::PatientFacts, who: Option<&str>| {
+            p.care_team
+                .iter()
+                .any(|(member, r)| r == &role_key && who.is_none_or(|w| w == member))
+        };
+        let current: BTreeSet<String> = observed
+            .patients
+            .values()
+            .filter(|p| holds(p, Some(&practitioner)))
+            .map(|p| format!("Patient/{}", p.id))
+            .collect();
+        let taken_by_others: BTreeSet<String> = observed
+            .patients
+            .values()
+            .filter(|p| {
+                p.care_team
+                    .iter()
+                    .any(|(member, r)| r == &role_key && member != &practitioner)
+            })
+            .map(|p| format!("Patient/{}", p.id))
+            .collect();
+        let mut add: BTreeSet<String> = selected.difference(&current).cloned().collect();
+        let conflicts: BTreeSet<String> = if a.authoritative {
+            BTreeSet::new()
+        } else {
+            add.intersection(&taken_by_others).cloned().collect()
+        };
+        add.retain(|p| !conflicts.contains(p));
+        let remove: BTreeSet<String> = if a.authoritative {
+            current.difference(&selected).cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
+        let after: BTreeSet<String> = current
+            .union(&add)
+            .filter(|p| !remove.contains(*p))
+            .cloned()
+            .collect();
+        let as_list = |s: &BTreeSet<String>| {
+            serde_json::Value::Array(s.iter().cloned().map(serde_json::Value::String).collect())
+        };
+        let target = Target {
+            kind: ObjectKind::CareTeamAssignment,
+            name: a.name.clone(),
+            resource_type: "CareTeam".into(),
+            id: None,
+        };
+        let mut notes = Vec::new();
+        if !conflicts.is_empty() {
+            notes.push(format!(
+                "{} selected patient(s) have someone else as {}: left alone (authoritative: false)",
+                conflicts.len(),
+                role.display
+            ));
+        }
+        if add.is_empty() && remove.is_empty() {
+            out.push(Change {
+                action: Action::NoOp,
+                target,
+                fields: Vec::new(),
+                reason: Reason {
+                    source: Some(a.source.clone()),
+                    rule: format!(
+                        "every selected patient has {} as {}",
+                        a.practitioner.value, role.display
+                    ),
+                },
+                precondition: Precondition::default(),
+                notes,
+            });
+            continue;
+        }
+        let mode = if a.authoritative {
+            "authoritative"
+        } else {
+            "additive"
+        };
+        let patients = crate::diff::sensitive_change(
+            "patients",
+            Some(&as_list(&current)),
+            Some(&as_list(&after)),
+            mode,
+            Some(a.max_removal_share),
+            Some(a.source.clone()),
+            pseudo,
+        );
+        let participant = FieldChange {
+            field: "participant".into(),
+            before: None,
+            after: Some(serde_json::json!({
+                "practitioner": practitioner,
+                "role": {"system": role.system, "code": role.code, "display": role.display},
+                "lead": a.lead,
+                "authoritative": a.authoritative,
+            })),
+            source: Some(a.practitioner.source.clone()),
+            labels: std::collections::BTreeMap::from([(
+                practitioner.clone(),
+                a.practitioner.value.to_string(),
+            )]),
+            membership: None,
+            sealed: None,
+        };
+        out.push(Change {
+            action: Action::Update,
+            target,
+            fields: vec![patients, participant],
+            reason: Reason {
+                source: Some(a.source.clone()),
+                rule: format!(
+                    "care-team assignment '{}': {} as {} for the selected patients",
+                    a.name, a.practitioner.value, role.display
+                ),
+            },
+            precondition: Precondition::default(),
+            notes,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 type Waiting = std::collections::BTreeMap<String, (String, usize)>;

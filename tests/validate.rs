@@ -121,8 +121,8 @@ spec:
         ),
         // duplicate key
         ("broken.yaml:4:1:", "duplicate"),
-        // reserved kind
-        ("rules.yaml:3:7:", "reserved"),
+        // a rule with its required parts missing
+        ("rules.yaml:6:7:", "\"practitioner\" is a required property"),
         // missing apiVersion
         ("old.yaml:2:1:", "apiVersion"),
     ];

@@ -31,6 +31,9 @@ use crate::model::{DesiredState, Located, PractitionerRef};
 pub const ROLES_EXTENSION: &str = "http://schemas.canvasmedical.com/fhir/extensions/roles";
 pub const ROLES_SYSTEM: &str = "http://schemas.canvasmedical.com/fhir/roles";
 pub const DEFAULT_RETIRE_PREFIX: &str = "zz-retired ";
+/// canvas-api.md §3: the care team's lead.
+pub const CARETEAM_LEAD_EXTENSION: &str =
+    "http://schemas.canvasmedical.com/fhir/extensions/careteam-lead";
 /// canvas-api.md §4: the team a task is assigned to.
 pub const TASK_GROUP_EXTENSION: &str =
     "http://schemas.canvasmedical.com/fhir/extensions/task-group";
@@ -95,6 +98,16 @@ impl Canvas {
                     true,
                     Identity::NaturalKey,
                     &["responsibilities"],
+                    None,
+                ),
+                // canvas-api.md §3: care teams are upserted patient by patient
+                cap(
+                    ObjectKind::CareTeamAssignment,
+                    "CareTeam",
+                    false,
+                    true,
+                    Identity::ManifestName,
+                    &[],
                     None,
                 ),
                 // canvas-api.md §4: routing updates open tasks; tasks are never created or deleted
@@ -670,6 +683,36 @@ impl Dialect for Canvas {
 
     fn same_object(&self, _kind: ObjectKind, fields: &Fields, resource: &Value) -> bool {
         resource.get("name") == fields.get("name")
+    }
+
+    fn care_team_location(&self, _project: &str, patient: &str) -> super::CareTeamLocation {
+        // canvas-api.md §3: one CareTeam per patient, its id = the patient id
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        super::CareTeamLocation::Read {
+            resource_type: "CareTeam".into(),
+            id: pid.to_owned(),
+        }
+    }
+
+    fn care_team_merge(
+        &self,
+        _project: &str,
+        patient: &str,
+        live: Option<&Value>,
+        change: &super::ParticipantChange,
+    ) -> Value {
+        // §3: a PUT replaces the active participants, so every active participant read
+        // is sent back; `name` and `subject.display` are read-only; status and subject
+        // are required.
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        let participants = util::merge_participants(live, change, CARETEAM_LEAD_EXTENSION);
+        json!({
+            "resourceType": "CareTeam",
+            "id": pid,
+            "status": "active",
+            "subject": {"reference": patient, "type": "Patient"},
+            "participant": participants,
+        })
     }
 
     fn modified_since_param(&self) -> &'static str {

@@ -46,10 +46,12 @@ pub enum ObjectKind {
     PatientGroup,
     /// The routing of one open task (team, owner, labels), set by routing rules.
     TaskRouting,
+    /// A staff member in a care-team role on the care teams of selected patients.
+    CareTeamAssignment,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::RoleCatalog,
         ObjectKind::CareTeamRoleCatalog,
         ObjectKind::Team,
@@ -58,6 +60,7 @@ impl ObjectKind {
         ObjectKind::CareTeamRole,
         ObjectKind::PatientGroup,
         ObjectKind::TaskRouting,
+        ObjectKind::CareTeamAssignment,
     ];
 
     /// Apply order: catalogs, then teams, then assignments. Deletes run in reverse.
@@ -68,7 +71,7 @@ impl ObjectKind {
             | ObjectKind::Role
             | ObjectKind::CareTeamRole => 0,
             ObjectKind::Team | ObjectKind::PatientGroup => 1,
-            ObjectKind::RoleAssignment => 2,
+            ObjectKind::RoleAssignment | ObjectKind::CareTeamAssignment => 2,
             ObjectKind::TaskRouting => 3,
         }
     }
@@ -83,6 +86,7 @@ impl ObjectKind {
             ObjectKind::CareTeamRole => "care-team-role",
             ObjectKind::PatientGroup => "patient-group",
             ObjectKind::TaskRouting => "task-routing",
+            ObjectKind::CareTeamAssignment => "care-team-assignment",
         }
     }
 
@@ -91,6 +95,7 @@ impl ObjectKind {
     pub fn sensitive_fields(self) -> &'static [&'static str] {
         match self {
             ObjectKind::PatientGroup => &["members"],
+            ObjectKind::CareTeamAssignment => &["patients"],
             _ => &[],
         }
     }
@@ -110,6 +115,7 @@ impl ObjectKind {
             ObjectKind::CareTeamRole => "care-team role",
             ObjectKind::PatientGroup => "patient group",
             ObjectKind::TaskRouting => "task routing",
+            ObjectKind::CareTeamAssignment => "care-team assignment",
         }
     }
 }
@@ -258,6 +264,29 @@ impl Recognised {
             _ => None,
         }
     }
+}
+
+/// Where a patient's care team lives on a target.
+#[derive(Clone, Debug)]
+pub enum CareTeamLocation {
+    /// Read by id (Canvas: the CareTeam id is the patient id).
+    Read { resource_type: String, id: String },
+    /// The first match of a search (careplane's own CareTeam for the patient).
+    Search(Query),
+}
+
+/// One participant change on one patient's care team.
+#[derive(Clone, Debug)]
+pub struct ParticipantChange {
+    /// `Practitioner/<id>`.
+    pub practitioner: String,
+    /// The role coding: `{system, code, display}`.
+    pub role: Value,
+    pub lead: bool,
+    /// Add (or keep) the participant; false: take the role off them.
+    pub add: bool,
+    /// Also take the role off anyone else holding it (authoritative).
+    pub replace_role: bool,
 }
 
 /// What a query's results are for.
@@ -525,6 +554,54 @@ pub mod util {
         r
     }
 
+    /// Participants after one change: the role taken off (`replace_role`) or the
+    /// practitioner's entry for that role removed or replaced; every other entry as read.
+    pub fn merge_participants(
+        live: Option<&Value>,
+        change: &super::ParticipantChange,
+        lead_extension: &str,
+    ) -> Vec<Value> {
+        let code = |p: &Value| {
+            p.pointer("/role/0/coding/0/code")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let want_code = change.role["code"].as_str().map(str::to_owned);
+        let mut out: Vec<Value> = live
+            .and_then(|l| l["participant"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                let same_role = code(p) == want_code;
+                let same_member = p.pointer("/member/reference").and_then(Value::as_str)
+                    == Some(change.practitioner.as_str());
+                !(same_role && (same_member || change.replace_role))
+            })
+            .cloned()
+            .collect();
+        for p in &mut out {
+            if let Some(m) = p.get_mut("member").and_then(Value::as_object_mut) {
+                m.remove("display");
+            }
+        }
+        if change.add {
+            let mut p = json!({
+                "role": [{"coding": [change.role.clone()]}],
+                "member": {"reference": change.practitioner, "type": "Practitioner"}
+            });
+            if change.lead {
+                p["extension"] = json!([{"url": lead_extension, "valueBoolean": true}]);
+                for other in &mut out {
+                    if let Some(exts) = other.get_mut("extension").and_then(Value::as_array_mut) {
+                        exts.retain(|e| e["url"] != lead_extension);
+                    }
+                }
+            }
+            out.push(p);
+        }
+        out
+    }
+
     /// A patient group's managed fields, read back.
     pub fn person_group_fields(r: &Value) -> super::Fields {
         let members = r["member"]
@@ -695,6 +772,19 @@ pub trait Dialect: Send + Sync {
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;
+
+    /// Where `patient`'s (`Patient/<id>`) care team is.
+    fn care_team_location(&self, project: &str, patient: &str) -> CareTeamLocation;
+
+    /// The care team with one participant change made; every other participant and field
+    /// as read. `live` is `None` when the patient has no care team yet.
+    fn care_team_merge(
+        &self,
+        project: &str,
+        patient: &str,
+        live: Option<&Value>,
+        change: &ParticipantChange,
+    ) -> Value;
 
     /// `live` marked as owned by `project` under the manifest name `name` (adoption), or
     /// `None` where the target cannot record ownership.

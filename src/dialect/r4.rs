@@ -24,6 +24,9 @@ use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 
 pub const TAG_SYSTEM: &str = "https://careplane.dev/project";
+/// The lead of a care team (R4 has no lead flag on participants).
+pub const CARE_TEAM_LEAD_EXTENSION: &str =
+    "https://careplane.dev/fhir/StructureDefinition/care-team-lead";
 /// The team a task is routed to (R4 has no Group-valued owner).
 pub const TASK_TEAM_EXTENSION: &str = "https://careplane.dev/fhir/StructureDefinition/task-team";
 pub const RESPONSIBILITY_SYSTEM: &str = "https://careplane.dev/fhir/CodeSystem/team-responsibility";
@@ -65,6 +68,16 @@ impl Default for R4 {
                 all(ObjectKind::Team, "Group"),
                 all(ObjectKind::RoleAssignment, "PractitionerRole"),
                 all(ObjectKind::PatientGroup, "Group"),
+                KindCapability {
+                    kind: ObjectKind::CareTeamAssignment,
+                    resource_type: "CareTeam",
+                    create: false,
+                    update: true,
+                    delete: false,
+                    identity: Identity::ManifestName,
+                    exclusive: &[],
+                    manual_hint: None,
+                },
                 KindCapability {
                     kind: ObjectKind::TaskRouting,
                     resource_type: "Task",
@@ -214,6 +227,8 @@ impl R4 {
         match kind {
             ObjectKind::PatientGroup => return util::person_group_fields(r),
             ObjectKind::TaskRouting => return util::task_fields(r, TASK_TEAM_EXTENSION),
+            // written patient by patient (`care_team_merge`), never read back as one object
+            ObjectKind::CareTeamAssignment => return f,
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
                 for c in r
                     .get("concept")
@@ -563,6 +578,7 @@ impl Dialect for R4 {
         let mut r = match kind {
             // Not creatable (routing only updates existing tasks): never planned.
             ObjectKind::TaskRouting => json!({"resourceType": "Task"}),
+            ObjectKind::CareTeamAssignment => json!({"resourceType": "CareTeam"}),
             ObjectKind::PatientGroup => {
                 json!({"resourceType": "Group", "type": "person", "actual": true})
             }
@@ -615,6 +631,42 @@ impl Dialect for R4 {
             .unwrap_or_default()
             .to_owned();
         self.merge_with_project(kind, live, fields, &project)
+    }
+
+    fn care_team_location(&self, project: &str, patient: &str) -> super::CareTeamLocation {
+        // careplane keeps its own CareTeam per patient (tagged, identified by the patient)
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        super::CareTeamLocation::Search(
+            Query::new("CareTeam")
+                .param(
+                    "identifier",
+                    format!("{}|care-team/{pid}", id_system(project)),
+                )
+                .param("_tag", format!("{TAG_SYSTEM}|{project}")),
+        )
+    }
+
+    fn care_team_merge(
+        &self,
+        project: &str,
+        patient: &str,
+        live: Option<&Value>,
+        change: &super::ParticipantChange,
+    ) -> Value {
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        let mut r = match live {
+            Some(l) => l.clone(),
+            None => json!({
+                "resourceType": "CareTeam",
+                "status": "active",
+                "subject": {"reference": patient},
+                "meta": {"tag": [tag(project)]},
+                "identifier": [{"system": id_system(project), "value": format!("care-team/{pid}")}]
+            }),
+        };
+        let participants = util::merge_participants(live, change, CARE_TEAM_LEAD_EXTENSION);
+        set_or_remove(&mut r, "participant", participants);
+        r
     }
 
     fn adopt(&self, project: &str, kind: ObjectKind, name: &str, live: &Value) -> Option<Value> {
@@ -672,6 +724,7 @@ impl R4 {
         let mut r = live.clone();
         match kind {
             ObjectKind::TaskRouting => return util::task_merge(live, fields, TASK_TEAM_EXTENSION),
+            ObjectKind::CareTeamAssignment => return r,
             ObjectKind::PatientGroup => {
                 if let Some(v) = fields.get("name") {
                     r["name"] = v.clone().unwrap_or(Value::Null);

@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
 use types::{
-    CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec, RESERVED_KINDS, RoleAssignmentSpec,
-    RoleSpec, RoutingRuleSpec, RuleTestSpec, TargetType, TeamSpec,
+    CareTeamAssignmentSpec, CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec,
+    RESERVED_KINDS, RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec, TargetType,
+    TeamSpec,
 };
 use yaml::{Document, Pos};
 
@@ -425,6 +426,30 @@ fn build(
                 });
             }
             "Values" => {}
+            "CareTeamAssignment" => {
+                let spec = typed!(CareTeamAssignmentSpec);
+                if spec.patients.group.is_some() == spec.patients.rule.is_some() {
+                    ck.error(
+                        d.at("/spec/patients"),
+                        format!("care-team assignment '{}' needs exactly one of patients.group and patients.rule", metadata.name),
+                        "select patients by a declared PatientGroup or by a rule",
+                    );
+                }
+                desired.care_team_assignments.push(crate::model::CareTeamAssignment {
+                    practitioner: Located {
+                        value: spec.practitioner,
+                        source: d.at("/spec/practitioner"),
+                    },
+                    role: spec.care_team_role,
+                    group: spec.patients.group,
+                    rule: spec.patients.rule,
+                    lead: spec.lead,
+                    authoritative: spec.authoritative,
+                    max_removal_share: spec.max_removal_share.unwrap_or(0.2),
+                    name: metadata.name,
+                    source: name_src,
+                });
+            }
             "RuleTest" => {
                 let spec = typed!(RuleTestSpec);
                 desired.rule_tests.push(crate::model::RuleTest {
@@ -902,6 +927,30 @@ fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
     check_rule_tests(ck, desired);
     check_patient_groups(ck, desired);
     check_routing_rules(ck, desired);
+    for a in &desired.care_team_assignments {
+        if !desired.care_team_roles.iter().any(|r| r.name == a.role) {
+            ck.error(
+                a.source.clone(),
+                format!(
+                    "care-team assignment '{}' uses care-team role '{}', which is not declared",
+                    a.name, a.role
+                ),
+                "declare it with a `kind: CareTeamRole` document, or fix the name",
+            );
+        }
+        if let Some(g) = &a.group
+            && !desired.patient_groups.iter().any(|x| &x.name == g)
+        {
+            ck.error(
+                a.source.clone(),
+                format!(
+                    "care-team assignment '{}' selects patient group '{g}', which is not declared",
+                    a.name
+                ),
+                "declare the PatientGroup, or fix the name",
+            );
+        }
+    }
     let mut codes: HashMap<&str, &Source> = HashMap::new();
     for r in &desired.roles {
         if let Some(first) = codes.insert(&r.code, &r.source) {

@@ -8,8 +8,9 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use super::types::{
-    API_VERSION, CareTeamRoleSpec, KINDS, Metadata, PatientGroupSpec, ProjectSpec, ReservedSpec,
-    RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec, TeamSpec, ValuesSpec,
+    API_VERSION, CareTeamAssignmentSpec, CareTeamRoleSpec, KINDS, Metadata, PatientGroupSpec,
+    ProjectSpec, ReservedSpec, RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec,
+    TeamSpec, ValuesSpec,
 };
 
 /// The draft-07 JSON Schema of a manifest document.
@@ -46,6 +47,13 @@ pub fn manifest_schema() -> Value {
             "RoleAssignment",
             generator.subschema_for::<RoleAssignmentSpec>().to_value(),
             "Gives one staff member their roles.",
+        ),
+        (
+            "CareTeamAssignment",
+            generator
+                .subschema_for::<CareTeamAssignmentSpec>()
+                .to_value(),
+            "Puts a staff member on the care teams of selected patients in a care-team role.",
         ),
         (
             "RuleTest",

@@ -24,7 +24,7 @@ pub const KINDS: &[&str] = &[
     "CareTeamAssignment",
     "RoutingRule",
 ];
-pub const RESERVED_KINDS: &[&str] = &["CareTeamAssignment"];
+pub const RESERVED_KINDS: &[&str] = &[];
 
 /// Every document's `metadata`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -299,6 +299,40 @@ pub struct RouteSet {
     /// Labels to add (existing labels stay).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_labels: Vec<String>,
+}
+
+/// Puts a staff member on the care teams of the patients a group or rule selects, in a
+/// care-team role.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CareTeamAssignmentSpec {
+    pub practitioner: PractitionerRef,
+    /// A declared CareTeamRole (`metadata.name`).
+    pub care_team_role: String,
+    /// Which patients: a declared PatientGroup, or a rule (as in PatientGroup).
+    pub patients: PatientSelector,
+    /// Make them the care team's lead (at most one lead per care team).
+    #[serde(default)]
+    pub lead: bool,
+    /// Also take the role off patients no longer selected, and from anyone else holding
+    /// it on a selected patient's team. Default false: careplane only adds, and leaves a
+    /// role someone else holds alone.
+    #[serde(default)]
+    pub authoritative: bool,
+    /// Refuse to apply when more than this share of current assignments would be removed
+    /// (default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_removal_share: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatientSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Condition>,
 }
 
 /// A test of the rules: fixture resources and what the rules must make of them

@@ -179,6 +179,21 @@ pub struct RoutingRule {
     pub source: Source,
 }
 
+/// A care-team assignment rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CareTeamAssignment {
+    pub name: String,
+    pub practitioner: Located<PractitionerRef>,
+    /// Declared CareTeamRole name.
+    pub role: String,
+    pub group: Option<String>,
+    pub rule: Option<crate::manifest::types::Condition>,
+    pub lead: bool,
+    pub authoritative: bool,
+    pub max_removal_share: f64,
+    pub source: Source,
+}
+
 /// A rule test: fixtures and expectations.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleTest {
@@ -202,6 +217,7 @@ pub struct DesiredState {
     pub routing_rules: Vec<RoutingRule>,
     /// Tests of the rules (`careplane test`); plans ignore them.
     pub rule_tests: Vec<RuleTest>,
+    pub care_team_assignments: Vec<CareTeamAssignment>,
 }
 
 impl DesiredState {

@@ -1,0 +1,237 @@
+//! Care-team assignment rules: a staff member in a care-team role on the care teams of
+//! selected patients, merged into what is there (Canvas: CareTeam PUT replaces the active
+//! team), on the Canvas simulator and the real FHIR server. No patient ids in plans.
+
+mod common;
+
+use common::canvas::{CLIENT_ID, CLIENT_SECRET, Sim, practitioner, practitioner_id};
+use common::*;
+use serde_json::{Value, json};
+
+const PCP: (&str, &str) = ("453231000124104", "Primary care provider");
+const RN: (&str, &str) = ("224535009", "Registered nurse");
+
+fn role(c: (&str, &str)) -> Value {
+    json!([{"coding": [{"system": "http://snomed.info/sct", "code": c.0, "display": c.1}]}])
+}
+
+fn manifests(authoritative: bool) -> String {
+    format!(
+        "apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: pcp\nspec:\n  code: {{code: \"{}\", display: {}}}\n---\napiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: active\nspec:\n  mode: authoritative\n  rule:\n    active: true\n---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: dr-zero-pcp\nspec:\n  practitioner: {{id: {}}}\n  careTeamRole: pcp\n  patients: {{group: active}}\n  lead: true\n  authoritative: {authoritative}\n  maxRemovalShare: 1\n",
+        PCP.0,
+        PCP.1,
+        practitioner_id(0)
+    )
+}
+
+#[test]
+fn canvas_care_teams_are_merged_never_replaced() {
+    let sim = Sim::start();
+    let staff: Vec<Value> = (0..3).map(|i| practitioner(i, &[])).collect();
+    sim.seed(json!({"resources": staff, "careTeamRoles": [
+        {"system": "http://snomed.info/sct", "code": PCP.0, "display": PCP.1},
+        {"system": "http://snomed.info/sct", "code": RN.0, "display": RN.1}]}));
+    let patients: Vec<Value> = (0..6)
+        .map(|i| json!({"resourceType": "Patient", "id": format!("{:032x}", 0xabc0_u64 + i), "active": i != 5,
+                        "name": [{"family": "P", "given": ["T"]}], "birthDate": "1970-01-01"}))
+        .collect();
+    let ids: Vec<String> = sim.seed(json!({"resources": patients}));
+    let put = |pid: &str, participants: Value| {
+        let body = json!({"resourceType": "CareTeam", "id": pid, "status": "active", "subject": {"reference": format!("Patient/{pid}")}, "participant": participants});
+        let (status, b) = sim.fhir(
+            reqwest::Method::PUT,
+            &format!("/CareTeam/{pid}"),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{b}");
+    };
+    // p1 already has a nurse; p2 already has another PCP
+    put(
+        &ids[1],
+        json!([{"role": role(RN), "member": {"reference": format!("Practitioner/{}", practitioner_id(1))}}]),
+    );
+    put(
+        &ids[2],
+        json!([{"role": role(PCP), "member": {"reference": format!("Practitioner/{}", practitioner_id(2))}}]),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("careplane.yaml", sim.project_file("")),
+            ("care.yaml", manifests(false)),
+        ],
+    );
+    let run = |args: &[&str]| {
+        careplane()
+            .args(args)
+            .arg(dir.path())
+            .env("SIM_ID", CLIENT_ID)
+            .env("SIM_SECRET", CLIENT_SECRET)
+            .env("CAREPLANE_PSEUDONYM_KEY", "k")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["plan", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        ids.iter().all(|id| !text.contains(id.as_str())),
+        "no patient ids in the plan"
+    );
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    let c = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["target"]["kind"] == "care-team-assignment")
+        .unwrap();
+    let m = &c["fields"][0]["membership"];
+    assert_eq!(
+        (m["added"].as_u64(), m["removed"].as_u64()),
+        (Some(4), Some(0)),
+        "{c:#}"
+    );
+    assert!(
+        c["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("1 selected patient(s) have someone else as Primary care provider")
+    );
+
+    let out = run(&["apply", "--auto-approve"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let team = |pid: &str| {
+        sim.fhir(reqwest::Method::GET, &format!("/CareTeam/{pid}"), None)
+            .1
+    };
+    let members = |t: &Value| -> Vec<(String, String)> {
+        t["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["member"]["reference"].as_str().unwrap().to_owned(),
+                    p["role"][0]["coding"][0]["code"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let p1 = members(&team(&ids[1]));
+    assert!(
+        p1.contains(&(
+            format!("Practitioner/{}", practitioner_id(1)),
+            RN.0.to_owned()
+        )),
+        "the nurse stays: {p1:?}"
+    );
+    assert!(
+        p1.contains(&(
+            format!("Practitioner/{}", practitioner_id(0)),
+            PCP.0.to_owned()
+        )),
+        "{p1:?}"
+    );
+    assert_eq!(
+        members(&team(&ids[2])),
+        [(
+            format!("Practitioner/{}", practitioner_id(2)),
+            PCP.0.to_owned()
+        )],
+        "another PCP left alone"
+    );
+    assert!(
+        members(&team(&ids[5])).is_empty(),
+        "inactive patient not selected"
+    );
+    let lead = team(&ids[0])["participant"][0]["extension"].clone();
+    assert!(
+        lead.to_string().contains("careteam-lead") && lead.to_string().contains("true"),
+        "{lead}"
+    );
+    assert_eq!(
+        run(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0),
+        "converged"
+    );
+
+    // authoritative: the role is taken over on p2, and dropped where a patient leaves
+    std::fs::write(dir.path().join("care.yaml"), manifests(true)).unwrap();
+    let out = run(&["apply", "--auto-approve"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        members(&team(&ids[2])),
+        [(
+            format!("Practitioner/{}", practitioner_id(0)),
+            PCP.0.to_owned()
+        )]
+    );
+    assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
+}
+
+#[test]
+fn fhir_care_teams_are_careplanes_own_and_converge() {
+    let server = Server::new();
+    let project = unique("cta");
+    let staff = seed_staff(&server, &project, 1);
+    let system = format!("urn:test:{project}");
+    for i in 0..5 {
+        server.post(&json!({"resourceType": "Patient", "identifier": [{"system": system, "value": format!("{i}")}]}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "careplane.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n"
+                ),
+            ),
+            (
+                "care.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: pcp\nspec:\n  code: {{code: \"{}\", display: {}}}\n---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: panel\nspec:\n  practitioner: {{npi: \"{}\"}}\n  careTeamRole: pcp\n  patients:\n    rule:\n      identifier: {{system: \"{system}\"}}\n",
+                    PCP.0, PCP.1, staff[0].npi
+                ),
+            ),
+        ],
+    );
+    let out = apply(dir.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let teams = server.owned("CareTeam", &project);
+    assert_eq!(teams.len(), 5);
+    assert!(
+        teams
+            .iter()
+            .all(|t| t["participant"][0]["member"]["reference"]
+                == format!("Practitioner/{}", staff[0].id))
+    );
+    careplane()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--server", &fhir_url(), "--detailed-exitcode"])
+        .assert()
+        .code(0);
+}
