@@ -280,7 +280,7 @@ fn a_saved_plan_is_re_evaluated_and_refused_when_membership_moved() {
 #[test]
 fn patient_groups_on_canvas() {
     let sim = Sim::start();
-    let patients: Vec<Value> = (0..30)
+    let patients: Vec<Value> = (0..300)
         .map(|i| json!({"resourceType": "Patient", "id": format!("{:032x}", 0xfeed_0000_u64 + i), "active": i % 3 != 0,
                         "name": [{"family": "P", "given": ["T"]}], "birthDate": "1980-01-01"}))
         .collect();
@@ -312,7 +312,7 @@ fn patient_groups_on_canvas() {
     let groups = sim.search("Group?type=person");
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["name"], "active-patients");
-    assert_eq!(groups[0]["member"].as_array().unwrap().len(), 20);
+    assert_eq!(groups[0]["member"].as_array().unwrap().len(), 200);
     assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
 }
 

@@ -65,6 +65,18 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
         ),
         task(&server, &staff[0], &psych, &[], "completed"),
     ];
+    // a few hundred more lab follow-ups, all for the lab team
+    let bulk: Vec<Value> = (0..200)
+        .map(|i| {
+            task(
+                &server,
+                &staff[0],
+                &format!("Complete lab order {project} #{i}"),
+                &[],
+                "requested",
+            )
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -171,6 +183,12 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
         now(&tasks[3])["meta"]["versionId"],
         tasks[3]["meta"]["versionId"]
     );
+    for t in &bulk {
+        assert_eq!(
+            now(t)["extension"][0]["valueReference"]["reference"],
+            format!("Group/{}", lab["id"].as_str().unwrap())
+        );
+    }
     // idempotent
     careplane()
         .arg("plan")
