@@ -305,11 +305,8 @@ async fn apply_care_team(
         detail,
     };
     let list = |v: &Option<Value>| -> BTreeSet<String> {
-        v.as_ref()
-            .and_then(Value::as_array)
+        crate::dialect::util::str_list(v.as_ref())
             .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_owned))
             .collect()
     };
     let Some((before, after)) = c

@@ -59,14 +59,7 @@ fn membership(out: &mut String, f: &FieldChange, show_members: bool) -> bool {
         );
     }
     if show_members && let Some((before, after)) = &f.sealed {
-        let set = |v: &Option<Value>| -> Vec<String> {
-            v.as_ref()
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        };
+        let set = |v: &Option<Value>| crate::dialect::util::str_list(v.as_ref());
         let (b, a) = (set(before), set(after));
         for x in a.iter().filter(|x| !b.contains(x)) {
             let _ = writeln!(out, "        {}", format!("+ {x}").green());
