@@ -30,6 +30,15 @@ pub enum ApplyError {
     Stale { target: Target, detail: String },
     #[error("{target} is not careplane's to write for project '{project}'; it was left alone")]
     NotOwned { target: Target, project: String },
+    #[error(
+        "{target}: {failed} of {total} patient care team(s) could not be written (the others were); first error: {first}"
+    )]
+    Partial {
+        target: Target,
+        failed: usize,
+        total: usize,
+        first: FhirError,
+    },
     #[error("{target}: {source}{}", origin.as_ref().map(|s| format!(" (asked for at {s})")).unwrap_or_default())]
     Write {
         target: Target,
@@ -364,16 +373,54 @@ async fn apply_care_team(
         }
         .await;
         if let Err(e) = result {
-            failed.push(e);
+            failed.push(withhold(e, patient));
         }
     }
+    let count = failed.len();
     match failed.into_iter().next() {
         None => Ok(None),
-        Some(first) => Err(ApplyError::Write {
+        Some(first) => Err(ApplyError::Partial {
             target: c.target.clone(),
-            origin: c.reason.source.clone(),
-            source: first,
+            failed: count,
+            total: work.len(),
+            first,
         }),
+    }
+}
+
+/// A server's message may quote the patient's id (Canvas: "Unknown CareTeam resource
+/// '<id>'"): keep the message, withhold the id.
+fn withhold(e: FhirError, patient: &str) -> FhirError {
+    let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+    let clean = |s: String| s.replace(pid, "(patient id withheld)");
+    match e {
+        FhirError::Http {
+            what,
+            status,
+            message,
+        } => FhirError::Http {
+            what: clean(what),
+            status,
+            message: message.map(clean),
+        },
+        FhirError::Conflict { resource, status } => FhirError::Conflict {
+            resource: clean(resource),
+            status,
+        },
+        FhirError::InvalidResponse { what, reason } => FhirError::InvalidResponse {
+            what: clean(what),
+            reason: clean(reason),
+        },
+        FhirError::Transport { what, reason } => FhirError::Transport {
+            what: clean(what),
+            reason: clean(reason),
+        },
+        FhirError::Unsupported(m) => FhirError::Unsupported(clean(m)),
+        FhirError::Store { path, reason } => FhirError::Store {
+            path,
+            reason: clean(reason),
+        },
+        other => other,
     }
 }
 

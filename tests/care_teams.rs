@@ -104,11 +104,29 @@ fn canvas_care_teams_are_merged_never_replaced() {
             .contains("1 selected patient(s) have someone else as Primary care provider")
     );
 
-    let out = run(&["apply", "--auto-approve"]);
+    let out = careplane()
+        .args(["apply", "--auto-approve"])
+        .arg(dir.path())
+        .env("SIM_ID", CLIENT_ID)
+        .env("SIM_SECRET", CLIENT_SECRET)
+        .env("CAREPLANE_PSEUDONYM_KEY", "k")
+        .env("CAREPLANE_LOG", "requests")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("update CareTeam/(id withheld)"), "{log}");
+    assert!(
+        ids.iter().all(|id| !log.contains(id.as_str())),
+        "Canvas CareTeam ids are patient ids: never logged: {log}"
     );
     let team = |pid: &str| {
         sim.fhir(reqwest::Method::GET, &format!("/CareTeam/{pid}"), None)

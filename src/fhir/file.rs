@@ -199,13 +199,13 @@ impl FileStore {
             && !precondition_holds(&all[i], pre)
         {
             return Err(FhirError::Conflict {
-                resource: format!("{rt}/{id}"),
+                resource: super::shown(rt, id),
                 status: 412,
             });
         }
         if pos.is_none() && pre.version_id.is_some() {
             return Err(FhirError::Conflict {
-                resource: format!("{rt}/{id}"),
+                resource: super::shown(rt, id),
                 status: 412,
             });
         }
@@ -232,7 +232,7 @@ impl FileStore {
         };
         if !precondition_holds(&all[i], pre) {
             return Err(FhirError::Conflict {
-                resource: format!("{rt}/{id}"),
+                resource: super::shown(rt, id),
                 status: 412,
             });
         }

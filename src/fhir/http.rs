@@ -341,7 +341,7 @@ impl HttpStore {
     }
 
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, FhirError> {
-        let what = format!("read {resource_type}/{id}");
+        let what = format!("read {}", super::shown(resource_type, id));
         let url = self.url(&format!("{resource_type}/{id}"))?;
         let resp = self
             .exchange(Method::GET, url, None, HeaderMap::new(), &what, true)
@@ -367,7 +367,7 @@ impl HttpStore {
         id: &str,
         max: u32,
     ) -> Result<Option<Vec<Value>>, FhirError> {
-        let what = format!("history of {rt}/{id}");
+        let what = format!("history of {}", super::shown(rt, id));
         let mut url = self.url(&format!("{rt}/{id}/_history"))?;
         url.query_pairs_mut()
             .append_pair("_count", &max.to_string());
@@ -452,7 +452,7 @@ impl HttpStore {
             .get("id")
             .and_then(Value::as_str)
             .ok_or_else(|| FhirError::Unsupported(format!("update of {rt} without an id")))?;
-        let what = format!("update {rt}/{id}");
+        let what = format!("update {}", super::shown(rt, id));
         let url = self.url(&format!("{rt}/{id}"))?;
         let headers = precondition_headers(pre);
         let resp = self
@@ -460,7 +460,7 @@ impl HttpStore {
             .await?;
         if matches!(resp.status.as_u16(), 409 | 412) {
             return Err(FhirError::Conflict {
-                resource: format!("{rt}/{id}"),
+                resource: super::shown(rt, id),
                 status: resp.status.as_u16(),
             });
         }
@@ -475,7 +475,7 @@ impl HttpStore {
     }
 
     pub async fn delete(&self, rt: &str, id: &str, pre: &Precondition) -> Result<(), FhirError> {
-        let what = format!("delete {rt}/{id}");
+        let what = format!("delete {}", super::shown(rt, id));
         let url = self.url(&format!("{rt}/{id}"))?;
         let resp = self
             .exchange(
@@ -490,7 +490,7 @@ impl HttpStore {
         match resp.status.as_u16() {
             200..=299 | 404 | 410 => Ok(()),
             409 | 412 => Err(FhirError::Conflict {
-                resource: format!("{rt}/{id}"),
+                resource: super::shown(rt, id),
                 status: resp.status.as_u16(),
             }),
             _ => Err(Self::http_error(&what, &resp)),

@@ -100,6 +100,16 @@ impl FhirError {
     }
 }
 
+/// How a resource may be named in messages and logs: `Type/id`, except where the id
+/// identifies a patient (a Patient, or a Canvas CareTeam whose id is the patient id),
+/// which are named by type only. Other ids (teams, tasks, staff) are configuration.
+pub fn shown(resource_type: &str, id: &str) -> String {
+    match resource_type {
+        "Patient" | "CareTeam" | "Consent" => format!("{resource_type}/(id withheld)"),
+        _ => format!("{resource_type}/{id}"),
+    }
+}
+
 /// A resource's `resourceType`.
 pub(crate) fn resource_type(resource: &Value) -> Result<&str, FhirError> {
     resource
