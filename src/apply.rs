@@ -161,7 +161,24 @@ async fn apply_one(
     store: &Store,
     dialect: &dyn Dialect,
 ) -> Result<Option<Written>, ApplyError> {
+    let sensitive = !c.target.kind.sensitive_fields().is_empty();
     let write_err = |source: FhirError| match source {
+        // a patient group's server messages may quote its members
+        FhirError::Http {
+            what,
+            status,
+            message: Some(_),
+        } if sensitive => ApplyError::Write {
+            target: c.target.clone(),
+            origin: c.reason.source.clone(),
+            source: FhirError::Http {
+                what,
+                status,
+                message: Some(
+                    "(the server's message is withheld: it may quote patient data)".into(),
+                ),
+            },
+        },
         FhirError::Conflict { .. } => ApplyError::Stale {
             target: c.target.clone(),
             detail: source.to_string(),
@@ -350,26 +367,41 @@ async fn apply_care_team(
     let mut failed = Vec::new();
     for (patient, add) in &work {
         let result = async {
-            let live = match dialect.care_team_location(project, patient) {
-                CareTeamLocation::Read { resource_type, id } => {
-                    store.read(&resource_type, &id).await?
+            let location = dialect.care_team_location(project, patient);
+            // at most twice: a conditional create that finds the care team made meanwhile
+            // by another write merges into it instead
+            for _ in 0..2 {
+                let live = match &location {
+                    CareTeamLocation::Read { resource_type, id } => {
+                        store.read(resource_type, id).await?
+                    }
+                    CareTeamLocation::Search(q) => store.search(q).await?.into_iter().next(),
+                };
+                if live.is_none() && !*add {
+                    return Ok(()); // nothing to take anyone off
                 }
-                CareTeamLocation::Search(q) => store.search(&q).await?.into_iter().next(),
-            };
-            let body = dialect.care_team_merge(project, patient, live.as_ref(), &change(*add));
-            let pre = crate::fhir::Precondition {
-                version_id: live
-                    .as_ref()
-                    .and_then(|l| crate::dialect::util::meta(l, "versionId")),
-                last_updated: live
-                    .as_ref()
-                    .and_then(|l| crate::dialect::util::meta(l, "lastUpdated")),
-            };
-            if body.get("id").is_some() {
-                store.update(&body, &pre).await
-            } else {
-                store.create(&body, None).await
+                let body = dialect.care_team_merge(project, patient, live.as_ref(), &change(*add));
+                let pre = crate::fhir::Precondition {
+                    version_id: live
+                        .as_ref()
+                        .and_then(|l| crate::dialect::util::meta(l, "versionId")),
+                    last_updated: live
+                        .as_ref()
+                        .and_then(|l| crate::dialect::util::meta(l, "lastUpdated")),
+                };
+                if body.get("id").is_some() {
+                    store.update(&body, &pre).await?;
+                    return Ok(());
+                }
+                let condition = match &location {
+                    CareTeamLocation::Search(q) => Some(q),
+                    CareTeamLocation::Read { .. } => None,
+                };
+                if !store.create(&body, condition).await?.existed {
+                    return Ok(());
+                }
             }
+            Ok::<(), FhirError>(())
         }
         .await;
         if let Err(e) = result {

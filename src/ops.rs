@@ -172,6 +172,7 @@ pub async fn plan_since(
     d.changes.extend(
         care_team_changes(
             m,
+            target,
             &observed,
             &memberships,
             &pseudo,
@@ -258,8 +259,10 @@ pub async fn plan_since(
 
 /// One change per care-team assignment: who joins and who leaves (as counts, pseudonyms
 /// and sealed lists), and the participant it is about.
+#[allow(clippy::too_many_arguments)]
 fn care_team_changes(
     m: &Manifests,
+    target: &ResolvedTarget,
     observed: &observe::Observed,
     memberships: &crate::dialect::Memberships,
     pseudo: &crate::rules::Pseudonymizer,
@@ -272,6 +275,7 @@ fn care_team_changes(
     use crate::plan::{Action, Change, FieldChange, Precondition, Reason, Target};
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let project = m.desired.project.as_str();
     for a in &m.desired.care_team_assignments {
         let Some(practitioner) = staff(&a.practitioner.value) else {
             errors.push(crate::manifest::Diagnostic {
@@ -306,8 +310,17 @@ fn care_team_changes(
             }
             (None, None) => BTreeSet::new(),
         };
-        let holds = |p: &crate::rules::PatientFacts, who: Option<&str>| {
+        // Targets where careplane keeps its own care teams (R4) only count those.
+        let own_only = target.dialect.care_teams_are_own();
+        let entries = |p: &crate::rules::PatientFacts| -> Vec<(String, String)> {
             p.care_team
+                .iter()
+                .filter(|(_, _, owner)| !own_only || owner.as_deref() == Some(project))
+                .map(|(m, r, _)| (m.clone(), r.clone()))
+                .collect()
+        };
+        let holds = |p: &crate::rules::PatientFacts, who: Option<&str>| {
+            entries(p)
                 .iter()
                 .any(|(member, r)| r == &role_key && who.is_none_or(|w| w == member))
         };
@@ -321,9 +334,12 @@ fn care_team_changes(
             .patients
             .values()
             .filter(|p| {
-                p.care_team
-                    .iter()
-                    .any(|(member, r)| r == &role_key && member != &practitioner)
+                // someone else in this role, or this practitioner in another role (one
+                // role per practitioner and one practitioner per role)
+                entries(p).iter().any(|(member, r)| {
+                    (r == &role_key && member != &practitioner)
+                        || (member == &practitioner && r != &role_key)
+                })
             })
             .map(|p| format!("Patient/{}", p.id))
             .collect();
@@ -620,7 +636,12 @@ pub fn check_blast_radius(plan: &Plan, allow: bool) -> Result<(), OpsError> {
     if allow {
         return Ok(());
     }
-    for c in plan.changes.iter().filter(|c| c.action.is_change()) {
+    // deleting a whole group is asked for explicitly (--prune) and shown as a delete
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change() && c.action != crate::plan::Action::Delete)
+    {
         for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
             if m.before > 0 && (m.removed as f64) > m.max_removal_share * m.before as f64 {
                 return Err(OpsError::BlastRadius {

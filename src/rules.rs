@@ -27,8 +27,9 @@ pub struct PatientFacts {
     pub states: Vec<String>,
     /// (category system, category code, status)
     pub consents: Vec<(String, String, String)>,
-    /// Active care-team participation: (`Practitioner/<id>`, role `system|code`).
-    pub care_team: Vec<(String, String)>,
+    /// Active care-team participation: (`Practitioner/<id>`, role `system|code`, the
+    /// careplane project whose tag the CareTeam carries, if any).
+    pub care_team: Vec<(String, String, Option<String>)>,
 }
 
 /// What conditions need besides the patient: other groups' members, today, and how the
@@ -161,7 +162,15 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
                         )
                     })
                     .unwrap_or_default();
-                p.care_team.push((member.to_owned(), role));
+                let owner = t
+                    .pointer("/meta/tag")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|x| x["system"] == "https://careplane.dev/project")
+                    .and_then(|x| x["code"].as_str())
+                    .map(str::to_owned);
+                p.care_team.push((member.to_owned(), role, owner));
             }
         }
     }
@@ -196,7 +205,7 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
                 .map(|r| ctx.care_team_roles.get(r).cloned().unwrap_or_default());
             p.care_team
                 .iter()
-                .any(|(m, r)| m == &who && role.as_ref().is_none_or(|want| want == r))
+                .any(|(m, r, _)| m == &who && role.as_ref().is_none_or(|want| want == r))
         }
         Condition::Consent(cc) => {
             let want = status_word(cc.status.unwrap_or(ConsentStatus::Active));
@@ -424,8 +433,13 @@ impl Pseudonymizer {
             Some(h) => format!("hmac-sha256:{h}"),
             None => {
                 static PROCESS_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let k = PROCESS_KEY
-                    .get_or_init(|| format!("{:?}{}", SystemTime::now(), std::process::id()));
+                let k = PROCESS_KEY.get_or_init(|| {
+                    // RandomState is seeded from the operating system's randomness
+                    use std::hash::BuildHasher;
+                    let a = std::collections::hash_map::RandomState::new().hash_one(1u8);
+                    let b = std::collections::hash_map::RandomState::new().hash_one(2u8);
+                    format!("{a:016x}{b:016x}")
+                });
                 let mut m = Hmac::<Sha256>::new_from_slice(k.as_bytes()).expect("any key length");
                 m.update(joined.as_bytes());
                 format!("ephemeral:{:x}", m.finalize().into_bytes())

@@ -83,6 +83,15 @@ pub async fn run(a: Args) -> u8 {
     .await;
     match result {
         Ok((plan, stats)) => {
+            if a.show_members
+                && a.format == Format::Human
+                && !std::io::IsTerminal::is_terminal(&std::io::stdout())
+            {
+                err(
+                    "error: --show-members prints patient ids, so only to a terminal, not to a pipe or a file\n",
+                );
+                return EXIT_ERROR;
+            }
             if a.show_members && a.format == Format::Human {
                 out(&render::human::plan_with_members(&plan, Some(&stats), true));
             } else {

@@ -575,7 +575,10 @@ pub mod util {
                 let same_role = code(p) == want_code;
                 let same_member = p.pointer("/member/reference").and_then(Value::as_str)
                     == Some(change.practitioner.as_str());
+                // authoritative also moves the practitioner off another role they hold here
+                // (Canvas allows one role per practitioner)
                 !(same_role && (same_member || change.replace_role))
+                    && !(same_member && change.replace_role && change.add)
             })
             .cloned()
             .collect();
@@ -591,9 +594,14 @@ pub mod util {
             });
             if change.lead {
                 p["extension"] = json!([{"url": lead_extension, "valueBoolean": true}]);
+                // the old lead says so explicitly: an omitted lead flag keeps the lead (§3)
                 for other in &mut out {
-                    if let Some(exts) = other.get_mut("extension").and_then(Value::as_array_mut) {
+                    let exts = other
+                        .as_object_mut()
+                        .map(|o| o.entry("extension").or_insert_with(|| json!([])));
+                    if let Some(exts) = exts.and_then(Value::as_array_mut) {
                         exts.retain(|e| e["url"] != lead_extension);
+                        exts.push(json!({"url": lead_extension, "valueBoolean": false}));
                     }
                 }
             }
@@ -772,6 +780,12 @@ pub trait Dialect: Send + Sync {
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;
+
+    /// Whether careplane writes only care teams of its own here (then only those count
+    /// as holding an assignment).
+    fn care_teams_are_own(&self) -> bool {
+        false
+    }
 
     /// Where `patient`'s (`Patient/<id>`) care team is.
     fn care_team_location(&self, project: &str, patient: &str) -> CareTeamLocation;

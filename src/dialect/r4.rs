@@ -633,6 +633,10 @@ impl Dialect for R4 {
         self.merge_with_project(kind, live, fields, &project)
     }
 
+    fn care_teams_are_own(&self) -> bool {
+        true
+    }
+
     fn care_team_location(&self, project: &str, patient: &str) -> super::CareTeamLocation {
         // careplane keeps its own CareTeam per patient (tagged, identified by the patient)
         let pid = patient.strip_prefix("Patient/").unwrap_or(patient);

@@ -23,7 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::auth::Auth;
-use super::{FhirError, Precondition, Query, Written, outcome_text, resource_type};
+use super::{FhirError, Precondition, Query, Written, resource_type};
 
 const FHIR_JSON: &str = "application/fhir+json";
 
@@ -157,9 +157,7 @@ impl HttpStore {
             401 | 403 => Err(FhirError::Auth(format!(
                 "{what}: the server answered HTTP {}{}; check the target's credentials and their scopes",
                 resp.status.as_u16(),
-                resp.body
-                    .as_ref()
-                    .and_then(outcome_text)
+                message(what, resp.body.as_ref())
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
             ))),
@@ -222,7 +220,7 @@ impl HttpStore {
                 error: FhirError::Http {
                     what: what.to_owned(),
                     status: status.as_u16(),
-                    message: body.as_ref().and_then(outcome_text),
+                    message: message(what, body.as_ref()),
                 },
             });
         }
@@ -241,7 +239,7 @@ impl HttpStore {
         FhirError::Http {
             what: what.to_owned(),
             status: resp.status.as_u16(),
-            message: resp.body.as_ref().and_then(outcome_text),
+            message: message(what, resp.body.as_ref()),
         }
     }
 
@@ -314,7 +312,8 @@ impl HttpStore {
                         if severe {
                             return Err(FhirError::Unsupported(format!(
                                 "{what}: the server reported a problem with the search ({}); careplane will not act on a partial result",
-                                outcome_text(resource).unwrap_or_else(|| "no details".into())
+                                message(&what, Some(resource))
+                                    .unwrap_or_else(|| "no details".into())
                             )));
                         }
                     }
@@ -577,4 +576,18 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or_default(),
     };
     Some(d.min(Duration::from_secs(60)))
+}
+
+/// The server's message about a request, unless the request concerns patient data
+/// (Patient, Consent, CareTeam), where servers quote ids and names in their messages.
+fn message(what: &str, body: Option<&Value>) -> Option<String> {
+    let text = super::outcome_text(body?)?;
+    if ["Patient", "Consent", "CareTeam"]
+        .iter()
+        .any(|t| what.contains(t))
+    {
+        Some("(the server's message is withheld: it may quote patient data)".into())
+    } else {
+        Some(text)
+    }
 }

@@ -86,9 +86,10 @@ impl std::fmt::Display for Target {
             self.name,
             self.resource_type
         )?;
-        match &self.id {
-            Some(id) => write!(f, "/{id})"),
-            None => write!(f, ", new)"),
+        match (&self.id, self.kind) {
+            (_, ObjectKind::CareTeamAssignment) => write!(f, ", per patient)"),
+            (Some(id), _) => write!(f, "/{id})"),
+            (None, _) => write!(f, ", new)"),
         }
     }
 }

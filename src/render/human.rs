@@ -402,3 +402,71 @@ pub fn rule_tests(results: &[crate::ruletest::TestResult]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FieldChange, MembershipDelta, Precondition, Reason, Target, TargetInfo};
+    use serde_json::json;
+
+    #[test]
+    fn show_members_lists_ids_only_when_asked() {
+        let f = FieldChange {
+            field: "members".into(),
+            before: Some(json!({"count": 1})),
+            after: Some(json!({"count": 1})),
+            source: None,
+            labels: Default::default(),
+            membership: Some(MembershipDelta {
+                mode: "authoritative".into(),
+                before: 1,
+                after: 1,
+                added: 1,
+                removed: 1,
+                kept: 0,
+                sample_added: vec![],
+                sample_removed: vec![],
+                digest_before: String::new(),
+                digest_after: String::new(),
+                max_removal_share: 1.0,
+            }),
+            sealed: Some((Some(json!(["Patient/old"])), Some(json!(["Patient/new"])))),
+        };
+        let c = Change {
+            action: Action::Update,
+            target: Target {
+                kind: crate::dialect::ObjectKind::PatientGroup,
+                name: "g".into(),
+                resource_type: "Group".into(),
+                id: Some("1".into()),
+            },
+            fields: vec![f],
+            reason: Reason {
+                source: None,
+                rule: "r".into(),
+            },
+            precondition: Precondition::default(),
+            notes: vec![],
+        };
+        let p = Plan::new(
+            "p",
+            TargetInfo {
+                name: "t".into(),
+                dialect: "fhir-r4".into(),
+                endpoint: "e".into(),
+            },
+            vec![],
+            "c",
+            false,
+            vec![c],
+            vec![],
+        );
+        let plain = plan(&p, None);
+        assert!(!plain.contains("Patient/"), "{plain}");
+        let shown = plan_with_members(&p, None, true);
+        assert!(
+            shown.contains("+ Patient/new") && shown.contains("- Patient/old"),
+            "{shown}"
+        );
+    }
+}
