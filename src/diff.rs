@@ -460,6 +460,53 @@ pub fn diff(
         }
     }
 
+    // A value of an exclusive field (a responsibility) wanted here but held by an object
+    // this plan does not touch (a team the manifests do not declare): the target would
+    // refuse the write, so say so now.
+    let touched: BTreeSet<(String, String)> = changes
+        .iter()
+        .filter_map(|c| {
+            c.target
+                .id
+                .clone()
+                .map(|id| (c.target.resource_type.clone(), id))
+        })
+        .collect();
+    for o in &observed.objects {
+        let key = (o.resource_type.clone(), o.id.clone());
+        if matched.contains(&key) || touched.contains(&key) {
+            continue;
+        }
+        let Some(cap) = caps.of(o.kind) else { continue };
+        for field in cap.exclusive {
+            for v in o.fields.get(*field).map(items).unwrap_or_default() {
+                let wanted_by = desired.iter().find(|d| {
+                    d.kind == o.kind
+                        && d.fields
+                            .get(*field)
+                            .map(items)
+                            .unwrap_or_default()
+                            .contains(&v)
+                });
+                if let Some(d) = wanted_by {
+                    errors.push(Diagnostic {
+                        source: d.field_sources.get(*field).cloned().unwrap_or_else(|| d.source.clone()),
+                        message: format!(
+                            "{field} value {} is held by {} '{}' ({}/{}), which these manifests do not declare, and the target allows one holder",
+                            v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                            o.kind.label(),
+                            o.display_name(),
+                            o.resource_type,
+                            o.id
+                        ),
+                        help: Some(
+                            "declare that team here too, take the value off it on the target, or (Canvas) set manageAllTeams and plan with --prune to retire it".into(),
+                        ),
+                    });
+                }
+            }
+        }
+    }
     note_moves(&mut changes, dialect);
     note_missing_roles(&mut changes);
     changes.sort_by(|a, b| {

@@ -750,3 +750,33 @@ fn naive_task_put_would_have_cleared_fields_and_duplicated_notes() {
         "{after}"
     );
 }
+
+#[test]
+fn a_responsibility_held_by_an_undeclared_team_stops_the_plan() {
+    let (sim, dir) = setup(&teams_yaml(TWO_TEAMS), "");
+    sim.seed(json!({"resources": [{"resourceType": "Group", "type": "practitioner", "actual": true, "name": "Legacy Lab",
+        "characteristic": [{"code": {"text": "responsibility"}, "valueCodeableConcept": {"text": "COLLECT_SPECIMENS_FROM_PATIENT"}, "exclude": false}]}]}));
+    let out = run(dir.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("COLLECT_SPECIMENS_FROM_PATIENT is held by team 'Legacy Lab'"),
+        "{err}"
+    );
+    // with manageAllTeams and --prune the legacy team is retired, releasing it first
+    let project = std::fs::read_to_string(dir.path().join("careplane.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("careplane.yaml"),
+        sim.project_file("      manageAllTeams: true\n"),
+    )
+    .unwrap();
+    let _ = project;
+    let out = run(dir.path(), &["apply", "--auto-approve", "--prune"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        run(dir.path(), &["plan", "--prune", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
