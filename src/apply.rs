@@ -108,10 +108,7 @@ fn still_as_planned(c: &Change, live: &Value) -> Result<(), String> {
 /// write) what we just read.
 fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Precondition {
     match step {
-        Step::AfterRelease => fhir::Precondition {
-            version_id: crate::dialect::util::meta(live, "versionId"),
-            last_updated: crate::dialect::util::meta(live, "lastUpdated"),
-        },
+        Step::AfterRelease => fhir::Precondition::seen_on(live),
         _ => fhir::Precondition {
             version_id: c.precondition.version_id.clone(),
             last_updated: c.precondition.last_updated.clone(),
@@ -132,6 +129,8 @@ fn written_value(f: &crate::plan::FieldChange) -> Option<Value> {
 }
 
 /// The exclusive values a change gives up, by field.
+/// For each exclusive field a change gives values up in: (the values it keeps, the values
+/// it gives up).
 fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec<Value>)> {
     let list = |v: &Option<Value>| {
         v.as_ref()
@@ -143,13 +142,10 @@ fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec
         .iter()
         .filter(|f| exclusive.contains(&f.field.as_str()))
         .filter_map(|f| {
-            let (before, after) = (list(&f.before), list(&f.after));
-            let kept: Vec<Value> = before
-                .iter()
-                .filter(|v| after.contains(v))
-                .cloned()
-                .collect();
-            (kept.len() < before.len()).then(|| (f.field.clone(), (kept, after)))
+            let after = list(&f.after);
+            let (kept, given_up): (Vec<Value>, Vec<Value>) =
+                list(&f.before).into_iter().partition(|v| after.contains(v));
+            (!given_up.is_empty()).then(|| (f.field.clone(), (kept, given_up)))
         })
         .collect()
 }
@@ -381,14 +377,10 @@ async fn apply_care_team(
                     return Ok(()); // nothing to take anyone off
                 }
                 let body = dialect.care_team_merge(project, patient, live.as_ref(), &change(*add));
-                let pre = crate::fhir::Precondition {
-                    version_id: live
-                        .as_ref()
-                        .and_then(|l| crate::dialect::util::meta(l, "versionId")),
-                    last_updated: live
-                        .as_ref()
-                        .and_then(|l| crate::dialect::util::meta(l, "lastUpdated")),
-                };
+                let pre = live
+                    .as_ref()
+                    .map(crate::fhir::Precondition::seen_on)
+                    .unwrap_or_default();
                 if body.get("id").is_some() {
                     store.update(&body, &pre).await?;
                     return Ok(());
@@ -543,27 +535,24 @@ pub async fn apply(
                 }
             }
         }
-        let needs_release = |c: &Change| {
-            c.action == Action::Update
-                && released(c, exclusive_of(c))
-                    .iter()
-                    .any(|(field, (kept, _))| {
-                        c.fields
-                            .iter()
-                            .find(|f| &f.field == field)
-                            .and_then(|f| f.before.as_ref())
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .any(|v| {
-                                !kept.contains(v)
-                                    && wanted.contains(&(field.clone(), v.to_string()))
-                            })
-                    })
-        };
+        // Changes that give up a value another change of this batch takes: computed once.
+        let needs_release: BTreeSet<usize> = batch
+            .iter()
+            .filter(|(_, c)| {
+                c.action == Action::Update
+                    && released(c, exclusive_of(c))
+                        .iter()
+                        .any(|(field, (_, given_up))| {
+                            given_up
+                                .iter()
+                                .any(|v| wanted.contains(&(field.clone(), v.to_string())))
+                        })
+            })
+            .map(|(i, _)| *i)
+            .collect();
         let releases: Vec<(usize, &Change, Step)> = batch
             .iter()
-            .filter(|(_, c)| needs_release(c))
+            .filter(|(i, _)| needs_release.contains(i))
             .map(|(i, c)| (*i, *c, Step::Release))
             .collect();
         let mut failed_release = BTreeSet::new();
@@ -578,7 +567,7 @@ pub async fn apply(
             if failed_release.contains(i) {
                 continue;
             }
-            let step = if needs_release(c) {
+            let step = if needs_release.contains(i) {
                 Step::AfterRelease
             } else {
                 Step::Whole

@@ -119,11 +119,7 @@ fn field_changes(
 }
 
 fn set_of(v: Option<&Value>) -> BTreeSet<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
+    crate::dialect::util::str_list(v).into_iter().collect()
 }
 
 /// A change to a list of patients: counts and pseudonyms in the open, the real lists
@@ -504,6 +500,27 @@ pub fn diff(
                         ),
                     });
                 }
+            }
+        }
+    }
+    // Name staff in values that the manifests no longer mention (a member who leaves, a
+    // deleted team's members) the way a manifest would, for reviewers.
+    for f in changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
+        let values: Vec<String> = f
+            .before
+            .iter()
+            .chain(f.after.iter())
+            .flat_map(|v| {
+                items(v)
+                    .into_iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+            })
+            .collect();
+        for s in values {
+            if !f.labels.contains_key(&s)
+                && let Some(name) = observed.staff.describe(&s)
+            {
+                f.labels.insert(s, name.clone());
             }
         }
     }

@@ -214,22 +214,6 @@ pub async fn plan_since(
         }
         c.notes.extend(notes);
     }
-    // Name staff that the manifests no longer mention (removed members) for reviewers.
-    for f in d.changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
-        for v in f.before.iter().chain(f.after.iter()) {
-            let items: Vec<&serde_json::Value> = match v {
-                serde_json::Value::Array(a) => a.iter().collect(),
-                other => vec![other],
-            };
-            for s in items.into_iter().filter_map(|x| x.as_str()) {
-                if !f.labels.contains_key(s)
-                    && let Some(name) = observed.staff.describe(s)
-                {
-                    f.labels.insert(s.to_owned(), name.clone());
-                }
-            }
-        }
-    }
     if !d.errors.is_empty() {
         return Err(OpsError::Unplannable(ManifestErrors {
             diagnostics: d.errors,

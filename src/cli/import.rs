@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::plan::{Format, prepare, render};
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, out, print_error};
 use crate::ops::{self, OpsError};
-use crate::plan::{Action, Plan};
+use crate::plan::Action;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,15 +35,7 @@ pub async fn run(a: Args) -> u8 {
             .filter(|c| c.action == Action::Adopt)
             .cloned()
             .collect();
-        let plan = Plan::new(
-            &full.project,
-            full.target.clone(),
-            full.capabilities.clone(),
-            &full.manifests_checksum,
-            false,
-            adoptions,
-            Vec::new(),
-        );
+        let plan = full.with_changes(adoptions);
         Ok::<_, OpsError>((plan, target))
     }
     .await;

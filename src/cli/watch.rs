@@ -9,7 +9,7 @@ use super::plan::prepare;
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
 use crate::dialect::ObjectKind;
 use crate::ops::{self, OpsError};
-use crate::plan::{Action, Plan};
+use crate::plan::Action;
 
 /// How far back each pass reads beyond the previous pass's start, for clock skew
 /// between careplane and the server (re-reading a routed task is a no-op).
@@ -64,15 +64,7 @@ async fn pass(
     if routing.is_empty() {
         return Ok((0, 0));
     }
-    let plan = Plan::new(
-        &full.project,
-        full.target.clone(),
-        full.capabilities.clone(),
-        &full.manifests_checksum,
-        false,
-        routing,
-        Vec::new(),
-    );
+    let plan = full.with_changes(routing);
     let report = ops::apply(&plan, target).await;
     for o in &report.outcomes {
         let c = &plan.changes[o.change];

@@ -56,6 +56,16 @@ pub struct Precondition {
     pub last_updated: Option<String>,
 }
 
+impl Precondition {
+    /// "Unchanged since this read": the version (or last update) a resource carries.
+    pub fn seen_on(live: &Value) -> Self {
+        Precondition {
+            version_id: crate::dialect::util::meta(live, "versionId"),
+            last_updated: crate::dialect::util::meta(live, "lastUpdated"),
+        }
+    }
+}
+
 /// The server's answer to a create or update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {

@@ -296,6 +296,22 @@ impl Plan {
         }
     }
 
+    /// The same plan with only `changes` (and no orphans): the part of a plan a command
+    /// applies on its own (`import`: adoptions, `watch`: routing).
+    pub fn with_changes(&self, changes: Vec<Change>) -> Plan {
+        let mut p = Plan::new(
+            &self.project,
+            self.target.clone(),
+            self.capabilities.clone(),
+            &self.manifests_checksum,
+            self.prune,
+            changes,
+            Vec::new(),
+        );
+        p.manifests_commit = self.manifests_commit.clone();
+        p
+    }
+
     /// The capability entry of a kind.
     pub fn capability(&self, kind: ObjectKind) -> Option<&PlanCapability> {
         self.capabilities.iter().find(|c| c.kind == kind)
