@@ -81,24 +81,11 @@ fn every_example_manifest_points_editors_at_the_schema_and_passes_it() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_example_clinic_plans_applies_and_converges_on_the_file_store() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("clinic");
-    copy_dir(&root().join("examples/clinic"), &dir);
+    common::copy_dir(&root().join("examples/clinic"), &dir);
     let store_before = std::fs::read_to_string(dir.join("store/Group.ndjson")).unwrap();
 
     let out = careplane()

@@ -90,24 +90,11 @@ fn validate_plain_and_github() {
     snapshot!("validate_github", String::from_utf8(github.stdout).unwrap());
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn apply_report_and_export() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("clinic");
-    copy_dir(&std::path::Path::new(ROOT).join("examples/clinic"), &dir);
+    common::copy_dir(&std::path::Path::new(ROOT).join("examples/clinic"), &dir);
     let out = careplane()
         .arg("apply")
         .arg("clinic")

@@ -275,3 +275,17 @@ pub fn changes<'a>(plan: &'a Value, action: &str) -> Vec<&'a Value> {
         .filter(|c| c["action"] == action)
         .collect()
 }
+
+/// Copy a directory tree (an example, to apply to without touching the original).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
