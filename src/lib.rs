@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod model;
 pub mod observe;
 pub mod ops;
+pub mod output;
 pub mod plan;
 pub mod render;
 pub mod rules;

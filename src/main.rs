@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    careplane::output::install_panic_hook();
     let cli = careplane::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            careplane::output::stderr(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };

@@ -396,6 +396,7 @@ impl Pseudonymizer {
             key: std::env::var(KEY_ENV)
                 .ok()
                 .filter(|k| !k.is_empty())
+                .inspect(|k| crate::output::register_secret(k))
                 .map(String::into_bytes),
         }
     }

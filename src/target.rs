@@ -3,15 +3,16 @@
 //! Credentials are read from the environment variables the project file names.
 
 use std::path::Path;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
 use crate::dialect::{Dialect, canvas::Canvas, r4::R4};
 use crate::fhir::auth::{Auth, OAuth2};
 use crate::fhir::file::FileStore;
-use crate::fhir::http::HttpStore;
+use crate::fhir::http::{HttpStore, Limits};
 use crate::fhir::{FhirError, Store};
-use crate::manifest::types::{OAuth2Spec, ProjectSpec, TargetSpec, TargetType};
+use crate::manifest::types::{LimitsSpec, OAuth2Spec, ProjectSpec, TargetSpec, TargetType};
 use crate::plan::TargetInfo;
 
 /// Where the embedded default file store lives, relative to the manifest directory.
@@ -133,6 +134,20 @@ fn oauth2(name: &str, o: &OAuth2Spec, token_url: String) -> Result<Auth, TargetE
     }))
 }
 
+/// The project file's `limits`, over the defaults.
+fn limits(spec: Option<&LimitsSpec>) -> Limits {
+    let d = Limits::default();
+    let Some(l) = spec else { return d };
+    let secs = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
+    Limits {
+        connect_timeout: secs(l.connect_timeout_seconds, d.connect_timeout),
+        read_timeout: secs(l.read_timeout_seconds, d.read_timeout),
+        request_timeout: secs(l.request_timeout_seconds, d.request_timeout),
+        max_response_bytes: l.max_response_bytes.unwrap_or(d.max_response_bytes),
+        max_pages: l.max_pages.unwrap_or(d.max_pages),
+    }
+}
+
 fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget, TargetError> {
     let concurrency = spec
         .concurrency
@@ -143,7 +158,8 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                 dialect: Box<dyn Dialect>,
                 page: u32|
      -> Result<ResolvedTarget, TargetError> {
-        let store = HttpStore::new(url, auth)?.with_page_size(page);
+        let store =
+            HttpStore::with_limits(url, auth, limits(spec.limits.as_ref()))?.with_page_size(page);
         Ok(ResolvedTarget {
             info: TargetInfo {
                 name: name.into(),

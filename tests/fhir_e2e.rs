@@ -344,7 +344,9 @@ fn the_request_log_names_requests_but_never_search_values() {
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("careplane: Practitioner search by _elements (GET Practitioner) → HTTP 200"),
+        log.contains(
+            "careplane: Practitioner search by _elements (GET Practitioner) attempt 1 → HTTP 200"
+        ),
         "{log}"
     );
     assert!(

@@ -105,7 +105,7 @@ pub async fn run(a: Args) -> u8 {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        if let Err(e) = std::fs::write(&path, text) {
+        if let Err(e) = crate::output::write_file(&path, text) {
             err(&format!("error: cannot write {}: {e}\n", path.display()));
             return EXIT_ERROR;
         }

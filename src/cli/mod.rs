@@ -12,7 +12,7 @@ pub mod test;
 pub mod validate;
 pub mod watch;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -115,17 +115,14 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-/// Write to stdout through anstream (strips colour for pipes and NO_COLOR).
+/// Write to stdout (through [`crate::output`], which redacts credentials).
 pub fn out(text: &str) {
-    let mut s = anstream::stdout();
-    let _ = s.write_all(text.as_bytes());
-    let _ = s.flush();
+    crate::output::stdout(text)
 }
 
+/// Write to stderr (through [`crate::output`], which redacts credentials).
 pub fn err(text: &str) {
-    let mut s = anstream::stderr();
-    let _ = s.write_all(text.as_bytes());
-    let _ = s.flush();
+    crate::output::stderr(text)
 }
 
 fn base(dir: &Path) -> String {

@@ -1,19 +1,29 @@
 //! FHIR R4 over HTTP.
 //!
-//! - Searches page by following `Bundle.link[next]` verbatim and keep only entries whose
-//!   `search.mode` is `match`; `Prefer: handling=strict` asks the server to fail on
-//!   parameters it does not support, and an OperationOutcome entry in a result is an error.
+//! - Searches page by following `Bundle.link[next]` and keep only entries whose
+//!   `search.mode` is `match` (and whose type is the one searched for);
+//!   `Prefer: handling=strict` asks the server to fail on parameters it does not support,
+//!   and an OperationOutcome entry in a result is an error.
+//! - Credentials go only to the target's own origin: a next link or a redirect to another
+//!   scheme, host or port (an https → http downgrade included) is refused before anything
+//!   is sent there. Other schemes (`file:`, …) are refused and never retried.
+//! - Every answer is bounded: connect, read (idle) and total timeouts, a size limit on the
+//!   body, and a limit on the pages one search may take (the server's `total` when it
+//!   gives one, else `limits.maxPages`). Each failure says which limit fired, for which
+//!   URL (never its query).
 //! - Writes are conditional: `If-Match: W/"<versionId>"` (or `If-Unmodified-Since` where
 //!   the server has no versions), creates carry `If-None-Exist`. 409/412 mean "changed since
 //!   read".
 //! - Retries (backon) only for requests that are safe to repeat: GET, PUT, DELETE, and
-//!   POST with `If-None-Exist`; on 408/429/5xx and connection errors; `Retry-After` is
-//!   honoured (capped at 60 s).
+//!   POST with `If-None-Exist`; on 408/429/5xx, refused or reset connections and connect or
+//!   read timeouts, never on TLS failures or the total timeout; `Retry-After` is honoured
+//!   (capped at 60 s).
 //! - Nothing logged or returned in errors contains a query string (search values can be
-//!   patient identifiers) or a credential.
+//!   patient identifiers); credentials are removed at the output edge
+//!   ([`crate::output`]), where this store registers the ones it holds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -23,13 +33,41 @@ use serde_json::Value;
 use url::Url;
 
 use super::auth::Auth;
-use super::{FhirError, Precondition, Query, Written, resource_type};
+use super::{FhirError, Precondition, Query, TimeoutKind, Written, resource_type};
 
 const FHIR_JSON: &str = "application/fhir+json";
 
+/// Bounds on one target's traffic (the project file's `limits`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Opening a connection, TLS included.
+    pub connect_timeout: Duration,
+    /// Waiting for the answer to start, and between two parts of its body.
+    pub read_timeout: Duration,
+    /// One whole request, answer included (not retried when it fires).
+    pub request_timeout: Duration,
+    /// The largest answer body accepted.
+    pub max_response_bytes: u64,
+    /// The most pages one search may take.
+    pub max_pages: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            max_response_bytes: 64 * 1024 * 1024,
+            max_pages: 10_000,
+        }
+    }
+}
+
 pub struct HttpStore {
-    /// `CAREPLANE_LOG=requests`: one stderr line per request (method, what, status, time;
-    /// never query values, bodies or credentials).
+    /// `CAREPLANE_LOG=requests`: one stderr line per attempt (method, what, attempt,
+    /// outcome, time, the delay before a retry; never query values, bodies or
+    /// credentials).
     log_requests: bool,
     base: Url,
     client: reqwest::Client,
@@ -37,6 +75,7 @@ pub struct HttpStore {
     requests: AtomicU64,
     page_size: u32,
     max_retries: usize,
+    limits: Limits,
 }
 
 /// One attempt's failure, with the server's `Retry-After` if it gave one.
@@ -45,25 +84,119 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
+impl From<FhirError> for Failure {
+    fn from(error: FhirError) -> Self {
+        Failure {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// What an answer's body was.
+#[derive(Clone, Debug)]
+enum Body {
+    Empty,
+    Json(Value),
+    /// Not JSON: only its media type and size are kept (its text may quote anything).
+    Other {
+        content_type: Option<String>,
+        bytes: usize,
+    },
+}
+
 struct Response {
     status: StatusCode,
     headers: HeaderMap,
     body: Option<Value>,
+    raw: Body,
+}
+
+impl Response {
+    /// Why the body is not the JSON resource expected, in words.
+    fn body_problem(&self) -> String {
+        match &self.raw {
+            Body::Empty => "the body is empty".into(),
+            Body::Json(v) => match v.get("resourceType").and_then(Value::as_str) {
+                Some(t) => format!("the body is a {t}"),
+                None => "the body is JSON but not a FHIR resource".into(),
+            },
+            Body::Other {
+                content_type,
+                bytes,
+            } => format!(
+                "the body is not JSON ({}, {bytes} bytes)",
+                content_type.as_deref().unwrap_or("no Content-Type")
+            ),
+        }
+    }
+}
+
+/// Logs an attempt that never finished (dropped mid-flight, e.g. on Ctrl-C or when a
+/// sibling request failed) when it goes out of scope unfinished.
+struct InFlight<'a> {
+    log: bool,
+    what: &'a str,
+    attempt: usize,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.log && !self.done {
+            crate::output::log(&format!(
+                "{} attempt {} → abandoned after {} ms",
+                self.what,
+                self.attempt,
+                self.started.elapsed().as_millis()
+            ));
+        }
+    }
 }
 
 impl HttpStore {
     pub fn new(base: &str, auth: Auth) -> Result<Self, FhirError> {
+        Self::with_limits(base, auth, Limits::default())
+    }
+
+    pub fn with_limits(base: &str, auth: Auth, limits: Limits) -> Result<Self, FhirError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut base = Url::parse(base).map_err(|e| {
             FhirError::Unsupported(format!("'{base}' is not a usable FHIR base URL: {e}"))
         })?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(FhirError::Unsupported(format!(
+                "'{}' is not an http(s) URL; a FHIR target is reached over HTTP",
+                shown_url(&base)
+            )));
+        }
+        if let Some(p) = base.password() {
+            crate::output::register_secret(p);
+            let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned());
+            if let Some(d) = decoded {
+                crate::output::register_secret(&d);
+            }
+        }
+        auth.register_secrets();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
+        // Redirects are followed only within the target's origin (and at most 5).
+        let origin = base.origin();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 || attempt.url().origin() != origin {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .user_agent(concat!("careplane/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(limits.connect_timeout)
+            .redirect(policy)
             .build()
             .map_err(|e| FhirError::Unsupported(format!("cannot build HTTP client: {e}")))?;
         Ok(HttpStore {
@@ -75,6 +208,7 @@ impl HttpStore {
             requests: AtomicU64::new(0),
             page_size: 100,
             max_retries: 4,
+            limits,
         })
     }
 
@@ -93,6 +227,10 @@ impl HttpStore {
         &self.base
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -101,6 +239,41 @@ impl HttpStore {
         self.base
             .join(path)
             .map_err(|e| FhirError::Unsupported(format!("bad resource path {path}: {e}")))
+    }
+
+    /// A URL the server handed back (a next link): resolved against `from`, and refused
+    /// unless it is http(s) on the target's own origin, so credentials never go elsewhere.
+    fn follow(&self, from: &Url, link: &str, what: &str) -> Result<Url, FhirError> {
+        let url = from.join(link).map_err(|_| FhirError::InvalidResponse {
+            what: what.to_owned(),
+            reason: "the next link is not a URL".into(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FhirError::Refused {
+                what: what.to_owned(),
+                reason: format!(
+                    "the server's next link is a '{}:' URL; careplane follows only http(s) links on the target's own origin",
+                    url.scheme()
+                ),
+            });
+        }
+        if url.origin() != self.base.origin() {
+            let downgrade = self.base.scheme() == "https" && url.scheme() == "http";
+            return Err(FhirError::Refused {
+                what: what.to_owned(),
+                reason: format!(
+                    "the server's next link leads to {} but the target is {}{}; careplane sends the target's credentials only to its own origin and did not follow it",
+                    url.origin().ascii_serialization(),
+                    self.base.origin().ascii_serialization(),
+                    if downgrade {
+                        " (and from https to plain http)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        Ok(url)
     }
 
     /// Send one request (with retries when `retry` is set); every status comes back as a
@@ -114,9 +287,12 @@ impl HttpStore {
         what: &str,
         retry: bool,
     ) -> Result<Response, FhirError> {
+        let attempts = AtomicUsize::new(0);
+        let max = if retry { self.max_retries } else { 0 };
         let attempt = || async {
             let mut stale: Option<String> = None;
             loop {
+                let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
                 let resp = self
                     .send_once(
                         method.clone(),
@@ -125,6 +301,7 @@ impl HttpStore {
                         headers.clone(),
                         what,
                         stale.as_deref(),
+                        n,
                     )
                     .await?;
                 // One retry with a fresh token (the old one may have expired early).
@@ -139,7 +316,6 @@ impl HttpStore {
                 return Ok(resp.0);
             }
         };
-        let max = if retry { self.max_retries } else { 0 };
         let result = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -151,6 +327,16 @@ impl HttpStore {
             .sleep(tokio::time::sleep)
             .when(|f: &Failure| f.error.is_transient())
             .adjust(|f: &Failure, dur| dur.map(|d| f.retry_after.unwrap_or(d)))
+            .notify(|f: &Failure, dur: Duration| {
+                if self.log_requests {
+                    crate::output::log(&format!(
+                        "{what}: attempt {} failed ({}); next attempt in {} ms",
+                        attempts.load(Ordering::Relaxed),
+                        short(&f.error),
+                        dur.as_millis()
+                    ));
+                }
+            })
             .await;
         let resp = result.map_err(|f| f.error)?;
         match resp.status.as_u16() {
@@ -161,10 +347,24 @@ impl HttpStore {
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
             ))),
+            300..=399 => Err(FhirError::Refused {
+                what: what.to_owned(),
+                reason: format!(
+                    "the server answered with a redirect (HTTP {}) {}; careplane follows redirects only within the target's own origin",
+                    resp.status.as_u16(),
+                    resp.headers
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(|l| url.join(l).ok())
+                        .map(|u| format!("to {}", u.origin().ascii_serialization()))
+                        .unwrap_or_else(|| "elsewhere".into())
+                ),
+            }),
             _ => Ok(resp),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send_once(
         &self,
         method: Method,
@@ -173,18 +373,12 @@ impl HttpStore {
         headers: HeaderMap,
         what: &str,
         stale: Option<&str>,
+        attempt: usize,
     ) -> Result<(Response, Option<String>), Failure> {
-        let token = self
-            .auth
-            .token(&self.client, stale)
-            .await
-            .map_err(|error| Failure {
-                error,
-                retry_after: None,
-            })?;
+        let token = self.auth.token(&self.client, stale).await?;
         let mut req = self
             .client
-            .request(method, url)
+            .request(method, url.clone())
             .headers(headers)
             .header(reqwest::header::ACCEPT, FHIR_JSON);
         if let Some(t) = &token {
@@ -196,43 +390,119 @@ impl HttpStore {
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| transport(what, e))?;
-        let status = resp.status();
-        if self.log_requests {
-            eprintln!(
-                "careplane: {} → HTTP {} in {} ms",
-                what,
-                status.as_u16(),
-                started.elapsed().as_millis()
-            );
-        }
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
-        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            serde_json::from_slice::<Value>(&bytes).ok()
+        let mut flight = InFlight {
+            log: self.log_requests,
+            what,
+            attempt,
+            started: Instant::now(),
+            done: false,
         };
-        if matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504) {
+        let limit = self.limits.request_timeout;
+        let outcome = match tokio::time::timeout(limit, self.receive(req, &url, what)).await {
+            Ok(r) => r,
+            Err(_) => Err(FhirError::Timeout {
+                what: what.to_owned(),
+                url: shown_url(&url),
+                which: TimeoutKind::Total,
+                after: limit,
+            }
+            .into()),
+        };
+        flight.done = true;
+        if self.log_requests {
+            let result = match &outcome {
+                Ok(r) => format!("HTTP {}", r.status.as_u16()),
+                Err(f) => short(&f.error),
+            };
+            crate::output::log(&format!(
+                "{what} attempt {attempt} → {result} in {} ms",
+                flight.started.elapsed().as_millis()
+            ));
+        }
+        let resp = outcome?;
+        if matches!(resp.status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504) {
             return Err(Failure {
-                retry_after: retry_after(&headers),
+                retry_after: retry_after(&resp.headers),
                 error: FhirError::Http {
                     what: what.to_owned(),
-                    status: status.as_u16(),
-                    message: message(what, body.as_ref()),
+                    status: resp.status.as_u16(),
+                    message: message(what, resp.body.as_ref()),
                 },
             });
         }
         let token = token.map(|t| t.expose_secret().to_owned());
-        Ok((
-            Response {
-                status,
-                headers,
-                body,
-            },
-            token,
-        ))
+        Ok((resp, token))
+    }
+
+    /// Send a built request and read its answer within the read timeout and size limit.
+    async fn receive(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &Url,
+        what: &str,
+    ) -> Result<Response, Failure> {
+        let idle = self.limits.read_timeout;
+        let read_timeout = || FhirError::Timeout {
+            what: what.to_owned(),
+            url: shown_url(url),
+            which: TimeoutKind::Read,
+            after: idle,
+        };
+        let mut resp = match tokio::time::timeout(idle, req.send()).await {
+            Err(_) => return Err(read_timeout().into()),
+            Ok(r) => r.map_err(|e| transport(what, url, &self.limits, e))?,
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let max = self.limits.max_response_bytes;
+        let too_large = || FhirError::Refused {
+            what: what.to_owned(),
+            reason: format!(
+                "the answer from {} is larger than the target's limit of {max} bytes (limits.maxResponseBytes); lower pageSize or raise the limit",
+                shown_url(url)
+            ),
+        };
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_large().into());
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        loop {
+            match tokio::time::timeout(idle, resp.chunk()).await {
+                Err(_) => return Err(read_timeout().into()),
+                Ok(Err(e)) => return Err(transport(what, url, &self.limits, e)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    if (bytes.len() + chunk.len()) as u64 > max {
+                        return Err(too_large().into());
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Body::Empty
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => Body::Json(v),
+                Err(_) => Body::Other {
+                    content_type: headers
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned()),
+                    bytes: bytes.len(),
+                },
+            }
+        };
+        let body = match &raw {
+            Body::Json(v) => Some(v.clone()),
+            _ => None,
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+            raw,
+        })
     }
 
     fn http_error(what: &str, resp: &Response) -> FhirError {
@@ -240,6 +510,27 @@ impl HttpStore {
             what: what.to_owned(),
             status: resp.status.as_u16(),
             message: message(what, resp.body.as_ref()),
+        }
+    }
+
+    /// A 2xx answer that should have been a resource of type `expected` but is not: an
+    /// OperationOutcome keeps the server's words, anything else is described.
+    fn not_a(what: &str, expected: &str, resp: &Response) -> FhirError {
+        if let Some(b) = &resp.body
+            && b.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+        {
+            return FhirError::InvalidResponse {
+                what: what.to_owned(),
+                reason: format!(
+                    "HTTP {} with an OperationOutcome instead of a {expected}: {}",
+                    resp.status.as_u16(),
+                    message(what, Some(b)).unwrap_or_else(|| "no details".into())
+                ),
+            };
+        }
+        FhirError::InvalidResponse {
+            what: what.to_owned(),
+            reason: format!("expected a {expected}, but {}", resp.body_problem()),
         }
     }
 
@@ -259,35 +550,48 @@ impl HttpStore {
         headers.insert("Prefer", HeaderValue::from_static("handling=strict"));
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        // Pages this search may take: the configured cap, lowered once the server says how
+        // many results there are.
+        let mut bound = self.limits.max_pages;
+        let mut total: Option<u64> = None;
+        let mut pages: u32 = 0;
         loop {
-            if !seen.insert(url.to_string()) || seen.len() > 100_000 {
-                return Err(FhirError::InvalidResponse {
+            if !seen.insert(url.to_string()) {
+                return Err(FhirError::Refused {
                     what,
                     reason: "the server's next links go round in a loop".into(),
                 });
             }
+            if pages >= bound {
+                return Err(FhirError::Refused {
+                    what,
+                    reason: match total {
+                        Some(t) => format!(
+                            "the server still links to another page after {pages} pages, more than its own total of {t} results can need"
+                        ),
+                        None => format!(
+                            "the search took more than {pages} pages (limits.maxPages); raise the limit if the target really holds that many"
+                        ),
+                    },
+                });
+            }
+            pages += 1;
             let resp = self
                 .exchange(Method::GET, url.clone(), None, headers.clone(), &what, true)
                 .await?;
             if !resp.status.is_success() {
                 return Err(Self::http_error(&what, &resp));
             }
-            let bundle = resp.body.ok_or_else(|| FhirError::InvalidResponse {
-                what: what.clone(),
-                reason: "empty body".into(),
-            })?;
-            if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-                return Err(FhirError::InvalidResponse {
-                    what,
-                    reason: "expected a Bundle".into(),
-                });
-            }
-            for entry in bundle
+            let bundle = match &resp.body {
+                Some(b) if b.get("resourceType").and_then(Value::as_str) == Some("Bundle") => b,
+                _ => return Err(Self::not_a(&what, "Bundle", &resp)),
+            };
+            let entries = bundle
                 .get("entry")
                 .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for entry in entries {
                 let mode = entry
                     .pointer("/search/mode")
                     .and_then(Value::as_str)
@@ -296,7 +600,20 @@ impl HttpStore {
                     continue;
                 };
                 match mode {
-                    "match" => out.push(resource.clone()),
+                    "match" => {
+                        let rt = resource.get("resourceType").and_then(Value::as_str);
+                        if rt != Some(q.resource_type.as_str()) {
+                            return Err(FhirError::InvalidResponse {
+                                what,
+                                reason: format!(
+                                    "the server returned a {} as a match of a {} search; careplane will not act on a result it did not ask for",
+                                    rt.unwrap_or("resource without a type"),
+                                    q.resource_type
+                                ),
+                            });
+                        }
+                        out.push(resource.clone());
+                    }
                     "outcome" => {
                         let severe = resource
                             .get("issue")
@@ -320,6 +637,16 @@ impl HttpStore {
                     _ => {}
                 }
             }
+            if pages == 1
+                && let Some(t) = bundle.get("total").and_then(Value::as_u64)
+            {
+                total = Some(t);
+                let per_page = (entries.len() as u64).max(1);
+                // One page more than the total needs, and a tenth for results added while
+                // paging.
+                let needed = t.div_ceil(per_page) + 1 + t.div_ceil(per_page) / 10;
+                bound = bound.min(needed.min(u32::MAX as u64) as u32);
+            }
             let next = bundle
                 .get("link")
                 .and_then(Value::as_array)
@@ -328,12 +655,7 @@ impl HttpStore {
                 .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
                 .and_then(|l| l.get("url").and_then(Value::as_str));
             match next {
-                Some(n) => {
-                    url = url.join(n).map_err(|_| FhirError::InvalidResponse {
-                        what: what.clone(),
-                        reason: "next link is not a URL".into(),
-                    })?;
-                }
+                Some(n) => url = self.follow(&url, n, &what)?,
                 None => return Ok(out),
             }
         }
@@ -346,13 +668,12 @@ impl HttpStore {
             .exchange(Method::GET, url, None, HeaderMap::new(), &what, true)
             .await?;
         match resp.status.as_u16() {
-            200 => resp
-                .body
-                .map(Some)
-                .ok_or_else(|| FhirError::InvalidResponse {
-                    what,
-                    reason: "empty body".into(),
-                }),
+            200 => match &resp.body {
+                Some(b) if b.get("resourceType").and_then(Value::as_str) == Some(resource_type) => {
+                    Ok(resp.body)
+                }
+                _ => Err(Self::not_a(&what, resource_type, &resp)),
+            },
             404 | 410 => Ok(None),
             _ => Err(Self::http_error(&what, &resp)),
         }
@@ -384,6 +705,7 @@ impl HttpStore {
             .into_iter()
             .flatten()
             .filter_map(|e| e.get("resource").cloned())
+            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some(rt))
             .collect();
         versions.sort_by(|a, b| {
             let t = |r: &Value| {
@@ -497,15 +819,129 @@ impl HttpStore {
     }
 }
 
-/// A failure to talk to the server at all (retried); the URL is left out of the reason
-/// because it may carry search values.
-fn transport(what: &str, e: reqwest::Error) -> Failure {
-    Failure {
-        error: FhirError::Transport {
+/// A URL as it may be printed: scheme, host, port and path, never the query (search
+/// values) or user info, and no patient id in the path.
+fn shown_url(url: &Url) -> String {
+    let mut segs: Vec<String> = Vec::new();
+    let mut withhold = false;
+    for s in url.path().split('/') {
+        if withhold && !s.is_empty() && !s.starts_with('_') {
+            segs.push("(id withheld)".into());
+        } else {
+            segs.push(s.to_owned());
+        }
+        withhold = matches!(s, "Patient" | "CareTeam" | "Consent");
+    }
+    format!("{}{}", url.origin().ascii_serialization(), segs.join("/"))
+}
+
+/// A failure to talk to the server at all, by its root cause: refused or reset
+/// connections, DNS and connect timeouts are retried, TLS failures are not.
+fn transport(what: &str, url: &Url, limits: &Limits, e: reqwest::Error) -> Failure {
+    let host = match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => "the server".into(),
+    };
+    let error = match cause(&e) {
+        Cause::Tls(reason) => FhirError::Tls {
             what: what.to_owned(),
-            reason: e.without_url().to_string(),
+            host,
+            reason,
         },
-        retry_after: None,
+        Cause::Timeout if e.is_connect() => FhirError::Timeout {
+            what: what.to_owned(),
+            url: shown_url(url),
+            which: TimeoutKind::Connect,
+            after: limits.connect_timeout,
+        },
+        c => FhirError::Transport {
+            what: what.to_owned(),
+            reason: match c {
+                Cause::Dns => format!(
+                    "could not find the server: the name {} does not resolve (DNS)",
+                    url.host_str().unwrap_or("?")
+                ),
+                Cause::Refused => format!("{host} refused the connection (nothing listens there?)"),
+                Cause::Reset => {
+                    format!("the connection to {host} was closed before the answer was complete")
+                }
+                Cause::Timeout => format!("timed out talking to {host}"),
+                Cause::Other(text) | Cause::Tls(text) => {
+                    format!("could not talk to {host} ({text})")
+                }
+            },
+        },
+    };
+    error.into()
+}
+
+enum Cause {
+    Dns,
+    Refused,
+    Reset,
+    Timeout,
+    Tls(String),
+    Other(String),
+}
+
+/// The root cause of a reqwest error, from its chain of sources (io errors, rustls errors,
+/// and hyper's DNS error, which is only recognisable by its text).
+fn cause(e: &reqwest::Error) -> Cause {
+    use std::error::Error;
+    use std::io::ErrorKind;
+    // reqwest's own text names the URL (with its query): start at its sources.
+    let mut src: Option<&(dyn Error + 'static)> = e.source();
+    let mut innermost = String::from("no details");
+    while let Some(s) = src {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Cause::Tls(tls.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Cause::Tls(tls.to_string());
+            }
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return Cause::Refused,
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => return Cause::Reset,
+                ErrorKind::TimedOut => return Cause::Timeout,
+                _ => {}
+            }
+        }
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return Cause::Dns;
+        }
+        if text.contains("invalid peer certificate") || text.contains("tls handshake") {
+            return Cause::Tls(text);
+        }
+        innermost = text;
+        src = s.source();
+    }
+    if e.is_timeout() {
+        Cause::Timeout
+    } else if e.is_body() || e.is_decode() || e.is_request() && innermost.contains("closed") {
+        Cause::Reset
+    } else {
+        Cause::Other(innermost)
+    }
+}
+
+/// A failure in a few words, for the request log.
+fn short(e: &FhirError) -> String {
+    match e {
+        FhirError::Http { status, .. } => format!("HTTP {status}"),
+        FhirError::Timeout { which, after, .. } => {
+            format!("{:?} timeout after {} s", which, after.as_secs()).to_lowercase()
+        }
+        FhirError::Tls { .. } => "TLS failure".into(),
+        FhirError::Transport { reason, .. } => reason.clone(),
+        FhirError::Refused { .. } => "refused by careplane".into(),
+        FhirError::Auth(_) => "authentication failed".into(),
+        other => other.to_string(),
     }
 }
 
@@ -589,5 +1025,76 @@ fn message(what: &str, body: Option<&Value>) -> Option<String> {
         Some("(the server's message is withheld: it may quote patient data)".into())
     } else {
         Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(base: &str) -> HttpStore {
+        HttpStore::new(base, Auth::None).unwrap()
+    }
+
+    #[test]
+    fn next_links_stay_on_the_targets_origin() {
+        let s = store("https://fhir.example.org/r4");
+        let from = Url::parse("https://fhir.example.org/r4/Group?_count=100").unwrap();
+        // relative and same-origin links are followed
+        assert_eq!(
+            s.follow(&from, "Group?page=2", "w").unwrap().as_str(),
+            "https://fhir.example.org/r4/Group?page=2"
+        );
+        assert!(
+            s.follow(&from, "https://fhir.example.org/other/x", "w")
+                .is_ok()
+        );
+        // a downgrade to http, another port, another host, another scheme: refused
+        let downgrade = s
+            .follow(&from, "http://fhir.example.org/r4/Group?page=2", "w")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            downgrade.contains("from https to plain http"),
+            "{downgrade}"
+        );
+        for link in [
+            "https://fhir.example.org:8443/r4/Group",
+            "https://evil.example.net/r4/Group",
+            "//evil.example.net/r4/Group",
+            "ftp://fhir.example.org/r4/Group",
+            "file:///etc/passwd",
+        ] {
+            let e = s.follow(&from, link, "w").unwrap_err();
+            assert!(matches!(e, FhirError::Refused { .. }), "{link}: {e}");
+            assert!(!e.is_transient());
+        }
+    }
+
+    #[test]
+    fn printed_urls_have_no_query_user_or_patient_id() {
+        let u = Url::parse("https://svc:pw@h.example.org:8443/r4/Patient/123/_history?name=Doe")
+            .unwrap();
+        assert_eq!(
+            shown_url(&u),
+            "https://h.example.org:8443/r4/Patient/(id withheld)/_history"
+        );
+        let g = Url::parse("http://127.0.0.1:9/fhir/Group/g1?x=1").unwrap();
+        assert_eq!(shown_url(&g), "http://127.0.0.1:9/fhir/Group/g1");
+    }
+
+    #[test]
+    fn only_http_bases_are_targets() {
+        assert!(HttpStore::new("file:///tmp/store", Auth::None).is_err());
+        assert!(HttpStore::new("https://fhir.example.org", Auth::None).is_ok());
+    }
+
+    #[test]
+    fn a_password_in_the_base_url_is_registered_for_redaction() {
+        let _ = store("https://svc:pw-in-url-4711@fhir.example.org/r4");
+        assert_eq!(
+            crate::output::scrub("failed for svc:pw-in-url-4711@"),
+            "failed for svc:[redacted]@"
+        );
     }
 }

@@ -87,8 +87,31 @@ pub enum FhirError {
         status: u16,
         message: Option<String>,
     },
-    #[error("{what} failed: could not reach the server ({reason})")]
+    /// The request did not get an answer: DNS, a refused or reset connection (retried).
+    #[error("{what} failed: {reason}")]
     Transport { what: String, reason: String },
+    /// TLS failed (a certificate the client does not trust, a server that does not speak
+    /// TLS): never retried, since sending the same request again cannot fix it.
+    #[error(
+        "{what} failed: the TLS connection to {host} failed ({reason}); check the target URL and the server's certificate"
+    )]
+    Tls {
+        what: String,
+        host: String,
+        reason: String,
+    },
+    /// One of the target's timeouts fired (`limits` in the project file).
+    #[error("{what} failed: no {kind} within the {limit}-second {name} timeout ({url})", kind = which.waited_for(), limit = after.as_secs(), name = which.name())]
+    Timeout {
+        what: String,
+        url: String,
+        which: TimeoutKind,
+        after: std::time::Duration,
+    },
+    /// careplane would not go on with what the server sent (a link to another origin, an
+    /// answer over the size limit, a search that does not end).
+    #[error("{what}: careplane stopped: {reason}")]
+    Refused { what: String, reason: String },
     #[error("{what}: the server's answer was not understood ({reason})")]
     InvalidResponse { what: String, reason: String },
     #[error("authentication failed: {0}")]
@@ -105,7 +128,37 @@ impl FhirError {
         match self {
             FhirError::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             FhirError::Transport { .. } => true,
+            FhirError::Timeout { which, .. } => *which != TimeoutKind::Total,
             _ => false,
+        }
+    }
+}
+
+/// Which of a request's timeouts fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// Opening the connection (TCP and TLS).
+    Connect,
+    /// Waiting for the next part of the answer (headers or body bytes).
+    Read,
+    /// The whole request, answer included. Not retried: a server that answers this
+    /// slowly will do so again.
+    Total,
+}
+
+impl TimeoutKind {
+    fn name(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::Read => "read",
+            TimeoutKind::Total => "request",
+        }
+    }
+    fn waited_for(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connection",
+            TimeoutKind::Read => "answer",
+            TimeoutKind::Total => "complete answer",
         }
     }
 }
@@ -148,6 +201,8 @@ pub fn outcome_text(body: &Value) -> Option<String> {
 }
 
 /// A target store: HTTP FHIR server or local files.
+// One store per command: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Http(http::HttpStore),
     File(file::FileStore),

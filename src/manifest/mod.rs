@@ -755,6 +755,13 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
                 "remove them, or set `type: canvas`",
             );
         }
+        if t.target_type == TargetType::File && t.limits.is_some() {
+            ck.error(
+                d.at(&format!("/spec/targets/{name}/limits")),
+                format!("target '{name}': limits apply to fhir and canvas targets only"),
+                "remove `limits:`; a file store has no network to bound",
+            );
+        }
         if let Some(auth) = &t.auth
             && auth.bearer_token_env.is_some()
             && auth.oauth2.is_some()

@@ -444,6 +444,40 @@ pub struct TargetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
     pub concurrency: Option<u32>,
+    /// `fhir` and `canvas` targets: bounds on every request (timeouts, answer size, pages
+    /// per search). The defaults suit most servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// Bounds on a target's HTTP traffic. A limit that fires stops the command with an error
+/// that names it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Seconds to open a connection, TLS included (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub connect_timeout_seconds: Option<u64>,
+    /// Seconds to wait for an answer to start, and between two parts of its body
+    /// (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub read_timeout_seconds: Option<u64>,
+    /// Seconds for one whole request, answer included (default 120). Not retried when it
+    /// fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub request_timeout_seconds: Option<u64>,
+    /// The largest answer accepted, in bytes (default 67108864, 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_response_bytes: Option<u64>,
+    /// The most pages one search may take (default 10000). A server that gives `total`
+    /// bounds it further by what that total can need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pages: Option<u32>,
 }
 
 /// How to authenticate to a `fhir` target.

@@ -33,7 +33,7 @@ pub fn checksum(plan: &Plan) -> String {
 }
 
 pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    std::fs::write(path, to_json(plan)).map_err(|e| PlanFileError::Write {
+    crate::output::write_file(path, &to_json(plan)).map_err(|e| PlanFileError::Write {
         path: path.display().to_string(),
         reason: e.to_string(),
     })
