@@ -48,8 +48,45 @@ pub enum TargetError {
         what: String,
         target: String,
     },
+    #[error("environment variable {var} must be a number of seconds, not '{value}'")]
+    InvalidEnv { var: String, value: String },
     #[error(transparent)]
     Fhir(#[from] FhirError),
+}
+
+impl ResolvedTarget {
+    /// Before an apply reads: hold a file store's writer lock until [`Self::end_writes`]
+    /// (or drop), so another careplane process cannot write between this plan and its
+    /// writes; `on_wait` is told once if another process holds it. Servers: nothing.
+    pub async fn begin_writes(&self, on_wait: &dyn Fn(&str)) -> Result<(), TargetError> {
+        match &self.store {
+            Store::File(s) => Ok(s.begin_session(on_wait).await?),
+            Store::Http(_) => Ok(()),
+        }
+    }
+
+    pub async fn end_writes(&self) {
+        if let Store::File(s) = &self.store {
+            s.end_session().await;
+        }
+    }
+}
+
+/// `CAREPLANE_LOCK_TIMEOUT`: seconds a writer waits for a file store's lock.
+fn lock_timeout() -> Result<std::time::Duration, TargetError> {
+    const VAR: &str = "CAREPLANE_LOCK_TIMEOUT";
+    match std::env::var(VAR) {
+        Err(_) => Ok(crate::fhir::file::DEFAULT_LOCK_TIMEOUT),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .ok_or(TargetError::InvalidEnv {
+                var: VAR.into(),
+                value: v,
+            }),
+    }
 }
 
 fn env(var: &str, what: &str, target: &str) -> Result<String, TargetError> {
@@ -103,26 +140,22 @@ pub fn resolve(
         None => return Err(TargetError::Ambiguous(known)),
     };
     match chosen {
-        None => Ok(file_target(
-            "default",
-            &dir.join(DEFAULT_STORE),
-            DEFAULT_CONCURRENCY,
-        )),
+        None => file_target("default", &dir.join(DEFAULT_STORE), DEFAULT_CONCURRENCY),
         Some((n, spec)) => from_spec(dir, &n, spec),
     }
 }
 
-fn file_target(name: &str, path: &Path, concurrency: usize) -> ResolvedTarget {
-    ResolvedTarget {
+fn file_target(name: &str, path: &Path, concurrency: usize) -> Result<ResolvedTarget, TargetError> {
+    Ok(ResolvedTarget {
         info: TargetInfo {
             name: name.into(),
             dialect: R4::default().name().into(),
             endpoint: path.display().to_string(),
         },
-        store: Store::File(FileStore::new(path)),
+        store: Store::File(FileStore::new(path).with_lock_timeout(lock_timeout()?)),
         dialect: Box::new(R4::default()),
         concurrency,
-    }
+    })
 }
 
 fn oauth2(name: &str, o: &OAuth2Spec, token_url: String) -> Result<Auth, TargetError> {
@@ -172,11 +205,11 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
         })
     };
     match spec.target_type {
-        TargetType::File => Ok(file_target(
+        TargetType::File => file_target(
             name,
             &dir.join(spec.path.as_deref().unwrap_or(DEFAULT_STORE)),
             concurrency,
-        )),
+        ),
         TargetType::Fhir => {
             let url = spec.url.as_deref().unwrap_or_default();
             let auth = match &spec.auth {

@@ -35,6 +35,10 @@ pub async fn run(a: Args) -> u8 {
     let dir = default_dir(a.dir);
     let prepared = async {
         let (m, target) = prepare(&dir, &a.target)?;
+        // a file store stays locked from this read to the last write (see fhir::file)
+        target
+            .begin_writes(&|msg| super::err(&format!("careplane: {msg}\n")))
+            .await?;
         let plan = match &a.plan {
             Some(path) => {
                 let mut plan = crate::plan::file::read(path)?;

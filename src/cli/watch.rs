@@ -108,7 +108,14 @@ pub async fn run(a: Args) -> u8 {
     tokio::pin!(stop);
     loop {
         let started = SystemTime::now() - OVERLAP;
-        match pass(&m, &target, since.clone()).await {
+        // a file store is locked for each pass (not between passes), like an apply
+        let locked = target.begin_writes(&|msg| err(&format!("careplane watch: {msg}\n")));
+        let result = match locked.await {
+            Ok(()) => pass(&m, &target, since.clone()).await,
+            Err(e) => Err(e.into()),
+        };
+        target.end_writes().await;
+        match result {
             Ok(_) => since = Some(humantime::format_rfc3339_millis(started).to_string()),
             // a failed pass is logged and retried at the next interval (a server blip
             // must not end the watch); the next pass reads from the last good point

@@ -4,11 +4,48 @@
 //! It keeps `meta.versionId` (a counter) and `meta.lastUpdated` like a server, checks
 //! preconditions the same way, and supports the few search parameters careplane sends
 //! (`_id`, `_tag`, `identifier`, `type`, `url`); any other parameter is an error rather than
-//! a silently wrong answer. Each write replaces the file atomically (temp file + rename).
+//! a silently wrong answer.
+//!
+//! # Several careplane processes on one store
+//!
+//! - **Lock.** Writers hold an exclusive advisory lock (`flock` on Unix, `LockFileEx` on
+//!   Windows, through `std::fs::File::lock`) on [`LOCK_FILE`] in the store directory. The
+//!   operating system drops it when the process ends, so a killed careplane never leaves
+//!   the store locked. The lock file itself is never removed (removing it would let two
+//!   processes lock two different files).
+//! - **Writer sessions.** An apply plans from what it read and then writes with
+//!   preconditions, so two applies interleaved write by write would refuse each other's
+//!   writes. `apply`, `import` and each `watch` pass therefore call
+//!   [`FileStore::begin_session`] before they read and keep the lock until their last
+//!   write ([`FileStore::end_session`], or when the store is dropped): a second apply waits
+//!   for the first (its caller is told once, so the CLI can say so on stderr) and then plans
+//!   from what the first one wrote. After [`FileStore::lock_timeout`] (default
+//!   [`DEFAULT_LOCK_TIMEOUT`]; `CAREPLANE_LOCK_TIMEOUT` in seconds, read by `target.rs`) it
+//!   gives up with [`FhirError::StoreLocked`]; a timeout of 0 never waits. A write outside
+//!   a session (library use, tests) takes the lock for that one read-modify-write.
+//! - **Atomic replacement.** Every write produces a whole new file: a temporary file unique
+//!   to the process and the write (`.<Type>.ndjson.<pid>.<counter>.<random>.tmp`, created
+//!   with `create_new` in the store directory), written, `fsync`ed, renamed over
+//!   `<Type>.ndjson`, then the directory is `fsync`ed so the rename survives a crash.
+//! - **Reads take no lock.** A reader opens `<Type>.ndjson` and gets either the inode
+//!   before a rename or the one after, each complete, because writers never modify a data
+//!   file in place. So `plan`, `drift` and `export` never wait for a long apply (or one
+//!   waiting at its confirmation prompt) and never see a torn file. Across files they see
+//!   no snapshot, exactly like a server: an apply re-checks every precondition under the
+//!   lock and refuses a write whose object changed since its plan.
+//! - **Stale temporary files** (from a process killed between write and rename) are never
+//!   read, since only `<Type>.ndjson` is, and are removed the next time a writer takes the
+//!   lock: while it holds it, no other careplane can be mid-write.
+//!
+//! A line that is not JSON (edited by hand, or written by another program) is still
+//! reported with its file and line; careplane's own writes can no longer produce one.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -16,9 +53,18 @@ use tokio::sync::Mutex;
 
 use super::{FhirError, Precondition, Query, Written, resource_type};
 
+/// The lock file writers hold, in the store directory.
+pub const LOCK_FILE: &str = ".careplane.lock";
+/// How long a writer waits for another process's lock before giving up.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a waiting writer tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
 pub struct FileStore {
     dir: PathBuf,
-    lock: Mutex<()>,
+    /// One operation at a time in this process; holds the writer session's locked file.
+    lock: Mutex<Option<File>>,
+    lock_timeout: Duration,
     ops: AtomicU64,
     counter: AtomicU64,
 }
@@ -27,10 +73,21 @@ impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FileStore {
             dir: dir.into(),
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             ops: AtomicU64::new(0),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// How long a write waits for another process's lock (0: do not wait).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     pub fn dir(&self) -> &Path {
@@ -41,11 +98,89 @@ impl FileStore {
         self.ops.load(Ordering::Relaxed)
     }
 
+    /// Take the store's exclusive lock and keep it until [`FileStore::end_session`] or
+    /// drop. If another process holds it, `on_wait` is called once with a sentence to
+    /// show, then this waits up to the lock timeout. Calling it again while the session is
+    /// open does nothing.
+    pub async fn begin_session(&self, on_wait: &dyn Fn(&str)) -> Result<(), FhirError> {
+        let mut held = self.lock.lock().await;
+        if held.is_none() {
+            *held = Some(self.acquire(on_wait).await?);
+        }
+        Ok(())
+    }
+
+    /// Release the lock taken by [`FileStore::begin_session`] (closing the file drops it).
+    pub async fn end_session(&self) {
+        self.lock.lock().await.take();
+    }
+
     fn err(&self, reason: impl Into<String>) -> FhirError {
         FhirError::Store {
             path: self.dir.display().to_string(),
             reason: reason.into(),
         }
+    }
+
+    /// Lock [`LOCK_FILE`] exclusively, waiting up to the lock timeout; then remove stale
+    /// temporary files (no other careplane can be writing one now).
+    async fn acquire(&self, on_wait: &dyn Fn(&str)) -> Result<File, FhirError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| self.err(format!("cannot create the store directory: {e}")))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(LOCK_FILE))
+            .map_err(|e| self.err(format!("cannot open {LOCK_FILE}: {e}")))?;
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(self.err(format!("cannot lock {LOCK_FILE}: {e}")));
+                }
+            }
+            if started.elapsed() >= self.lock_timeout {
+                return Err(FhirError::StoreLocked {
+                    path: self.dir.display().to_string(),
+                    waited: self.lock_timeout,
+                });
+            }
+            if !told {
+                told = true;
+                on_wait(&format!(
+                    "waiting for the file store lock at {} (held by another careplane process; giving up after {})",
+                    self.dir.display(),
+                    humantime::format_duration(self.lock_timeout)
+                ));
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+        self.remove_stale_temps()?;
+        Ok(file)
+    }
+
+    /// Temporary files left by a process that died between write and rename (and the
+    /// fixed `<Type>.ndjson.tmp` older versions used). Only called with the lock held.
+    fn remove_stale_temps(&self) -> Result<(), FhirError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| self.err(format!("cannot list the store directory: {e}")))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if is_temp_name(&name.to_string_lossy()) {
+                std::fs::remove_file(entry.path())
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .map_err(|e| self.err(format!("cannot remove a stale temporary file: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn file(&self, rt: &str) -> Result<PathBuf, FhirError> {
@@ -72,18 +207,60 @@ impl FileStore {
             .collect()
     }
 
+    /// A temporary file name no other process or write uses: pid, a per-store counter
+    /// and 64 random bits (the counter alone would repeat across stores in one process).
+    fn temp_name(&self, rt: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        format!(
+            ".{rt}.ndjson.{}.{n}.{:016x}.tmp",
+            std::process::id(),
+            h.finish()
+        )
+    }
+
+    /// Replace `<rt>.ndjson` with `resources`: unique temporary file, fsync, rename,
+    /// directory fsync. Called with the lock held.
     fn save(&self, rt: &str, resources: &[Value]) -> Result<(), FhirError> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| self.err(format!("cannot create the store directory: {e}")))?;
         let path = self.file(rt)?;
-        let tmp = path.with_extension("ndjson.tmp");
         let mut text = String::new();
         for r in resources {
             text.push_str(&serde_json::to_string(r).unwrap_or_default());
             text.push('\n');
         }
-        std::fs::write(&tmp, text).map_err(|e| self.err(format!("cannot write {rt}: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| self.err(format!("cannot replace {rt}: {e}")))
+        let tmp = self.dir.join(self.temp_name(rt));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.err(format!("cannot write {rt}.ndjson: {e}")));
+        }
+        sync_dir(&self.dir).map_err(|e| {
+            self.err(format!(
+                "{rt}.ndjson was replaced but the directory could not be synced: {e}"
+            ))
+        })
+    }
+
+    /// The lock for one write: none if a writer session holds it already.
+    async fn write_lock(&self, session: &Option<File>) -> Result<Option<File>, FhirError> {
+        match session {
+            Some(_) => Ok(None),
+            None => self.acquire(&|_| {}).await.map(Some),
+        }
     }
 
     fn new_id(&self) -> String {
@@ -161,7 +338,8 @@ impl FileStore {
         resource: &Value,
         if_none_exist: Option<&Query>,
     ) -> Result<Written, FhirError> {
-        let _g = self.lock.lock().await;
+        let g = self.lock.lock().await;
+        let _w = self.write_lock(&g).await?;
         self.ops.fetch_add(1, Ordering::Relaxed);
         let rt = resource_type(resource)?;
         let mut all = self.load(rt)?;
@@ -183,7 +361,8 @@ impl FileStore {
     }
 
     pub async fn update(&self, resource: &Value, pre: &Precondition) -> Result<Written, FhirError> {
-        let _g = self.lock.lock().await;
+        let g = self.lock.lock().await;
+        let _w = self.write_lock(&g).await?;
         self.ops.fetch_add(1, Ordering::Relaxed);
         let rt = resource_type(resource)?;
         let id = resource
@@ -221,7 +400,8 @@ impl FileStore {
     }
 
     pub async fn delete(&self, rt: &str, id: &str, pre: &Precondition) -> Result<(), FhirError> {
-        let _g = self.lock.lock().await;
+        let g = self.lock.lock().await;
+        let _w = self.write_lock(&g).await?;
         self.ops.fetch_add(1, Ordering::Relaxed);
         let mut all = self.load(rt)?;
         let Some(i) = all
@@ -238,6 +418,37 @@ impl FileStore {
         }
         all.remove(i);
         self.save(rt, &all)
+    }
+}
+
+/// A temporary file of this store (`.<Type>.ndjson.<…>.tmp`), or the fixed
+/// `<Type>.ndjson.tmp` of older careplane versions.
+fn is_temp_name(name: &str) -> bool {
+    name.ends_with(".ndjson.tmp")
+        || (name.starts_with('.') && name.ends_with(".tmp") && name.contains(".ndjson."))
+}
+
+/// Make a rename in `dir` durable. Filesystems that cannot sync a directory say so with
+/// `InvalidInput` / `Unsupported`; the rename itself is atomic there anyway.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        match File::open(dir).and_then(|d| d.sync_all()) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 
@@ -338,8 +549,95 @@ mod tests {
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn temp_files_are_unique_never_read_and_cleaned_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let a = store.temp_name("Group");
+        assert_ne!(a, store.temp_name("Group"));
+        assert_ne!(a, FileStore::new(dir.path()).temp_name("Group"));
+        assert!(is_temp_name(&a) && a.starts_with(".Group.ndjson."));
+        assert!(!is_temp_name("Group.ndjson") && !is_temp_name(LOCK_FILE));
+
+        // what a process killed mid-write leaves behind (and the old fixed name)
+        let stale = [
+            ".Group.ndjson.4242.0.00000000deadbeef.tmp",
+            "Group.ndjson.tmp",
+        ];
+        for name in stale {
+            std::fs::write(dir.path().join(name), "{\"resourceType\":\"Gr").unwrap();
+        }
+        rt().block_on(async {
+            assert!(store.search(&Query::new("Group")).await.unwrap().is_empty());
+            let g = json!({"resourceType":"Group","type":"practitioner","actual":true});
+            store.create(&g, None).await.unwrap();
+            store.create(&g, None).await.unwrap();
+            assert_eq!(store.search(&Query::new("Group")).await.unwrap().len(), 2);
+        });
+        assert_eq!(names(dir.path()), [LOCK_FILE, "Group.ndjson"]);
+    }
+
+    #[test]
+    fn a_writer_session_excludes_other_writers_but_not_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileStore::new(dir.path());
+        let second = FileStore::new(dir.path()).with_lock_timeout(Duration::from_millis(100));
+        let g = json!({"resourceType":"Group","type":"practitioner","actual":true});
+        rt().block_on(async {
+            first
+                .begin_session(&|_| panic!("nobody holds the lock"))
+                .await
+                .unwrap();
+            first
+                .begin_session(&|_| panic!("already held"))
+                .await
+                .unwrap();
+            first.create(&g, None).await.unwrap();
+
+            let told = std::cell::Cell::new(0);
+            let started = Instant::now();
+            let e = second
+                .begin_session(&|m| {
+                    assert!(m.contains("waiting for the file store lock"), "{m}");
+                    told.set(told.get() + 1);
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(e, FhirError::StoreLocked { .. }), "{e}");
+            assert!(started.elapsed() >= Duration::from_millis(100));
+            assert_eq!(told.get(), 1, "the wait is announced once");
+            assert!(matches!(
+                second.create(&g, None).await,
+                Err(FhirError::StoreLocked { .. })
+            ));
+            // reads rely on atomic renames, not on the lock
+            assert_eq!(second.search(&Query::new("Group")).await.unwrap().len(), 1);
+
+            first.end_session().await;
+            second.create(&g, None).await.unwrap();
+            // a write outside a session holds the lock only for itself
+            first.begin_session(&|_| panic!("released")).await.unwrap();
+            let zero = FileStore::new(dir.path()).with_lock_timeout(Duration::ZERO);
+            assert!(matches!(
+                zero.begin_session(&|_| panic!("a zero timeout does not wait"))
+                    .await,
+                Err(FhirError::StoreLocked { .. })
+            ));
+        });
     }
 
     #[test]

@@ -120,6 +120,15 @@ pub enum FhirError {
     Unsupported(String),
     #[error("file store {path}: {reason}")]
     Store { path: String, reason: String },
+    /// Another careplane process held the file store's lock for the whole wait.
+    #[error(
+        "file store {path}: gave up after waiting {} for its lock (another careplane process holds it); try again when it is done, or wait longer with CAREPLANE_LOCK_TIMEOUT (seconds)",
+        humantime::format_duration(*.waited)
+    )]
+    StoreLocked {
+        path: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl FhirError {
