@@ -938,6 +938,30 @@ fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
                 "declare it with a `kind: CareTeamRole` document, or fix the name",
             );
         }
+        // an inline rule refers to groups and care-team roles like a PatientGroup's does
+        let (mut groups, mut roles) = (Vec::new(), Vec::new());
+        if let Some(rule) = &a.rule {
+            member_of(rule, &mut groups);
+            care_team_roles_of(rule, &mut roles);
+        }
+        for g in groups {
+            if !desired.patient_groups.iter().any(|x| x.name == g) {
+                ck.error(
+                    a.source.clone(),
+                    format!("care-team assignment '{}' refers to memberOf '{g}', which is not a declared PatientGroup", a.name),
+                    "declare that group, or fix the name",
+                );
+            }
+        }
+        for r in roles {
+            if !desired.care_team_roles.iter().any(|x| x.name == r) {
+                ck.error(
+                    a.source.clone(),
+                    format!("care-team assignment '{}' refers to care-team role '{r}', which is not declared", a.name),
+                    "declare it with a `kind: CareTeamRole` document, or fix the name",
+                );
+            }
+        }
         if let Some(g) = &a.group
             && !desired.patient_groups.iter().any(|x| &x.name == g)
         {
