@@ -286,7 +286,7 @@ impl Walk<'_> {
     }
 }
 
-/// Why one file could not be read.
+/// Read one file the walk examined: its text, or why not (message, help).
 fn read_file(path: &Path, examined: &Metadata, cap: u64) -> Result<String, (String, String)> {
     let too_large = || {
         (
@@ -318,7 +318,8 @@ fn read_file(path: &Path, examined: &Metadata, cap: u64) -> Result<String, (Stri
     })?;
     let changed = || {
         (
-            "changed while careplane was reading the manifests; it was not read".to_owned(),
+            "this file changed while careplane was reading the manifests; it was not read"
+                .to_owned(),
             "run careplane again on a directory nothing else is writing to".to_owned(),
         )
     };
