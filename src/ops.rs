@@ -102,20 +102,10 @@ pub async fn plan_since(
     let before = target.store.request_count();
     let project = &m.desired.project;
     let groups = &m.desired.patient_groups;
-    let assignments = &m.desired.care_team_assignments;
+    // Which patient searches to run: derived from every rule evaluated, of any kind.
     let reads = observe::RuleReads {
-        patients: !groups.is_empty() || !assignments.is_empty(),
-        consents: groups
-            .iter()
-            .filter_map(|g| g.rule.as_ref())
-            .any(crate::rules::uses_consent),
-        care_teams: groups
-            .iter()
-            .filter_map(|g| g.rule.as_ref())
-            .any(crate::rules::uses_care_team)
-            || !assignments.is_empty(),
-        tasks: !m.desired.routing_rules.is_empty(),
         tasks_since,
+        ..crate::rules::needed_reads(&m.desired)
     };
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await

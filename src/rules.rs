@@ -239,23 +239,53 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
     }
 }
 
-/// Whether a rule looks at care teams (so care teams must be read).
-pub fn uses_care_team(c: &Condition) -> bool {
-    match c {
-        Condition::All(cs) | Condition::Any(cs) => cs.iter().any(uses_care_team),
-        Condition::Not(c) => uses_care_team(c),
-        Condition::CareTeam(_) => true,
-        _ => false,
+/// The patient searches the rules need, derived from every rule careplane evaluates: each
+/// PatientGroup's rule, each CareTeamAssignment's inline rule, and routing rules that test
+/// a patient's group. `tasks_since` is left unset (it is the caller's).
+///
+/// Patients are read whenever any rule, group or assignment exists; consents when any rule
+/// has a `consent` condition; care teams when any rule has a `careTeam` condition or any
+/// care-team assignment exists (it must see who holds the role today).
+pub fn needed_reads(d: &crate::model::DesiredState) -> crate::observe::RuleReads {
+    let mut reads = crate::observe::RuleReads {
+        patients: !d.patient_groups.is_empty()
+            || !d.care_team_assignments.is_empty()
+            || d.routing_rules.iter().any(|r| r.patient_group.is_some()),
+        care_teams: !d.care_team_assignments.is_empty(),
+        tasks: !d.routing_rules.is_empty(),
+        ..Default::default()
+    };
+    let rules = d
+        .patient_groups
+        .iter()
+        .filter_map(|g| g.rule.as_ref())
+        .chain(
+            d.care_team_assignments
+                .iter()
+                .filter_map(|a| a.rule.as_ref()),
+        );
+    for rule in rules {
+        needs(rule, &mut reads);
     }
+    reads
 }
 
-/// Whether a rule looks at consents (so consents must be read).
-pub fn uses_consent(c: &Condition) -> bool {
+/// What one condition needs read. The match is exhaustive on purpose: a new condition type
+/// must say which search it needs.
+fn needs(c: &Condition, reads: &mut crate::observe::RuleReads) {
     match c {
-        Condition::All(cs) | Condition::Any(cs) => cs.iter().any(uses_consent),
-        Condition::Not(c) => uses_consent(c),
-        Condition::Consent(_) => true,
-        _ => false,
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| needs(c, reads)),
+        Condition::Not(c) => needs(c, reads),
+        Condition::Consent(_) => reads.consents = true,
+        Condition::CareTeam(_) => reads.care_teams = true,
+        // Patient fields: the Patient search (`patients`, set whenever a rule exists)
+        Condition::Identifier(_)
+        | Condition::Active(_)
+        | Condition::Gender(_)
+        | Condition::Age(_)
+        | Condition::Address(_) => reads.patients = true,
+        // other groups' members: their rules are walked as PatientGroups
+        Condition::MemberOf(_) => reads.patients = true,
     }
 }
 
@@ -577,5 +607,91 @@ mod tests {
         );
         assert!(!a.contains('a') || a.starts_with("pt-"));
         assert!(Pseudonymizer { key: None }.pseudonym("Patient/a").is_none());
+    }
+
+    /// Every condition type, in every kind that carries rules, bare and nested: the reads
+    /// derived from the manifests include the search that condition needs.
+    #[test]
+    fn needed_reads_cover_every_condition_in_every_rule_bearing_kind() {
+        let header = "apiVersion: careplane.dev/v1\n";
+        let base = format!(
+            "{header}kind: CareTeamRole\nmetadata: {{name: pcp}}\nspec: {{code: {{code: \"1\", display: PCP}}}}\n---\n{header}kind: PatientGroup\nmetadata: {{name: base}}\nspec: {{include: [p1]}}\n---\n{header}kind: Team\nmetadata: {{name: t}}\nspec: {{}}\n"
+        );
+        let conditions = [
+            ("consent", "{consent: {code: A0001, status: rejected}}"),
+            (
+                "careTeam",
+                "{careTeam: {practitioner: {npi: \"1\"}, role: pcp}}",
+            ),
+            ("memberOf", "{memberOf: base}"),
+            ("identifier", "{identifier: {system: \"urn:x\"}}"),
+            ("active", "{active: true}"),
+            ("gender", "{gender: female}"),
+            ("age", "{age: {min: 18}}"),
+            ("address", "{address: {state: CA}}"),
+        ];
+        let kinds = ["PatientGroup", "CareTeamAssignment", "RoutingRule"];
+        for (cond, yaml) in conditions {
+            for wrapped in [
+                yaml.to_owned(),
+                format!("{{not: {yaml}}}"),
+                format!("{{all: [{{active: true}}, {{any: [{yaml}]}}]}}"),
+            ] {
+                for kind in kinds {
+                    let doc = match kind {
+                        "PatientGroup" => format!(
+                            "{header}kind: PatientGroup\nmetadata: {{name: sel}}\nspec: {{rule: {wrapped}}}\n"
+                        ),
+                        "CareTeamAssignment" => format!(
+                            "{header}kind: CareTeamAssignment\nmetadata: {{name: a}}\nspec: {{practitioner: {{npi: \"1\"}}, careTeamRole: pcp, patients: {{rule: {wrapped}}}}}\n"
+                        ),
+                        _ => format!(
+                            "{header}kind: PatientGroup\nmetadata: {{name: sel}}\nspec: {{rule: {wrapped}}}\n---\n{header}kind: RoutingRule\nmetadata: {{name: r}}\nspec: {{match: {{patientGroup: sel}}, set: {{team: t}}}}\n"
+                        ),
+                    };
+                    let files = BTreeMap::from([
+                        ("base.yaml".to_owned(), base.clone()),
+                        ("x.yaml".to_owned(), doc),
+                    ]);
+                    let m = crate::manifest::load_from_memory(files, "p")
+                        .unwrap_or_else(|e| panic!("{kind} with {wrapped}: {:?}", e.diagnostics));
+                    let r = needed_reads(&m.desired);
+                    let at = format!("{cond} as {wrapped} in a {kind}");
+                    assert!(r.patients, "{at}: patients");
+                    assert_eq!(r.consents, cond == "consent", "{at}: consents");
+                    assert_eq!(
+                        r.care_teams,
+                        cond == "careTeam" || kind == "CareTeamAssignment",
+                        "{at}: care teams"
+                    );
+                    assert_eq!(r.tasks, kind == "RoutingRule", "{at}: tasks");
+                    assert!(r.tasks_since.is_none());
+                }
+            }
+        }
+    }
+
+    /// A care-team assignment's inline consent rule needs the Consent search even when no
+    /// patient group reads consents (issue 8, item 12), and selects accordingly.
+    #[test]
+    fn an_assignments_inline_consent_rule_reads_consents() {
+        let files = BTreeMap::from([(
+            "a.yaml".to_owned(),
+            "apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata: {name: pcp}\nspec: {code: {code: \"1\", display: PCP}}\n---\napiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata: {name: everyone}\nspec: {rule: {active: true}}\n---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata: {name: a}\nspec:\n  practitioner: {npi: \"1\"}\n  careTeamRole: pcp\n  patients: {rule: {not: {consent: {code: A0001, status: rejected}}}}\n".to_owned(),
+        )]);
+        let m = crate::manifest::load_from_memory(files, "p").unwrap();
+        let r = needed_reads(&m.desired);
+        assert!(r.patients && r.consents && r.care_teams && !r.tasks);
+    }
+
+    #[test]
+    fn no_rules_no_patient_reads() {
+        let files = BTreeMap::from([(
+            "a.yaml".to_owned(),
+            "apiVersion: careplane.dev/v1\nkind: Team\nmetadata: {name: t}\nspec: {}\n".to_owned(),
+        )]);
+        let m = crate::manifest::load_from_memory(files, "p").unwrap();
+        let r = needed_reads(&m.desired);
+        assert!(!r.patients && !r.consents && !r.care_teams && !r.tasks);
     }
 }

@@ -6,6 +6,7 @@
 //! naming `file:line:col`; nothing here touches the network, so a manifest error can never
 //! reach a server.
 
+pub mod files;
 pub mod schema;
 pub mod types;
 pub mod vars;
@@ -50,6 +51,8 @@ pub enum LoadError {
     },
     #[error("no manifest files (*.yaml, *.yml) found under {0}")]
     Empty(PathBuf),
+    #[error("{name}='{value}' is not a size: write a number of bytes, e.g. 8388608 or 8MiB")]
+    Limit { name: &'static str, value: String },
     #[error(transparent)]
     Invalid(#[from] ManifestErrors),
 }
@@ -74,22 +77,30 @@ pub struct LoadOptions {
     pub vars: Vec<(String, String)>,
 }
 
-/// Load and validate every manifest under `dir`.
+/// Load and validate every manifest under `dir`, within the [`files::Limits`] the
+/// environment sets (`CAREPLANE_MAX_MANIFEST_BYTES`).
 pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Manifests, LoadError> {
-    let mut paths = Vec::new();
-    collect_files(dir, dir, &mut paths)?;
-    if paths.is_empty() {
-        return Err(LoadError::Empty(dir.to_path_buf()));
+    load_with_limits(dir, opts, &files::Limits::from_env()?)
+}
+
+/// [`load`] with explicit limits. Only regular files inside `dir` are read (see
+/// [`files`]); every entry refused is a diagnostic, and loading stops before any YAML is
+/// parsed when there is one.
+pub fn load_with_limits(
+    dir: &Path,
+    opts: &LoadOptions,
+    limits: &files::Limits,
+) -> Result<Manifests, LoadError> {
+    let read = files::read_manifest_dir(dir, limits)?;
+    let files = read.files;
+    if !read.problems.is_empty() {
+        return Err(LoadError::Invalid(ManifestErrors {
+            diagnostics: read.problems,
+            files,
+        }));
     }
-    paths.sort();
-    let mut files = BTreeMap::new();
-    for rel in &paths {
-        let full = dir.join(rel);
-        let text = std::fs::read_to_string(&full).map_err(|source| LoadError::Io {
-            path: full.clone(),
-            source,
-        })?;
-        files.insert(rel.to_string_lossy().replace('\\', "/"), text);
+    if files.is_empty() {
+        return Err(LoadError::Empty(dir.to_path_buf()));
     }
     let default_project = dir
         .canonicalize()
@@ -141,30 +152,6 @@ fn sanitize_name(s: &str) -> String {
     } else {
         out
     }
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| LoadError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(root, &path, out)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
-        }
-    }
-    Ok(())
 }
 
 /// One parsed document and the file it came from.
@@ -550,9 +537,39 @@ fn build(
     if ck.diags.is_empty() {
         Ok((desired, project, used))
     } else {
+        withhold_environment(&mut ck.diags, &used, opts);
         ck.diags.sort_by(|a, b| a.source.cmp(&b.source));
         ck.diags.dedup();
         Err(ck.diags)
+    }
+}
+
+/// Error messages quote values (a schema error quotes the string it rejects), and a value
+/// may have come from the environment through `${NAME}`, where CI runners keep secrets. Such
+/// values are shown as the `${NAME}` the manifest wrote, never as the environment's text.
+fn withhold_environment(
+    diags: &mut [Diagnostic],
+    used: &BTreeMap<String, String>,
+    opts: &LoadOptions,
+) {
+    let mut from_env: Vec<(&String, &String)> = used
+        .iter()
+        .filter(|(name, value)| {
+            // shorter values cannot be secrets, and replacing them would garble messages
+            value.chars().count() >= 4
+                && !opts.vars.iter().any(|(k, _)| k == *name)
+                && std::env::var(name.as_str()).ok().as_ref() == Some(*value)
+        })
+        .collect();
+    from_env.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for d in diags.iter_mut() {
+        for (name, value) in &from_env {
+            let shown = format!("${{{name}}}");
+            d.message = d.message.replace(value.as_str(), &shown);
+            if let Some(h) = &mut d.help {
+                *h = h.replace(value.as_str(), &shown);
+            }
+        }
     }
 }
 
@@ -944,6 +961,30 @@ fn check_cross_references(ck: &mut Checker, desired: &DesiredState) {
                 ),
                 "declare it with a `kind: CareTeamRole` document, or fix the name",
             );
+        }
+        // an inline rule refers to groups and care-team roles like a PatientGroup's does
+        let (mut groups, mut roles) = (Vec::new(), Vec::new());
+        if let Some(rule) = &a.rule {
+            member_of(rule, &mut groups);
+            care_team_roles_of(rule, &mut roles);
+        }
+        for g in groups {
+            if !desired.patient_groups.iter().any(|x| x.name == g) {
+                ck.error(
+                    a.source.clone(),
+                    format!("care-team assignment '{}' refers to memberOf '{g}', which is not a declared PatientGroup", a.name),
+                    "declare that group, or fix the name",
+                );
+            }
+        }
+        for r in roles {
+            if !desired.care_team_roles.iter().any(|x| x.name == r) {
+                ck.error(
+                    a.source.clone(),
+                    format!("care-team assignment '{}' refers to care-team role '{r}', which is not declared", a.name),
+                    "declare it with a `kind: CareTeamRole` document, or fix the name",
+                );
+            }
         }
         if let Some(g) = &a.group
             && !desired.patient_groups.iter().any(|x| &x.name == g)
