@@ -312,3 +312,37 @@ fn errors_show_environment_values_as_the_variable_never_as_its_text() {
         );
     }
 }
+
+#[test]
+fn a_file_store_outside_the_manifest_directory_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    for path in [
+        "../store".to_owned(),
+        outside.path().display().to_string(),
+        "store/../../x".to_owned(),
+    ] {
+        let dir = dir_with_a_manifest();
+        write(
+            dir.path(),
+            &[(
+                "careplane.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: p\nspec:\n  targets:\n    local:\n      type: file\n      path: {path}\n"
+                ),
+            )],
+        );
+        for args in [&["validate"][..], &["plan"][..]] {
+            let r = run(args, dir.path(), &[]);
+            let all = r.all();
+            assert_eq!(r.code, Some(1), "{path}: {all}");
+            assert!(
+                all.contains("careplane.yaml:") && all.contains("leaves the manifest directory"),
+                "{path}: {all}"
+            );
+        }
+        assert!(
+            std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "nothing written outside"
+        );
+    }
+}

@@ -772,6 +772,22 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
                 "remove them, or set `type: canvas`",
             );
         }
+        if t.target_type == TargetType::File
+            && let Some(p) = &t.path
+            && !p.contains("${")
+            && std::path::Path::new(p).components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        {
+            ck.error(
+                d.at(&format!("/spec/targets/{name}/path")),
+                format!("target '{name}': the file store path '{p}' leaves the manifest directory"),
+                "write a relative path inside the manifest directory, e.g. `path: store` (manifests never make careplane read or write files outside their directory)",
+            );
+        }
         if t.target_type == TargetType::File && t.limits.is_some() {
             ck.error(
                 d.at(&format!("/spec/targets/{name}/limits")),

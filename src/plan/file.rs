@@ -41,9 +41,9 @@ pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
 
 pub fn read(path: &Path) -> Result<Plan, PlanFileError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PlanFileError::Read {
+    let text = read_bounded(path).map_err(|reason| PlanFileError::Read {
         path: p.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| PlanFileError::Invalid {
@@ -67,4 +67,45 @@ pub fn read(path: &Path) -> Result<Plan, PlanFileError> {
         path: p,
         reason: e.to_string(),
     })
+}
+
+/// The largest plan file read (a plan carries counts and samples, never whole patient
+/// lists, so real plans are far smaller).
+pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A plan file's text: a regular file (a FIFO or device is refused before it is opened,
+/// so it cannot hang or fill memory), at most [`MAX_PLAN_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(format!(
+            "larger than {MAX_PLAN_BYTES} bytes; not a careplane plan"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text; not a careplane plan".into())
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn a_device_or_directory_is_not_read_as_a_plan() {
+        for p in ["/dev/zero", "/dev/urandom", "/"] {
+            let e = read(Path::new(p)).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{p}: {e}");
+        }
+    }
 }
