@@ -6,6 +6,8 @@
 //! No server needed: `cargo test --test file_store_concurrency -- --nocapture` also prints
 //! the loop's wall time and how often an apply waited.
 
+// The test prints its measurements (not careplane output, so not through the redaction edge).
+#![allow(clippy::disallowed_macros)]
 mod common;
 
 use std::collections::BTreeMap;
