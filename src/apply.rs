@@ -1156,6 +1156,48 @@ impl ApplyRecord {
     }
 }
 
+/// Store the record as one FHIR `Provenance` (none when nothing was written). Provenance
+/// has no identifier to make the create conditional, so a create whose answer was lost is
+/// re-read like any other write: the project's Provenance updated since the apply started
+/// with this apply's plan digest and time is the one this apply wrote.
+pub async fn store_provenance(record: &ApplyRecord, store: &Store) -> ProvenanceStatus {
+    let Some(resource) = record.provenance() else {
+        return ProvenanceStatus::NothingWritten;
+    };
+    let written = |id: &str| ProvenanceStatus::Written {
+        reference: format!("Provenance/{id}"),
+    };
+    match store.create(&resource, None).await {
+        Ok(w) => written(&w.id),
+        Err(e) => {
+            let find = fhir::Query::new("Provenance")
+                .param(
+                    "_tag",
+                    format!("{}|{}", crate::dialect::r4::TAG_SYSTEM, record.project),
+                )
+                .param("_lastUpdated", format!("ge{}", record.started));
+            let same = |p: &Value| {
+                p["recorded"] == resource["recorded"] && p["entity"] == resource["entity"]
+            };
+            let found = if maybe_landed(&e) {
+                store.search(&find).await.ok().and_then(|all| {
+                    all.iter()
+                        .find(|p| same(p))
+                        .and_then(|p| p["id"].as_str().map(str::to_owned))
+                })
+            } else {
+                None
+            };
+            match found {
+                Some(id) => written(&id),
+                None => ProvenanceStatus::Failed {
+                    error: e.to_string(),
+                },
+            }
+        }
+    }
+}
+
 /// JSON Schema (draft-07) of the apply report, committed at
 /// `schema/apply-report.schema.json`.
 pub fn record_schema_text() -> String {

@@ -734,19 +734,12 @@ pub async fn apply_recorded(
         Some(&report),
         &[],
     );
-    record.provenance = match record.provenance() {
-        None => apply::ProvenanceStatus::NothingWritten,
-        Some(_) if !target.dialect.capabilities().provenance() => {
-            apply::ProvenanceStatus::Unsupported
-        }
-        Some(resource) => match target.store.create(&resource, None).await {
-            Ok(w) => apply::ProvenanceStatus::Written {
-                reference: format!("Provenance/{}", w.id),
-            },
-            Err(e) => apply::ProvenanceStatus::Failed {
-                error: e.to_string(),
-            },
-        },
+    record.provenance = if target.dialect.capabilities().provenance() {
+        apply::store_provenance(&record, &target.store).await
+    } else if record.wrote_anything() {
+        apply::ProvenanceStatus::Unsupported
+    } else {
+        apply::ProvenanceStatus::NothingWritten
     };
     Applied { report, record }
 }
