@@ -1219,3 +1219,159 @@ pub fn record_schema_text() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::ObjectKind;
+    use crate::plan::{Precondition, Reason, TargetInfo};
+    use serde_json::json;
+
+    fn change(kind: ObjectKind, rt: &str, id: Option<&str>, action: Action) -> Change {
+        Change {
+            action,
+            target: Target {
+                kind,
+                name: kind.slug().into(),
+                resource_type: rt.into(),
+                id: id.map(str::to_owned),
+            },
+            fields: Vec::new(),
+            reason: Reason {
+                source: None,
+                rule: "because".into(),
+            },
+            precondition: Precondition::default(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn outcome(
+        i: usize,
+        c: &Change,
+        result: Result<Option<Written>, ApplyError>,
+        writes: usize,
+    ) -> Outcome {
+        Outcome {
+            change: i,
+            action: c.action,
+            target: c.target.clone(),
+            result,
+            note: None,
+            writes,
+        }
+    }
+
+    #[test]
+    fn the_record_counts_patient_resources_and_the_provenance_names_only_configuration() {
+        let changes = vec![
+            change(ObjectKind::Team, "Group", None, Action::Create),
+            change(
+                ObjectKind::CareTeamAssignment,
+                "CareTeam",
+                None,
+                Action::Update,
+            ),
+            change(
+                ObjectKind::RoleAssignment,
+                "PractitionerRole",
+                Some("pr1"),
+                Action::Update,
+            ),
+        ];
+        let plan = Plan::new(
+            "clinic",
+            TargetInfo {
+                name: "prod".into(),
+                dialect: "fhir-r4".into(),
+                endpoint: "https://fhir.example.org/r4/".into(),
+            },
+            vec![],
+            "sha256:0",
+            false,
+            changes.clone(),
+            vec![],
+        );
+        let w = |id: &str| Written {
+            id: id.into(),
+            version_id: Some("2".into()),
+            existed: false,
+        };
+        let report = Report {
+            outcomes: vec![
+                outcome(0, &changes[0], Ok(Some(w("g1"))), 1),
+                outcome(1, &changes[1], Ok(None), 3),
+                outcome(
+                    2,
+                    &changes[2],
+                    Err(ApplyError::Refused {
+                        target: changes[2].target.clone(),
+                        status: 412,
+                    }),
+                    0,
+                ),
+            ],
+            refused: Vec::new(),
+        };
+        let now = std::time::SystemTime::now();
+        let record = ApplyRecord::new(&plan, Agent::default(), true, now, now, Some(&report), &[]);
+        assert_eq!(record.result, RecordResult::Incomplete);
+        assert_eq!(record.withheld.get("CareTeam"), Some(&3));
+        assert_eq!(record.resources[1].id, None);
+        assert_eq!(record.resources[2].outcome, WriteOutcome::Failed);
+        assert_eq!(record.plan_sha256, crate::plan::file::checksum(&plan));
+        let p = record.provenance().unwrap();
+        let targets: Vec<&Value> = p["target"].as_array().unwrap().iter().collect();
+        assert_eq!(targets[0]["reference"], "Group/g1");
+        assert_eq!(targets.len(), 2, "the failed write is not a target: {p:#}");
+        assert_eq!(
+            targets[1]["display"],
+            "3 CareTeam resource(s); ids withheld"
+        );
+        assert!(!p.to_string().contains("CareTeam/"));
+        assert_eq!(p["meta"]["tag"][0]["code"], "clinic");
+
+        // nothing written: no Provenance
+        let none = ApplyRecord::new(&plan, Agent::default(), true, now, now, None, &[]);
+        assert_eq!(none.result, RecordResult::NoChanges);
+        assert!(none.provenance().is_none());
+    }
+
+    #[test]
+    fn a_participant_change_is_in_effect_once_the_care_team_shows_it() {
+        let team = json!({"participant": [
+            {"member": {"reference": "Practitioner/a"}, "role": [{"coding": [{"code": "pcp"}]}]},
+            {"member": {"reference": "Practitioner/b"}, "role": [{"coding": [{"code": "rn"}]}]}
+        ]});
+        let ch = |who: &str, add: bool, replace_role: bool| crate::dialect::ParticipantChange {
+            practitioner: format!("Practitioner/{who}"),
+            role: json!({"code": "pcp"}),
+            lead: false,
+            add,
+            replace_role,
+        };
+        assert!(participant_in_effect(Some(&team), &ch("a", true, false)));
+        assert!(participant_in_effect(Some(&team), &ch("a", true, true)));
+        assert!(!participant_in_effect(Some(&team), &ch("a", false, false)));
+        assert!(participant_in_effect(Some(&team), &ch("c", false, false)));
+        assert!(!participant_in_effect(Some(&team), &ch("c", true, false)));
+        assert!(!participant_in_effect(None, &ch("a", true, false)));
+    }
+
+    #[test]
+    fn only_lost_answers_and_conflicts_are_re_read() {
+        assert!(maybe_landed(&FhirError::Transport {
+            what: "create Group".into(),
+            reason: "connection closed".into()
+        }));
+        assert!(maybe_landed(&FhirError::Conflict {
+            resource: "Group/1".into(),
+            status: 412
+        }));
+        assert!(!maybe_landed(&FhirError::Http {
+            what: "update Group/1".into(),
+            status: 400,
+            message: None
+        }));
+    }
+}
