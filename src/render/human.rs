@@ -318,7 +318,7 @@ pub fn report(p: &Plan, r: &Report) -> String {
     if r.is_refused() {
         let _ = writeln!(
             out,
-            "{} The saved plan no longer holds: {} object(s) changed on the server after the plan was made. Nothing was written.",
+            "{} The saved plan no longer holds for {} object(s) (below). Nothing was written.",
             "Apply refused.".red().bold(),
             r.refused.len()
         );
