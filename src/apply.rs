@@ -309,12 +309,14 @@ fn check_live(
     Ok(Some(live))
 }
 
-fn exists_now(c: &Change) -> ApplyError {
+fn exists_now(c: &Change, detail: &str) -> ApplyError {
     ApplyError::Stale {
         target: c.target.clone(),
-        detail: "it exists now, with other values than this apply writes".into(),
+        detail: detail.into(),
     }
 }
+
+const OTHER_VALUES: &str = "it exists now, with other values than this apply writes";
 
 /// The fields a create writes (sealed lists in full).
 fn create_fields(c: &Change) -> crate::dialect::Fields {
@@ -385,7 +387,7 @@ async fn apply_one(
                     .iter()
                     .any(|r| dialect.same_object(c.target.kind, &fields, r))
                 {
-                    return Err(exists_now(c));
+                    return Err(exists_now(c, "it exists now"));
                 }
             }
             // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
@@ -395,7 +397,7 @@ async fn apply_one(
                 Ok(_) => created_here(c, project, store, dialect, &find, &fields)
                     .await
                     .map(|w| Done::landed(Some(w)))
-                    .ok_or_else(|| exists_now(c)),
+                    .ok_or_else(|| exists_now(c, OTHER_VALUES)),
                 Err(e) if maybe_landed(&e) => {
                     match created_here(c, project, store, dialect, &find, &fields).await {
                         Some(w) => Ok(Done::landed(Some(w))),
