@@ -13,16 +13,31 @@
 //! taken by the ones that gain them; a swap between two objects works the same way.
 //!
 //! A failed write does not stop the others; the next plan starts from whatever landed.
+//!
+//! A write whose answer is lost (the connection drops after the server took the request,
+//! so the retry finds the object existing or its version moved) is not reported as
+//! somebody else's edit: apply re-reads the object and, if it now holds what this apply
+//! wrote (careplane's identifier and managed fields, compared as diff compares them),
+//! counts the write as done, with a note.
+//!
+//! A saved plan is checked whole before its first write ([`stale_objects`]): one stale
+//! object refuses the whole plan.
+//!
+//! Every apply yields an [`ApplyRecord`] (what was written, and why), which the CLI saves
+//! with `--report` and, where the target keeps them, ops stores as a FHIR `Provenance`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, Identity};
 use crate::fhir::{self, FhirError, Store, Written};
 use crate::model::Source;
 use crate::plan::{Action, Change, Plan, Target};
+
+/// The note on a write whose answer was lost but which re-reading shows landed.
+pub const LANDED_NOTE: &str = "the server's answer was lost; re-read shows the write landed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -30,6 +45,12 @@ pub enum ApplyError {
     Stale { target: Target, detail: String },
     #[error("{target} is not careplane's to write for project '{project}'; it was left alone")]
     NotOwned { target: Target, project: String },
+    /// The server refused a conditional write (409/412) and re-reading the object shows
+    /// something other than what this apply meant to write: who moved it is unknown.
+    #[error(
+        "{target}: the server refused the write as out of date (HTTP {status}), and re-reading it shows other values than this apply writes; nothing of this change was written: plan again to see what is there now"
+    )]
+    Refused { target: Target, status: u16 },
     #[error(
         "{target}: {failed} of {total} patient care team(s) could not be written (the others were); first error: {first}"
     )]
@@ -55,16 +76,110 @@ pub struct Outcome {
     pub action: Action,
     pub target: Target,
     pub result: Result<Option<Written>, ApplyError>,
+    /// How it went, when that is not obvious (a lost answer, confirmed by a re-read).
+    pub note: Option<String>,
+    /// Resources written for it (one, or one per patient care team).
+    pub writes: usize,
+}
+
+/// A write that went through.
+#[derive(Debug, Default)]
+struct Done {
+    written: Option<Written>,
+    note: Option<String>,
+    writes: usize,
+}
+
+impl Done {
+    fn wrote(w: Option<Written>) -> Self {
+        Done {
+            written: w,
+            note: None,
+            writes: 1,
+        }
+    }
+    fn landed(w: Option<Written>) -> Self {
+        Done {
+            written: w,
+            note: Some(LANDED_NOTE.into()),
+            writes: 1,
+        }
+    }
+}
+
+/// Whether a write error may hide a write that landed: a lost answer shows up as a
+/// transport error, or as a conflict when the retry meets our own first write.
+fn maybe_landed(e: &FhirError) -> bool {
+    matches!(e, FhirError::Conflict { .. } | FhirError::Transport { .. })
+}
+
+/// Whether `live` holds what this apply meant to write: careplane's object (under the
+/// manifest name, where the target records one) whose managed fields equal `fields` as diff
+/// compares them (read back through the dialect, so server-added defaults do not count;
+/// an absent or null field equals `None`).
+fn holds(
+    c: &Change,
+    project: &str,
+    dialect: &dyn Dialect,
+    live: &Value,
+    fields: &BTreeMap<String, Option<Value>>,
+) -> bool {
+    let Some(o) = dialect.identify(project, live).object() else {
+        return false;
+    };
+    let identity = dialect.capabilities().of(c.target.kind).map(|k| k.identity);
+    if o.kind != c.target.kind
+        || (identity == Some(Identity::ManifestName) && o.name.as_deref() != Some(&c.target.name))
+    {
+        return false;
+    }
+    fields.iter().all(|(k, want)| {
+        o.fields.get(k).filter(|v| !v.is_null()) == want.as_ref().filter(|v| !v.is_null())
+    })
+}
+
+/// After a create whose answer was lost or that found the object existing: the object
+/// careplane's identifier search finds, if it holds what this create wrote.
+async fn created_here(
+    c: &Change,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    find: &fhir::Query,
+    fields: &crate::dialect::Fields,
+) -> Option<Written> {
+    let wanted: BTreeMap<String, Option<Value>> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let found = store.search(find).await.ok()?;
+    found
+        .iter()
+        .filter(|r| dialect.same_object(c.target.kind, fields, r))
+        .find(|r| holds(c, project, dialect, r, &wanted))
+        .and_then(|r| {
+            Some(Written {
+                id: r.get("id")?.as_str()?.to_owned(),
+                version_id: crate::dialect::util::meta(r, "versionId"),
+                existed: false,
+            })
+        })
 }
 
 #[derive(Debug, Default)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
+    /// A saved plan refused before its first write: every stale object.
+    pub refused: Vec<ApplyError>,
 }
 
 impl Report {
     pub fn failed(&self) -> usize {
         self.outcomes.iter().filter(|o| o.result.is_err()).count()
+    }
+    /// Whether the plan was refused whole (nothing written).
+    pub fn is_refused(&self) -> bool {
+        !self.refused.is_empty()
     }
     pub fn succeeded(&self) -> usize {
         self.outcomes.iter().filter(|o| o.result.is_ok()).count()
@@ -150,13 +265,74 @@ fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec
         .collect()
 }
 
+/// The live object a change writes, checked: still there (or, for a delete, gone:
+/// `None`), careplane's to write (or adoptable), and as the plan saw it (`check_plan`).
+#[allow(clippy::result_large_err)] // the error is the outcome: it is kept, not propagated far
+fn check_live(
+    c: &Change,
+    project: &str,
+    dialect: &dyn Dialect,
+    live: Option<Value>,
+    check_plan: bool,
+) -> Result<Option<Value>, ApplyError> {
+    let Some(live) = live else {
+        return if c.action == Action::Delete {
+            Ok(None)
+        } else {
+            Err(ApplyError::Stale {
+                target: c.target.clone(),
+                detail: "it was deleted".into(),
+            })
+        };
+    };
+    let live = if c.action == Action::Adopt && !dialect.owns(project, c.target.kind, &live) {
+        dialect
+            .adopt(project, c.target.kind, &c.target.name, &live)
+            .ok_or_else(|| ApplyError::NotOwned {
+                target: c.target.clone(),
+                project: project.into(),
+            })?
+    } else if !dialect.owns(project, c.target.kind, &live) {
+        return Err(ApplyError::NotOwned {
+            target: c.target.clone(),
+            project: project.into(),
+        });
+    } else {
+        live
+    };
+    if check_plan {
+        still_as_planned(c, &live).map_err(|detail| ApplyError::Stale {
+            target: c.target.clone(),
+            detail,
+        })?;
+    }
+    Ok(Some(live))
+}
+
+fn exists_now(c: &Change, detail: &str) -> ApplyError {
+    ApplyError::Stale {
+        target: c.target.clone(),
+        detail: detail.into(),
+    }
+}
+
+const OTHER_VALUES: &str = "it exists now, with other values than this apply writes";
+
+/// The fields a create writes (sealed lists in full).
+fn create_fields(c: &Change) -> crate::dialect::Fields {
+    c.fields
+        .iter()
+        .filter_map(|f| written_value(f).map(|v| (f.field.clone(), v)))
+        .collect()
+}
+
 async fn apply_one(
     c: &Change,
     step: Step,
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
-) -> Result<Option<Written>, ApplyError> {
+) -> Result<Done, ApplyError> {
     let sensitive = !c.target.kind.sensitive_fields().is_empty();
     let write_err = |source: FhirError| match source {
         // a patient group's server messages may quote its members
@@ -175,9 +351,9 @@ async fn apply_one(
                 ),
             },
         },
-        FhirError::Conflict { .. } => ApplyError::Stale {
+        FhirError::Conflict { status, .. } => ApplyError::Refused {
             target: c.target.clone(),
-            detail: source.to_string(),
+            status,
         },
         source => ApplyError::Write {
             target: c.target.clone(),
@@ -199,43 +375,37 @@ async fn apply_one(
         return apply_care_team(c, project, store, dialect).await;
     }
     match c.action {
-        Action::NoOp | Action::Manual => Ok(None),
+        Action::NoOp | Action::Manual => Ok(Done::default()),
         Action::Create => {
             let find = dialect.find_query(project, c.target.kind, &c.target.name);
-            let fields = c
-                .fields
-                .iter()
-                .filter_map(|f| written_value(f).map(|v| (f.field.clone(), v)))
-                .collect();
-            let exists_now = || ApplyError::Stale {
-                target: c.target.clone(),
-                detail: "it exists now".into(),
-            };
+            let fields = create_fields(c);
             let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
-            if dialect.conditional_create() {
-                // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
-                let w = store
-                    .create(&resource, Some(&find))
+            let conditional = dialect.conditional_create();
+            if !conditional {
+                let existing = store.search(&find).await.map_err(write_err)?;
+                if existing
+                    .iter()
+                    .any(|r| dialect.same_object(c.target.kind, &fields, r))
+                {
+                    return Err(exists_now(c, "it exists now"));
+                }
+            }
+            // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
+            match store.create(&resource, conditional.then_some(&find)).await {
+                Ok(w) if !w.existed => Ok(Done::wrote(Some(w))),
+                // found existing: our own first attempt whose answer was lost, or another's
+                Ok(_) => created_here(c, project, store, dialect, &find, &fields)
                     .await
-                    .map_err(write_err)?;
-                return if w.existed {
-                    Err(exists_now())
-                } else {
-                    Ok(Some(w))
-                };
+                    .map(|w| Done::landed(Some(w)))
+                    .ok_or_else(|| exists_now(c, OTHER_VALUES)),
+                Err(e) if maybe_landed(&e) => {
+                    match created_here(c, project, store, dialect, &find, &fields).await {
+                        Some(w) => Ok(Done::landed(Some(w))),
+                        None => Err(write_err(e)),
+                    }
+                }
+                Err(e) => Err(write_err(e)),
             }
-            let existing = store.search(&find).await.map_err(write_err)?;
-            if existing
-                .iter()
-                .any(|r| dialect.same_object(c.target.kind, &fields, r))
-            {
-                return Err(exists_now());
-            }
-            store
-                .create(&resource, None)
-                .await
-                .map(Some)
-                .map_err(write_err)
         }
         Action::Update | Action::Delete | Action::Adopt => {
             let id = c.target.id.as_deref().unwrap_or_default();
@@ -243,45 +413,22 @@ async fn apply_one(
                 .read(&c.target.resource_type, id)
                 .await
                 .map_err(write_err)?;
-            let Some(live) = live else {
-                return if c.action == Action::Delete {
-                    Ok(None)
-                } else {
-                    Err(ApplyError::Stale {
-                        target: c.target.clone(),
-                        detail: "it was deleted".into(),
-                    })
-                };
+            let Some(live) = check_live(c, project, dialect, live, step != Step::AfterRelease)?
+            else {
+                return Ok(Done::default());
             };
-            let live = if c.action == Action::Adopt && !dialect.owns(project, c.target.kind, &live)
-            {
-                dialect
-                    .adopt(project, c.target.kind, &c.target.name, &live)
-                    .ok_or_else(|| ApplyError::NotOwned {
-                        target: c.target.clone(),
-                        project: project.into(),
-                    })?
-            } else if !dialect.owns(project, c.target.kind, &live) {
-                return Err(ApplyError::NotOwned {
-                    target: c.target.clone(),
-                    project: project.into(),
-                });
-            } else {
-                live
-            };
-            if step != Step::AfterRelease {
-                still_as_planned(c, &live).map_err(|detail| ApplyError::Stale {
-                    target: c.target.clone(),
-                    detail,
-                })?;
-            }
             let pre = write_precondition(c, &live, step);
             if c.action == Action::Delete {
-                return store
-                    .delete(&c.target.resource_type, id, &pre)
-                    .await
-                    .map(|_| None)
-                    .map_err(write_err);
+                return match store.delete(&c.target.resource_type, id, &pre).await {
+                    Ok(()) => Ok(Done::wrote(None)),
+                    Err(e) if maybe_landed(&e) => {
+                        match store.read(&c.target.resource_type, id).await {
+                            Ok(None) => Ok(Done::landed(None)),
+                            _ => Err(write_err(e)),
+                        }
+                    }
+                    Err(e) => Err(write_err(e)),
+                };
             }
             let fields: BTreeMap<String, Option<Value>> = match step {
                 Step::Release => {
@@ -302,13 +449,83 @@ async fn apply_one(
                     .collect(),
             };
             let merged = dialect.merge(c.target.kind, &live, &fields);
-            store
-                .update(&merged, &pre)
-                .await
-                .map(Some)
-                .map_err(write_err)
+            match store.update(&merged, &pre).await {
+                Ok(w) => Ok(Done::wrote(Some(w))),
+                Err(e) if maybe_landed(&e) => match store.read(&c.target.resource_type, id).await {
+                    Ok(Some(now)) if holds(c, project, dialect, &now, &fields) => {
+                        Ok(Done::landed(Some(Written {
+                            id: id.to_owned(),
+                            version_id: crate::dialect::util::meta(&now, "versionId"),
+                            existed: false,
+                        })))
+                    }
+                    _ => Err(write_err(e)),
+                },
+                Err(e) => Err(write_err(e)),
+            }
         }
     }
+}
+
+/// Before the first write of a saved plan: every change with a precondition, checked
+/// against the target now (objects re-read; creates searched for). Returns every stale
+/// object (empty: the plan still holds). A read that fails counts as stale: the plan
+/// cannot be shown to hold.
+pub async fn stale_objects(
+    plan: &Plan,
+    store: &Store,
+    dialect: &dyn Dialect,
+    concurrency: usize,
+) -> Vec<ApplyError> {
+    let project = plan.project.as_str();
+    let checks = plan.changes.iter().filter(|c| {
+        matches!(
+            c.action,
+            Action::Create | Action::Update | Action::Delete | Action::Adopt
+        ) && c.target.kind != crate::dialect::ObjectKind::CareTeamAssignment
+    });
+    let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(checks.enumerate())
+        .map(|(i, c)| async move {
+            let read_err = |source: FhirError| ApplyError::Write {
+                target: c.target.clone(),
+                origin: c.reason.source.clone(),
+                source,
+            };
+            let result = match c.action {
+                Action::Create => {
+                    let find = dialect.find_query(project, c.target.kind, &c.target.name);
+                    let fields = create_fields(c);
+                    match store.search(&find).await {
+                        Ok(found)
+                            if found
+                                .iter()
+                                .any(|r| dialect.same_object(c.target.kind, &fields, r)) =>
+                        {
+                            Err(ApplyError::Stale {
+                                target: c.target.clone(),
+                                detail: "it exists now".into(),
+                            })
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(read_err(e)),
+                    }
+                }
+                _ => {
+                    let id = c.target.id.as_deref().unwrap_or_default();
+                    match store.read(&c.target.resource_type, id).await {
+                        Ok(live) => check_live(c, project, dialect, live, true).map(|_| ()),
+                        Err(e) => Err(read_err(e)),
+                    }
+                }
+            };
+            result.err().map(|e| (i, e))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    stale.sort_by_key(|(i, _)| *i);
+    stale.into_iter().map(|(_, e)| e).collect()
 }
 
 /// A care-team assignment: one read-modify-write per patient who joins or leaves (the
@@ -318,7 +535,7 @@ async fn apply_care_team(
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
-) -> Result<Option<Written>, ApplyError> {
+) -> Result<Done, ApplyError> {
     use std::collections::BTreeSet;
 
     use crate::dialect::{CareTeamLocation, ParticipantChange};
@@ -361,18 +578,20 @@ async fn apply_care_team(
         .chain(before.difference(&after).map(|x| (x.clone(), false)))
         .collect();
     let mut failed = Vec::new();
+    let mut landed = 0;
     for (patient, add) in &work {
+        let location = dialect.care_team_location(project, patient);
+        let read = || async {
+            match &location {
+                CareTeamLocation::Read { resource_type, id } => store.read(resource_type, id).await,
+                CareTeamLocation::Search(q) => Ok(store.search(q).await?.into_iter().next()),
+            }
+        };
         let result = async {
-            let location = dialect.care_team_location(project, patient);
             // at most twice: a conditional create that finds the care team made meanwhile
             // by another write merges into it instead
             for _ in 0..2 {
-                let live = match &location {
-                    CareTeamLocation::Read { resource_type, id } => {
-                        store.read(resource_type, id).await?
-                    }
-                    CareTeamLocation::Search(q) => store.search(q).await?.into_iter().next(),
-                };
+                let live = read().await?;
                 if live.is_none() && !*add {
                     return Ok(()); // nothing to take anyone off
                 }
@@ -396,13 +615,25 @@ async fn apply_care_team(
             Ok::<(), FhirError>(())
         }
         .await;
-        if let Err(e) = result {
-            failed.push(withhold(e, patient));
+        match result {
+            Ok(()) => {}
+            // the answer may have been lost after the write landed: re-read
+            Err(e) if maybe_landed(&e) => match read().await {
+                Ok(now) if participant_in_effect(now.as_ref(), &change(*add)) => landed += 1,
+                _ => failed.push(withhold(e, patient)),
+            },
+            Err(e) => failed.push(withhold(e, patient)),
         }
     }
     let count = failed.len();
     match failed.into_iter().next() {
-        None => Ok(None),
+        None => Ok(Done {
+            written: None,
+            note: (landed > 0).then(|| {
+                format!("the server's answer to {landed} care-team write(s) was lost; re-read shows they landed")
+            }),
+            writes: work.len(),
+        }),
         Some(first) => Err(ApplyError::Partial {
             target: c.target.clone(),
             failed: count,
@@ -410,6 +641,33 @@ async fn apply_care_team(
             first,
         }),
     }
+}
+
+/// Whether a patient's care team (as read now) shows the participant change made: the
+/// practitioner holds the role (and, authoritative, nobody else does), or no longer does.
+fn participant_in_effect(live: Option<&Value>, change: &crate::dialect::ParticipantChange) -> bool {
+    let code = change.role["code"].as_str();
+    let parts: Vec<(Option<&str>, Option<&str>)> = live
+        .and_then(|l| l["participant"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.pointer("/member/reference").and_then(Value::as_str),
+                p.pointer("/role/0/coding/0/code").and_then(Value::as_str),
+            )
+        })
+        .collect();
+    let mine = parts
+        .iter()
+        .any(|(m, r)| *m == Some(change.practitioner.as_str()) && *r == code);
+    if !change.add {
+        return !mine;
+    }
+    mine && (!change.replace_role
+        || !parts
+            .iter()
+            .any(|(m, r)| *r == code && *m != Some(change.practitioner.as_str())))
 }
 
 /// A server's message may quote the patient's id (Canvas: "Unknown CareTeam resource
@@ -457,11 +715,18 @@ async fn run_batch<'a>(
 ) -> Vec<Outcome> {
     futures::stream::iter(batch)
         .map(|(i, c, step)| async move {
+            let (result, note, writes) =
+                match apply_one(c, step, &plan.project, store, dialect).await {
+                    Ok(d) => (Ok(d.written), d.note, d.writes),
+                    Err(e) => (Err(e), None, 0),
+                };
             Outcome {
                 change: i,
                 action: c.action,
                 target: c.target.clone(),
-                result: apply_one(c, step, &plan.project, store, dialect).await,
+                result,
+                note,
+                writes,
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -580,4 +845,535 @@ pub async fn apply(
     }
     report.outcomes.sort_by_key(|o| o.change);
     report
+}
+
+// ---------------------------------------------------------------------------------------
+// The record of an apply: what was written and why (`--report FILE`, FHIR Provenance).
+
+/// `format` of an apply report.
+pub const RECORD_FORMAT: &str = "careplane-apply-report";
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+/// Identifier systems used in the Provenance careplane writes.
+pub const PLAN_SHA256_SYSTEM: &str = "https://careplane.dev/plan-sha256";
+pub const COMMIT_SYSTEM: &str = "https://careplane.dev/manifests-commit";
+pub const CLIENT_SYSTEM: &str = "https://careplane.dev/agent/oauth-client";
+pub const SUBJECT_SYSTEM: &str = "https://careplane.dev/agent/token-subject";
+
+/// Who applied: the project, and the OAuth2 client (or the token's subject) where known.
+/// Never a credential.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Agent {
+    pub project: String,
+    /// The OAuth2 client id, or the `sub` of a bearer token that is a JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// What `client` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_kind: Option<ClientKind>,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    OauthClient,
+    TokenSubject,
+}
+
+/// How an apply ended.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordResult {
+    /// Every write went through.
+    Applied,
+    /// Some writes failed (the others landed; nothing is rolled back).
+    Incomplete,
+    /// A saved plan was stale: nothing was written.
+    Refused,
+    /// The plan had nothing to write.
+    NoChanges,
+}
+
+/// What happened to one change's write.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteOutcome {
+    Done,
+    /// Nothing needed writing after all (a delete of an object already gone).
+    Unchanged,
+    Failed,
+}
+
+/// One change apply wrote (or tried to).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct RecordedWrite {
+    pub action: Action,
+    pub kind: crate::dialect::ObjectKind,
+    /// Manifest name.
+    pub name: String,
+    pub resource_type: String,
+    /// Server id; never for resources that identify patients (Patient, Consent, CareTeam).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    pub outcome: WriteOutcome,
+    /// Resources written for it (one, or one per patient care team).
+    pub writes: usize,
+    /// Why (the plan's reason).
+    pub reason: String,
+    /// The manifest position that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether the record was also stored on the target as a FHIR Provenance.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum ProvenanceStatus {
+    /// Written: `Provenance/<id>`.
+    Written { reference: String },
+    /// The target cannot store Provenance (Canvas): this report is the record.
+    Unsupported,
+    /// Nothing was written, so nothing was recorded on the target.
+    NothingWritten,
+    /// Writing it failed.
+    Failed { error: String },
+}
+
+/// The record of one apply. Carries resource ids of configuration only: resources that
+/// identify patients are counted in `withheld`, never listed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ApplyRecord {
+    pub format: String,
+    pub format_version: u32,
+    pub careplane_version: String,
+    pub project: String,
+    /// Target name, dialect and endpoint (never credentials).
+    pub target: crate::plan::TargetInfo,
+    pub agent: Agent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_commit: Option<String>,
+    pub manifests_checksum: String,
+    /// `sha256:<hex>` of the plan as a plan file (the digest the Markdown plan ends with).
+    pub plan_sha256: String,
+    /// Applied from a saved plan (`apply --plan`).
+    pub saved_plan: bool,
+    /// RFC 3339 times.
+    pub started: String,
+    pub ended: String,
+    pub result: RecordResult,
+    pub resources: Vec<RecordedWrite>,
+    /// Resources written that identify patients, counted by type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub withheld: BTreeMap<String, usize>,
+    /// A refused saved plan: every stale object, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
+    pub provenance: ProvenanceStatus,
+}
+
+/// Resource types whose ids identify patients (see [`fhir::shown`]).
+fn identifies_patient(resource_type: &str) -> bool {
+    matches!(resource_type, "Patient" | "Consent" | "CareTeam")
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl ApplyRecord {
+    /// The record of `plan` applied (`report`), or refused before any write (`stale`).
+    pub fn new(
+        plan: &Plan,
+        agent: Agent,
+        saved_plan: bool,
+        started: std::time::SystemTime,
+        ended: std::time::SystemTime,
+        report: Option<&Report>,
+        stale: &[ApplyError],
+    ) -> Self {
+        let mut resources = Vec::new();
+        let mut withheld = BTreeMap::new();
+        for o in report.map(|r| r.outcomes.as_slice()).unwrap_or_default() {
+            let c = &plan.changes[o.change];
+            let patient = identifies_patient(&o.target.resource_type);
+            let (outcome, id, version_id, error) = match &o.result {
+                Ok(w) => (
+                    if o.writes == 0 {
+                        WriteOutcome::Unchanged
+                    } else {
+                        WriteOutcome::Done
+                    },
+                    w.as_ref()
+                        .map(|w| w.id.clone())
+                        .or_else(|| o.target.id.clone()),
+                    w.as_ref().and_then(|w| w.version_id.clone()),
+                    None,
+                ),
+                Err(e) => (
+                    WriteOutcome::Failed,
+                    o.target.id.clone(),
+                    None,
+                    Some(e.to_string()),
+                ),
+            };
+            if patient && o.writes > 0 {
+                *withheld.entry(o.target.resource_type.clone()).or_insert(0) += o.writes;
+            }
+            resources.push(RecordedWrite {
+                action: o.action,
+                kind: o.target.kind,
+                name: o.target.name.clone(),
+                resource_type: o.target.resource_type.clone(),
+                id: if patient { None } else { id },
+                version_id: if patient { None } else { version_id },
+                outcome,
+                writes: o.writes,
+                reason: c.reason.rule.clone(),
+                source: c.reason.source.clone(),
+                note: o.note.clone(),
+                error,
+            });
+        }
+        let result = if !stale.is_empty() {
+            RecordResult::Refused
+        } else if resources.iter().any(|r| r.outcome == WriteOutcome::Failed) {
+            RecordResult::Incomplete
+        } else if resources.is_empty() {
+            RecordResult::NoChanges
+        } else {
+            RecordResult::Applied
+        };
+        ApplyRecord {
+            format: RECORD_FORMAT.into(),
+            format_version: RECORD_FORMAT_VERSION,
+            careplane_version: env!("CARGO_PKG_VERSION").into(),
+            project: plan.project.clone(),
+            target: plan.target.clone(),
+            agent,
+            manifests_commit: plan.manifests_commit.clone(),
+            manifests_checksum: plan.manifests_checksum.clone(),
+            plan_sha256: crate::plan::file::checksum(plan),
+            saved_plan,
+            started: rfc3339(started),
+            ended: rfc3339(ended),
+            result,
+            resources,
+            withheld,
+            stale: stale.iter().map(ToString::to_string).collect(),
+            provenance: ProvenanceStatus::NothingWritten,
+        }
+    }
+
+    /// Whether anything landed on the target.
+    pub fn wrote_anything(&self) -> bool {
+        self.resources
+            .iter()
+            .any(|r| r.outcome == WriteOutcome::Done)
+    }
+
+    /// The FHIR R4 Provenance of this apply: its targets are the resources written
+    /// (patient-identifying ones only as a count), tagged as the project's. `None` when
+    /// nothing was written.
+    pub fn provenance(&self) -> Option<Value> {
+        use serde_json::json;
+        if !self.wrote_anything() {
+            return None;
+        }
+        let mut targets: Vec<Value> = Vec::new();
+        for r in self
+            .resources
+            .iter()
+            .filter(|r| r.outcome == WriteOutcome::Done && !identifies_patient(&r.resource_type))
+        {
+            if let Some(id) = &r.id {
+                let reference = json!({"reference": format!("{}/{id}", r.resource_type)});
+                if !targets.contains(&reference) {
+                    targets.push(reference);
+                }
+            }
+        }
+        for (rt, n) in &self.withheld {
+            targets.push(json!({"display": format!("{n} {rt} resource(s); ids withheld")}));
+        }
+        let mut who = json!({"display": format!("careplane (project '{}')", self.project)});
+        if let (Some(client), Some(kind)) = (&self.agent.client, self.agent.client_kind) {
+            let system = match kind {
+                ClientKind::OauthClient => CLIENT_SYSTEM,
+                ClientKind::TokenSubject => SUBJECT_SYSTEM,
+            };
+            who["identifier"] = json!({"system": system, "value": client});
+        }
+        let mut entity = vec![json!({
+            "role": "source",
+            "what": {
+                "identifier": {"system": PLAN_SHA256_SYSTEM, "value": self.plan_sha256},
+                "display": format!("careplane plan ({})", if self.saved_plan { "saved plan file" } else { "planned at apply" })
+            }
+        })];
+        if let Some(commit) = &self.manifests_commit {
+            entity.push(json!({
+                "role": "source",
+                "what": {
+                    "identifier": {"system": COMMIT_SYSTEM, "value": commit},
+                    "display": "manifests commit"
+                }
+            }));
+        }
+        Some(json!({
+            "resourceType": "Provenance",
+            "meta": {"tag": [{"system": crate::dialect::r4::TAG_SYSTEM, "code": self.project}]},
+            "target": targets,
+            "occurredPeriod": {"start": self.started, "end": self.ended},
+            "recorded": self.ended,
+            "activity": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                "code": "UPDATE",
+                "display": "revise"
+            }]},
+            "agent": [{
+                "type": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                    "code": "author",
+                    "display": "Author"
+                }]},
+                "who": who
+            }],
+            "entity": entity
+        }))
+    }
+}
+
+/// Store the record as one FHIR `Provenance` (none when nothing was written). Provenance
+/// has no identifier to make the create conditional, so a create whose answer was lost is
+/// re-read like any other write: the project's Provenance updated since the apply started
+/// with this apply's plan digest and time is the one this apply wrote.
+pub async fn store_provenance(record: &ApplyRecord, store: &Store) -> ProvenanceStatus {
+    let Some(resource) = record.provenance() else {
+        return ProvenanceStatus::NothingWritten;
+    };
+    let written = |id: &str| ProvenanceStatus::Written {
+        reference: format!("Provenance/{id}"),
+    };
+    match store.create(&resource, None).await {
+        Ok(w) => written(&w.id),
+        Err(e) => {
+            let find = fhir::Query::new("Provenance")
+                .param(
+                    "_tag",
+                    format!("{}|{}", crate::dialect::r4::TAG_SYSTEM, record.project),
+                )
+                .param("_lastUpdated", format!("ge{}", record.started));
+            let same = |p: &Value| {
+                p["recorded"] == resource["recorded"] && p["entity"] == resource["entity"]
+            };
+            let found = if maybe_landed(&e) {
+                store.search(&find).await.ok().and_then(|all| {
+                    all.iter()
+                        .find(|p| same(p))
+                        .and_then(|p| p["id"].as_str().map(str::to_owned))
+                })
+            } else {
+                None
+            };
+            match found {
+                Some(id) => written(&id),
+                None => ProvenanceStatus::Failed {
+                    error: e.to_string(),
+                },
+            }
+        }
+    }
+}
+
+/// JSON Schema (draft-07) of the apply report, committed at
+/// `schema/apply-report.schema.json`.
+pub fn record_schema_text() -> String {
+    let mut s = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<ApplyRecord>()
+        .to_value();
+    if let Some(o) = s.as_object_mut() {
+        o.insert(
+            "$id".into(),
+            "https://careplane.dev/schema/apply-report.schema.json".into(),
+        );
+        o.insert(
+            "title".into(),
+            "careplane apply report (format_version 1)".into(),
+        );
+    }
+    let mut text = serde_json::to_string_pretty(&s).expect("schema serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::ObjectKind;
+    use crate::plan::{Precondition, Reason, TargetInfo};
+    use serde_json::json;
+
+    fn change(kind: ObjectKind, rt: &str, id: Option<&str>, action: Action) -> Change {
+        Change {
+            action,
+            target: Target {
+                kind,
+                name: kind.slug().into(),
+                resource_type: rt.into(),
+                id: id.map(str::to_owned),
+            },
+            fields: Vec::new(),
+            reason: Reason {
+                source: None,
+                rule: "because".into(),
+            },
+            precondition: Precondition::default(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn outcome(
+        i: usize,
+        c: &Change,
+        result: Result<Option<Written>, ApplyError>,
+        writes: usize,
+    ) -> Outcome {
+        Outcome {
+            change: i,
+            action: c.action,
+            target: c.target.clone(),
+            result,
+            note: None,
+            writes,
+        }
+    }
+
+    #[test]
+    fn the_record_counts_patient_resources_and_the_provenance_names_only_configuration() {
+        let changes = vec![
+            change(ObjectKind::Team, "Group", None, Action::Create),
+            change(
+                ObjectKind::CareTeamAssignment,
+                "CareTeam",
+                None,
+                Action::Update,
+            ),
+            change(
+                ObjectKind::RoleAssignment,
+                "PractitionerRole",
+                Some("pr1"),
+                Action::Update,
+            ),
+        ];
+        let plan = Plan::new(
+            "clinic",
+            TargetInfo {
+                name: "prod".into(),
+                dialect: "fhir-r4".into(),
+                endpoint: "https://fhir.example.org/r4/".into(),
+            },
+            vec![],
+            "sha256:0",
+            false,
+            changes.clone(),
+            vec![],
+        );
+        let w = |id: &str| Written {
+            id: id.into(),
+            version_id: Some("2".into()),
+            existed: false,
+        };
+        let report = Report {
+            outcomes: vec![
+                outcome(0, &changes[0], Ok(Some(w("g1"))), 1),
+                outcome(1, &changes[1], Ok(None), 3),
+                outcome(
+                    2,
+                    &changes[2],
+                    Err(ApplyError::Refused {
+                        target: changes[2].target.clone(),
+                        status: 412,
+                    }),
+                    0,
+                ),
+            ],
+            refused: Vec::new(),
+        };
+        let now = std::time::SystemTime::now();
+        let record = ApplyRecord::new(&plan, Agent::default(), true, now, now, Some(&report), &[]);
+        assert_eq!(record.result, RecordResult::Incomplete);
+        assert_eq!(record.withheld.get("CareTeam"), Some(&3));
+        assert_eq!(record.resources[1].id, None);
+        assert_eq!(record.resources[2].outcome, WriteOutcome::Failed);
+        assert_eq!(record.plan_sha256, crate::plan::file::checksum(&plan));
+        let p = record.provenance().unwrap();
+        let targets: Vec<&Value> = p["target"].as_array().unwrap().iter().collect();
+        assert_eq!(targets[0]["reference"], "Group/g1");
+        assert_eq!(targets.len(), 2, "the failed write is not a target: {p:#}");
+        assert_eq!(
+            targets[1]["display"],
+            "3 CareTeam resource(s); ids withheld"
+        );
+        assert!(!p.to_string().contains("CareTeam/"));
+        assert_eq!(p["meta"]["tag"][0]["code"], "clinic");
+
+        // nothing written: no Provenance
+        let none = ApplyRecord::new(&plan, Agent::default(), true, now, now, None, &[]);
+        assert_eq!(none.result, RecordResult::NoChanges);
+        assert!(none.provenance().is_none());
+    }
+
+    #[test]
+    fn a_participant_change_is_in_effect_once_the_care_team_shows_it() {
+        let team = json!({"participant": [
+            {"member": {"reference": "Practitioner/a"}, "role": [{"coding": [{"code": "pcp"}]}]},
+            {"member": {"reference": "Practitioner/b"}, "role": [{"coding": [{"code": "rn"}]}]}
+        ]});
+        let ch = |who: &str, add: bool, replace_role: bool| crate::dialect::ParticipantChange {
+            practitioner: format!("Practitioner/{who}"),
+            role: json!({"code": "pcp"}),
+            lead: false,
+            add,
+            replace_role,
+        };
+        assert!(participant_in_effect(Some(&team), &ch("a", true, false)));
+        assert!(participant_in_effect(Some(&team), &ch("a", true, true)));
+        assert!(!participant_in_effect(Some(&team), &ch("a", false, false)));
+        assert!(participant_in_effect(Some(&team), &ch("c", false, false)));
+        assert!(!participant_in_effect(Some(&team), &ch("c", true, false)));
+        assert!(!participant_in_effect(None, &ch("a", true, false)));
+    }
+
+    #[test]
+    fn only_lost_answers_and_conflicts_are_re_read() {
+        assert!(maybe_landed(&FhirError::Transport {
+            what: "create Group".into(),
+            reason: "connection closed".into()
+        }));
+        assert!(maybe_landed(&FhirError::Conflict {
+            resource: "Group/1".into(),
+            status: 412
+        }));
+        assert!(!maybe_landed(&FhirError::Http {
+            what: "update Group/1".into(),
+            status: 400,
+            message: None
+        }));
+    }
 }

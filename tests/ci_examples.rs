@@ -81,3 +81,14 @@ fn the_github_workflows_gate_on_the_documented_exit_codes() {
     assert!(drift.contains("--label careplane-drift"));
     assert!(drift.contains("gh issue close"));
 }
+
+#[test]
+fn the_apply_jobs_keep_the_apply_report_as_an_artifact() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+    let github = std::fs::read_to_string(root.join("careplane.yml")).unwrap();
+    assert!(github.contains("--plan plan.json --report apply-report.json"));
+    assert!(github.contains("name: careplane-apply-report\n          path: apply-report.json"));
+    let gitlab = std::fs::read_to_string(root.join("gitlab-ci.yml")).unwrap();
+    assert!(gitlab.contains("--plan plan.json --report apply-report.json"));
+    assert!(gitlab.contains("paths: [apply-report.json]"));
+}

@@ -1,10 +1,14 @@
-//! `careplane apply [DIR] [--plan FILE]`: apply a fresh plan (after confirmation) or a
-//! saved one (after checking it still fits the target and the manifests).
+//! `careplane apply [DIR] [--plan FILE] [--report FILE]`: apply a fresh plan (after
+//! confirmation) or a saved one (after checking it still fits the target, the manifests
+//! and every object it writes), and keep a record of what was written (a Provenance on
+//! targets that store one, the `--report` JSON everywhere).
 
 use std::path::PathBuf;
 
 use super::plan::{Format, prepare, render};
-use super::{EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, out, print_error};
+use super::{
+    EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, err, out, print_error, write_report,
+};
 use crate::ops::{self, OpsError};
 use crate::render as r;
 
@@ -29,6 +33,10 @@ pub struct Args {
     /// Apply even if a patient group would lose more than its `maxRemovalShare`.
     #[arg(long)]
     pub allow_mass_removal: bool,
+    /// Write the record of this apply (what was written and why; no patient ids, no
+    /// credentials) to this file as JSON (schema/apply-report.schema.json).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -55,10 +63,11 @@ pub async fn run(a: Args) -> u8 {
             }
         };
         ops::check_blast_radius(&plan, a.allow_mass_removal)?;
-        Ok::<_, OpsError>((plan, target))
+        let agent = ops::agent(&m, &target);
+        Ok::<_, OpsError>((plan, target, agent))
     }
     .await;
-    let (plan, target) = match prepared {
+    let (plan, target, agent) = match prepared {
         Ok(x) => x,
         Err(e) => {
             print_error(&e, &dir);
@@ -66,23 +75,41 @@ pub async fn run(a: Args) -> u8 {
         }
     };
     out(&render(&plan, Format::Human, None));
-    if !plan.has_changes() {
-        return EXIT_OK;
-    }
+    let saved = a.plan.is_some();
     // A saved plan was reviewed already; a fresh one is confirmed here.
-    if !confirmed(
-        a.auto_approve || a.plan.is_some(),
-        "apply",
-        "Apply these changes?",
-    ) {
+    if plan.has_changes() && !confirmed(a.auto_approve || saved, "apply", "Apply these changes?") {
         return EXIT_ERROR;
     }
-    let report = ops::apply(&plan, &target).await;
-    out("\n");
-    out(&r::human::report(&plan, &report));
-    if report.failed() == 0 {
+    let applied = ops::apply_recorded(&plan, &target, agent, saved).await;
+    let (report, record) = (&applied.report, &applied.record);
+    if plan.has_changes() || report.is_refused() {
+        out("\n");
+        out(&r::human::report(&plan, report));
+    }
+    let mut code = if report.failed() == 0 && !report.is_refused() {
         EXIT_OK
     } else {
         EXIT_ERROR
+    };
+    if matches!(
+        record.provenance,
+        crate::apply::ProvenanceStatus::Failed { .. }
+    ) {
+        code = EXIT_ERROR;
     }
+    let file = a.report.as_ref().map(|p| p.display().to_string());
+    if let Some(path) = &a.report
+        && let Err(e) = write_report(path, &r::report::json(record))
+    {
+        err(&format!(
+            "error: cannot write the apply report {}: {e}\n",
+            path.display()
+        ));
+        return EXIT_ERROR;
+    }
+    let where_ = r::human::record(record, file.as_deref());
+    if !where_.is_empty() {
+        out(&where_);
+    }
+    code
 }

@@ -199,6 +199,12 @@ pub fn confirmed(auto_approve: bool, command: &str, question: &str) -> bool {
     yes
 }
 
+/// Write a report file (`apply --report FILE`). Every report file careplane writes goes
+/// through here, so that one place decides what may reach a file.
+pub fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
 pub fn default_dir(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| PathBuf::from("."))
 }

@@ -8,12 +8,17 @@ pub struct Args {
     #[arg(long, conflicts_with = "drift")]
     pub plan: bool,
     /// Print the schema of drift reports (`drift --format json`) instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "apply_report")]
     pub drift: bool,
+    /// Print the schema of apply reports (`apply --report FILE`) instead.
+    #[arg(long, conflicts_with = "plan")]
+    pub apply_report: bool,
 }
 
 pub fn run(a: Args) -> u8 {
-    if a.drift {
+    if a.apply_report {
+        out(&crate::apply::record_schema_text());
+    } else if a.drift {
         out(&crate::drift::schema_text());
     } else if a.plan {
         out(&crate::plan::schema::plan_schema_text());

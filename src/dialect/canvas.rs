@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, Identity, KindCapability, ObjectKind,
-    ObservedObject, Purpose, Recognised, StaffIndex,
+    ObservedObject, Purpose, Recognised, RecordCapability, StaffIndex,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -72,74 +72,78 @@ impl Canvas {
             }
         };
         Canvas {
-            caps: Capabilities(vec![
-                cap(
-                    ObjectKind::Role,
-                    "Settings/Role",
-                    false,
-                    false,
-                    Identity::NaturalKey,
-                    &[],
-                    Some("Settings → Practice: Roles"),
-                ),
-                cap(
-                    ObjectKind::CareTeamRole,
-                    "Settings/CareTeamRole",
-                    false,
-                    false,
-                    Identity::NaturalKey,
-                    &[],
-                    Some("Settings → Care Team Roles"),
-                ),
-                cap(
-                    ObjectKind::Team,
-                    "Group",
-                    true,
-                    true,
-                    Identity::NaturalKey,
-                    &["responsibilities"],
-                    None,
-                ),
-                // canvas-api.md §3: care teams are upserted patient by patient
-                cap(
-                    ObjectKind::CareTeamAssignment,
-                    "CareTeam",
-                    false,
-                    true,
-                    Identity::ManifestName,
-                    &[],
-                    None,
-                ),
-                // canvas-api.md §4: routing updates open tasks; tasks are never created or deleted
-                cap(
-                    ObjectKind::TaskRouting,
-                    "Task",
-                    false,
-                    true,
-                    Identity::NaturalKey,
-                    &[],
-                    None,
-                ),
-                // canvas-api.md §2: patient groups are Groups of type person (name + members)
-                cap(
-                    ObjectKind::PatientGroup,
-                    "Group",
-                    true,
-                    true,
-                    Identity::NaturalKey,
-                    &[],
-                    None,
-                ),
-                cap(
-                    ObjectKind::RoleAssignment,
-                    "Practitioner",
-                    false,
-                    true,
-                    Identity::NaturalKey,
-                    &[],
-                    Some("Settings → Staff"),
-                ),
-            ]),
+            caps: Capabilities(
+                vec![
+                    cap(
+                        ObjectKind::Role,
+                        "Settings/Role",
+                        false,
+                        false,
+                        Identity::NaturalKey,
+                        &[],
+                        Some("Settings → Practice: Roles"),
+                    ),
+                    cap(
+                        ObjectKind::CareTeamRole,
+                        "Settings/CareTeamRole",
+                        false,
+                        false,
+                        Identity::NaturalKey,
+                        &[],
+                        Some("Settings → Care Team Roles"),
+                    ),
+                    cap(
+                        ObjectKind::Team,
+                        "Group",
+                        true,
+                        true,
+                        Identity::NaturalKey,
+                        &["responsibilities"],
+                        None,
+                    ),
+                    // canvas-api.md §3: care teams are upserted patient by patient
+                    cap(
+                        ObjectKind::CareTeamAssignment,
+                        "CareTeam",
+                        false,
+                        true,
+                        Identity::ManifestName,
+                        &[],
+                        None,
+                    ),
+                    // canvas-api.md §4: routing updates open tasks; tasks are never created or deleted
+                    cap(
+                        ObjectKind::TaskRouting,
+                        "Task",
+                        false,
+                        true,
+                        Identity::NaturalKey,
+                        &[],
+                        None,
+                    ),
+                    // canvas-api.md §2: patient groups are Groups of type person (name + members)
+                    cap(
+                        ObjectKind::PatientGroup,
+                        "Group",
+                        true,
+                        true,
+                        Identity::NaturalKey,
+                        &[],
+                        None,
+                    ),
+                    cap(
+                        ObjectKind::RoleAssignment,
+                        "Practitioner",
+                        false,
+                        true,
+                        Identity::NaturalKey,
+                        &[],
+                        Some("Settings → Staff"),
+                    ),
+                ],
+                // canvas-api.md §0: no Provenance write is documented (the report file is the record)
+                RecordCapability { provenance: false },
+            ),
             retire_prefix: retire_prefix.to_owned(),
             manage_all_teams,
         }

@@ -154,11 +154,23 @@ pub struct KindCapability {
     pub manual_hint: Option<&'static str>,
 }
 
-/// The capability table of a dialect.
+/// What a target keeps besides the objects careplane manages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecordCapability {
+    /// A FHIR `Provenance` can be written: apply stores one per run that wrote something.
+    pub provenance: bool,
+}
+
+/// The capability table of a dialect: per object kind, and for the records apply keeps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Capabilities(pub Vec<KindCapability>);
+pub struct Capabilities(pub Vec<KindCapability>, pub RecordCapability);
 
 impl Capabilities {
+    /// Whether apply may store its record as a FHIR `Provenance` on this target.
+    pub fn provenance(&self) -> bool {
+        self.1.provenance
+    }
+
     pub fn of(&self, kind: ObjectKind) -> Option<&KindCapability> {
         self.0.iter().find(|c| c.kind == kind)
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::util::{self, sorted_strings, str_list};
 use super::{
     Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
-    ObjectKind, ObservedObject, Purpose, Recognised, StaffIndex,
+    ObjectKind, ObservedObject, Purpose, Recognised, RecordCapability, StaffIndex,
 };
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
@@ -62,33 +62,37 @@ impl Default for R4 {
             manual_hint: None,
         };
         R4 {
-            caps: Capabilities(vec![
-                all(ObjectKind::RoleCatalog, "CodeSystem"),
-                all(ObjectKind::CareTeamRoleCatalog, "CodeSystem"),
-                all(ObjectKind::Team, "Group"),
-                all(ObjectKind::RoleAssignment, "PractitionerRole"),
-                all(ObjectKind::PatientGroup, "Group"),
-                KindCapability {
-                    kind: ObjectKind::CareTeamAssignment,
-                    resource_type: "CareTeam",
-                    create: false,
-                    update: true,
-                    delete: false,
-                    identity: Identity::ManifestName,
-                    exclusive: &[],
-                    manual_hint: None,
-                },
-                KindCapability {
-                    kind: ObjectKind::TaskRouting,
-                    resource_type: "Task",
-                    create: false,
-                    update: true,
-                    delete: false,
-                    identity: Identity::NaturalKey,
-                    exclusive: &[],
-                    manual_hint: None,
-                },
-            ]),
+            caps: Capabilities(
+                vec![
+                    all(ObjectKind::RoleCatalog, "CodeSystem"),
+                    all(ObjectKind::CareTeamRoleCatalog, "CodeSystem"),
+                    all(ObjectKind::Team, "Group"),
+                    all(ObjectKind::RoleAssignment, "PractitionerRole"),
+                    all(ObjectKind::PatientGroup, "Group"),
+                    KindCapability {
+                        kind: ObjectKind::CareTeamAssignment,
+                        resource_type: "CareTeam",
+                        create: false,
+                        update: true,
+                        delete: false,
+                        identity: Identity::ManifestName,
+                        exclusive: &[],
+                        manual_hint: None,
+                    },
+                    KindCapability {
+                        kind: ObjectKind::TaskRouting,
+                        resource_type: "Task",
+                        create: false,
+                        update: true,
+                        delete: false,
+                        identity: Identity::NaturalKey,
+                        exclusive: &[],
+                        manual_hint: None,
+                    },
+                ],
+                // any resource type can be stored: one Provenance per apply
+                RecordCapability { provenance: true },
+            ),
         }
     }
 }

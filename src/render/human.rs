@@ -8,7 +8,7 @@ use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
 use super::{inline, list_delta};
-use crate::apply::Report;
+use crate::apply::{ApplyRecord, ProvenanceStatus, Report};
 use crate::ops::Stats;
 use crate::plan::{Action, Change, FieldChange, Plan};
 
@@ -315,26 +315,46 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
 /// What apply did, one line per write.
 pub fn report(p: &Plan, r: &Report) -> String {
     let mut out = String::new();
+    if r.is_refused() {
+        let _ = writeln!(
+            out,
+            "{} The saved plan no longer holds for {} object(s) (below). Nothing was written.",
+            "Apply refused.".red().bold(),
+            r.refused.len()
+        );
+        for e in &r.refused {
+            let _ = writeln!(out, "  {} {}", "✗ stale".red().bold(), e);
+        }
+        let _ = writeln!(
+            out,
+            "\nMake a new plan (careplane plan --out) and review it."
+        );
+        return out;
+    }
     for o in &r.outcomes {
         match &o.result {
             Ok(w) => {
                 let id = w
                     .as_ref()
-                    .map(|w| format!("{}/{}", o.target.resource_type, w.id))
+                    .map(|w| crate::fhir::shown(&o.target.resource_type, &w.id))
                     .or_else(|| {
                         o.target
                             .id
                             .as_ref()
-                            .map(|id| format!("{}/{id}", o.target.resource_type))
+                            .map(|id| crate::fhir::shown(&o.target.resource_type, id))
                     })
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "  {} {} '{}' {}",
+                    "  {} {} '{}' {}{}",
                     styled_symbol(o.action),
                     o.target.kind.label(),
                     o.target.name,
-                    id.dimmed()
+                    id.dimmed(),
+                    o.note
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
                 );
             }
             Err(e) => {
@@ -364,6 +384,39 @@ pub fn report(p: &Plan, r: &Report) -> String {
             r.succeeded(),
             r.failed()
         );
+    }
+    out
+}
+
+/// Where the record of an apply went: the Provenance on the target, the report file.
+pub fn record(r: &ApplyRecord, report_file: Option<&str>) -> String {
+    let mut out = String::new();
+    match &r.provenance {
+        ProvenanceStatus::Written { reference } => {
+            let _ = writeln!(out, "Recorded as {reference} on the target.");
+        }
+        ProvenanceStatus::Failed { error } => {
+            let _ = writeln!(
+                out,
+                "{} the record of this apply could not be stored on the target as a Provenance: {error}",
+                "error:".red().bold()
+            );
+        }
+        ProvenanceStatus::Unsupported => {
+            let _ = writeln!(
+                out,
+                "The target cannot store Provenance: {}",
+                if report_file.is_some() {
+                    "the report file is the record of this apply."
+                } else {
+                    "pass --report FILE to keep a record of this apply."
+                }
+            );
+        }
+        ProvenanceStatus::NothingWritten => {}
+    }
+    if let Some(f) = report_file {
+        let _ = writeln!(out, "Apply report written to {f}.");
     }
     out
 }

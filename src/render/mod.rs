@@ -5,6 +5,7 @@ pub mod diagnostics;
 pub mod drift;
 pub mod human;
 pub mod markdown;
+pub mod report;
 
 use serde_json::Value;
 
