@@ -50,6 +50,10 @@ pub enum TargetError {
     },
     #[error("environment variable {var} must be a number of seconds, not '{value}'")]
     InvalidEnv { var: String, value: String },
+    #[error(
+        "target '{target}': the file store '{path}' leads outside the manifest directory (through a symbolic link); keep the store inside it"
+    )]
+    StoreOutside { target: String, path: String },
     #[error(transparent)]
     Fhir(#[from] FhirError),
 }
@@ -140,12 +144,30 @@ pub fn resolve(
         None => return Err(TargetError::Ambiguous(known)),
     };
     match chosen {
-        None => file_target("default", &dir.join(DEFAULT_STORE), DEFAULT_CONCURRENCY),
+        None => file_target(dir, "default", DEFAULT_STORE, DEFAULT_CONCURRENCY),
         Some((n, spec)) => from_spec(dir, &n, spec),
     }
 }
 
-fn file_target(name: &str, path: &Path, concurrency: usize) -> Result<ResolvedTarget, TargetError> {
+/// The file store at `rel` inside the manifest directory `dir`.
+fn file_target(
+    dir: &Path,
+    name: &str,
+    rel: &str,
+    concurrency: usize,
+) -> Result<ResolvedTarget, TargetError> {
+    let path = &dir.join(rel);
+    // validate refuses a path that leaves DIR by its words; a symbolic link on the way
+    // must not lead out either (the nearest existing ancestor is where it would go).
+    let existing = path.ancestors().find(|p| p.exists());
+    if let (Some(Ok(store)), Ok(root)) = (existing.map(Path::canonicalize), dir.canonicalize())
+        && !store.starts_with(&root)
+    {
+        return Err(TargetError::StoreOutside {
+            target: name.into(),
+            path: rel.into(),
+        });
+    }
     Ok(ResolvedTarget {
         info: TargetInfo {
             name: name.into(),
@@ -206,8 +228,9 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
     };
     match spec.target_type {
         TargetType::File => file_target(
+            dir,
             name,
-            &dir.join(spec.path.as_deref().unwrap_or(DEFAULT_STORE)),
+            spec.path.as_deref().unwrap_or(DEFAULT_STORE),
             concurrency,
         ),
         TargetType::Fhir => {

@@ -62,13 +62,17 @@ const FOREIGN: &[(&str, &str)] = &[
     ),
 ];
 
-/// `root/store` (the example clinic's store plus [`FOREIGN`]) and two manifest
-/// directories `root/a`, `root/b` of the example clinic that both target it.
-fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+/// A copy of the example clinic in `root/clinic`, its store (`store`, plus [`FOREIGN`])
+/// shared by two targets `a` and `b` whose teams and roles may differ (per-target overlays:
+/// each target's documents carry `metadata.targets`). The two targets stand for two
+/// careplane runs with different manifests against one store. Returns the directory and
+/// the store.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clinic");
-    let store = root.path().join("store");
-    common::copy_dir(&example.join("store"), &store);
+    let dir = root.path().join("clinic");
+    common::copy_dir(&example, &dir);
+    let store = dir.join("store");
     for (file, line) in FOREIGN {
         let path = store.join(file);
         let mut text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -76,25 +80,28 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         text.push('\n');
         std::fs::write(path, text).unwrap();
     }
-    let mut dirs = Vec::new();
-    for name in ["a", "b"] {
-        let dir = root.path().join(name);
-        common::copy_dir(&example, &dir);
-        std::fs::remove_dir_all(dir.join("store")).unwrap();
-        let project = dir.join("careplane.yaml");
-        let text = std::fs::read_to_string(&project).unwrap();
-        assert!(text.contains("path: store"));
-        std::fs::write(&project, text.replace("path: store", "path: ../store")).unwrap();
-        dirs.push(dir);
-    }
-    let b = dirs.pop().unwrap();
-    let a = dirs.pop().unwrap();
-    (root, store, a, b)
+    let project = dir.join("careplane.yaml");
+    let text = std::fs::read_to_string(&project).unwrap();
+    let local = "    local:\n      type: file\n      path: store\n";
+    assert!(text.contains(local));
+    let two = "    a:\n      type: file\n      path: store\n      values: local\n    b:\n      type: file\n      path: store\n";
+    std::fs::write(
+        &project,
+        text.replace(local, two)
+            .replace("defaultTarget: local", "defaultTarget: a"),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("teams.yaml")).unwrap();
+    std::fs::remove_file(dir.join("roles.yaml")).unwrap();
+    set_variant(&dir, "a", 0);
+    set_variant(&dir, "b", 0);
+    (root, dir, store)
 }
 
-/// Two versions of the manifests: 1 renames a team, drops one of its members and changes
-/// a role's display (so Group and CodeSystem are rewritten every round).
-fn set_variant(dir: &Path, variant: usize) {
+/// Two versions of target `side`'s teams and roles: 1 renames a team, drops one of its
+/// members and changes a role's display (so Group and CodeSystem are rewritten every
+/// round).
+fn set_variant(dir: &Path, side: &str, variant: usize) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clinic");
     let mut teams = std::fs::read_to_string(example.join("teams.yaml")).unwrap();
     let mut roles = std::fs::read_to_string(example.join("roles.yaml")).unwrap();
@@ -111,8 +118,9 @@ fn set_variant(dir: &Path, variant: usize) {
             "display: Care Coordinator (outreach)\n",
         );
     }
-    std::fs::write(dir.join("teams.yaml"), teams).unwrap();
-    std::fs::write(dir.join("roles.yaml"), roles).unwrap();
+    let scoped = |t: String| t.replace("metadata:\n", &format!("metadata:\n  targets: [{side}]\n"));
+    std::fs::write(dir.join(format!("teams-{side}.yaml")), scoped(teams)).unwrap();
+    std::fs::write(dir.join(format!("roles-{side}.yaml")), scoped(roles)).unwrap();
 }
 
 fn owned(r: &Value) -> bool {
@@ -156,9 +164,9 @@ fn check_store(store: &Path) -> BTreeMap<(String, String), Value> {
     foreign
 }
 
-fn spawn_apply(dir: &Path) -> std::process::Child {
+fn spawn_apply(dir: &Path, side: &str) -> std::process::Child {
     bin()
-        .args(["apply", "--auto-approve"])
+        .args(["apply", "--auto-approve", "--target", side])
         .arg(dir)
         .env("CAREPLANE_LOCK_TIMEOUT", "60")
         .spawn()
@@ -180,10 +188,10 @@ fn waited(o: &Output) -> bool {
     n == 1
 }
 
-/// `plan --detailed-exitcode`: whether the target matches the manifests in `dir`.
-fn plan_is_empty(dir: &Path) -> bool {
+/// `plan --detailed-exitcode`: whether the store matches target `side`'s manifests.
+fn plan_is_empty(dir: &Path, side: &str) -> bool {
     let o = bin()
-        .args(["plan", "--detailed-exitcode"])
+        .args(["plan", "--detailed-exitcode", "--target", side])
         .arg(dir)
         .output()
         .unwrap();
@@ -196,17 +204,17 @@ fn plan_is_empty(dir: &Path) -> bool {
 
 #[test]
 fn two_concurrent_applies_never_lose_data() {
-    let (_root, store, a, b) = setup();
+    let (_root, dir, store) = setup();
     let foreign = check_store(&store);
     assert_eq!(foreign.len(), 20 + 20 + 12 + 1 + FOREIGN.len());
 
     let mut busy = Duration::ZERO;
     let mut waits = 0;
     for round in 0..ROUNDS {
-        set_variant(&a, round % 2);
-        set_variant(&b, (round + 1) % 2);
+        set_variant(&dir, "a", round % 2);
+        set_variant(&dir, "b", (round + 1) % 2);
         let started = Instant::now();
-        let (ca, cb) = (spawn_apply(&a), spawn_apply(&b));
+        let (ca, cb) = (spawn_apply(&dir, "a"), spawn_apply(&dir, "b"));
         let (oa, ob) = (
             ca.wait_with_output().unwrap(),
             cb.wait_with_output().unwrap(),
@@ -225,7 +233,7 @@ fn two_concurrent_applies_never_lose_data() {
         );
         // The two variants differ, so exactly one set of manifests matches the store:
         // the one applied last (the one that waited, if one did).
-        let (ea, eb) = (plan_is_empty(&a), plan_is_empty(&b));
+        let (ea, eb) = (plan_is_empty(&dir, "a"), plan_is_empty(&dir, "b"));
         assert!(
             ea != eb,
             "round {round}: the store matches {} of the two variants (a lost update)",
@@ -257,7 +265,7 @@ fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn an_apply_waits_for_the_lock_and_gives_up_after_the_timeout() {
-    let (_root, store, a, _b) = setup();
+    let (_root, a, store) = setup();
     let before = snapshot(&store);
     let lock = File::create(store.join(".careplane.lock")).unwrap();
     lock.lock().unwrap();
@@ -302,7 +310,7 @@ fn an_apply_waits_for_the_lock_and_gives_up_after_the_timeout() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(waited(&o), "{}", text(&o));
     assert!(started.elapsed() >= Duration::from_millis(1400));
-    assert!(plan_is_empty(&a));
+    assert!(plan_is_empty(&a, "a"));
 
     // a timeout that is not a number of seconds is an error naming the variable
     let o = bin()
@@ -321,7 +329,7 @@ fn an_apply_waits_for_the_lock_and_gives_up_after_the_timeout() {
 
 #[test]
 fn a_line_that_is_not_json_is_named_by_file_and_line() {
-    let (_root, store, a, _b) = setup();
+    let (_root, a, store) = setup();
     let path = store.join("Group.ndjson");
     let mut text_ = std::fs::read_to_string(&path).unwrap();
     text_.push_str("{\"resourceType\":\"Gro\n");

@@ -346,3 +346,60 @@ fn a_file_store_outside_the_manifest_directory_is_refused() {
         );
     }
 }
+
+#[test]
+fn manifests_cannot_read_credential_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "careplane.yaml",
+                "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: p\nspec:\n  defaultTarget: local\n  targets:\n    local: {type: file, path: store}\n    prod:\n      type: fhir\n      url: https://fhir.example.org/r4\n      auth: {bearerTokenEnv: PROD_FHIR_TOKEN}\n".to_owned(),
+            ),
+            (
+                "roles.yaml",
+                "apiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: md\nspec:\n  code: MD\n  display: \"${PROD_FHIR_TOKEN}\"\n  domain: clinical\n---\napiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: rn\nspec:\n  code: RN\n  display: \"${CAREPLANE_TOKEN}\"\n  domain: clinical\n".to_owned(),
+            ),
+        ],
+    );
+    for args in [&["validate"][..], &["plan"][..]] {
+        let r = run(
+            args,
+            dir.path(),
+            &[("PROD_FHIR_TOKEN", SECRET), ("CAREPLANE_TOKEN", SECRET)],
+        );
+        let all = r.all();
+        assert_eq!(r.code, Some(1), "{args:?}: {all}");
+        assert_eq!(
+            all.matches("holds a credential").count(),
+            2,
+            "{args:?}: both references refused: {all}"
+        );
+        assert!(!all.contains(SECRET), "{args:?}: {all}");
+    }
+}
+
+#[test]
+fn a_file_store_linked_out_of_the_manifest_directory_is_refused() {
+    // The walk refuses a linked directory it sees; the default store `.careplane/store` is
+    // hidden from the walk, so the target itself checks where the store leads.
+    let outside = tempfile::tempdir().unwrap();
+    let dir = dir_with_a_manifest();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join(".careplane")).unwrap();
+    std::fs::create_dir(outside.path().join("store")).unwrap();
+    let r = run(&["apply", "--auto-approve"], dir.path(), &[]);
+    let all = r.all();
+    assert_eq!(r.code, Some(1), "{all}");
+    assert!(
+        all.contains("leads outside the manifest directory"),
+        "{all}"
+    );
+    assert!(
+        std::fs::read_dir(outside.path().join("store"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing written outside: {all}"
+    );
+}

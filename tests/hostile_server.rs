@@ -184,6 +184,33 @@ fn bundle(entries: Vec<Value>, total: Option<u64>, next: Option<String>) -> Valu
     b
 }
 
+/// An OperationOutcome with one error issue saying `diagnostics`.
+fn outcome(status: u16, code: &str, diagnostics: String) -> Reply {
+    let body = json!({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": code, "diagnostics": diagnostics}]});
+    Reply::Full(
+        status,
+        "application/fhir+json",
+        serde_json::to_vec(&body).unwrap(),
+    )
+}
+
+/// Run `careplane plan DIR` with `env`: exit code and stdout + stderr.
+fn plan(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut c = careplane();
+    c.arg("plan").arg(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), all)
+}
+
 fn group(id: &str) -> Value {
     json!({"resourceType": "Group", "id": id, "type": "practitioner", "actual": true})
 }
@@ -603,15 +630,8 @@ fn careplane() -> Command {
 fn a_server_echoing_the_bearer_token_gets_it_redacted_everywhere() {
     let token = "tok-ECHO-9f8e7d6c5b4a";
     let target = Hostile::start(move |req, _| {
-        let echoed = req.header("authorization").unwrap_or_default().to_owned();
-        Reply::Full(
-            401,
-            "application/fhir+json",
-            serde_json::to_vec(&json!({"resourceType": "OperationOutcome", "issue": [{
-                "severity": "error", "code": "login",
-                "diagnostics": format!("rejected credentials: {echoed}")}]}))
-            .unwrap(),
-        )
+        let echoed = req.header("authorization").unwrap_or_default();
+        outcome(401, "login", format!("rejected credentials: {echoed}"))
     });
     let dir = tempfile::tempdir().unwrap();
     project(
@@ -621,19 +641,11 @@ fn a_server_echoing_the_bearer_token_gets_it_redacted_everywhere() {
             target.base()
         ),
     );
-    let out = careplane()
-        .args(["plan"])
-        .arg(dir.path())
-        .env("HOSTILE_TOKEN", token)
-        .env("CAREPLANE_LOG", "requests")
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, all) = plan(
+        dir.path(),
+        &[("HOSTILE_TOKEN", token), ("CAREPLANE_LOG", "requests")],
     );
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(code, Some(1), "{all}");
     assert!(
         all.contains("rejected credentials: Bearer [redacted]"),
         "the server's words are kept, the token is not: {all}"
@@ -651,13 +663,10 @@ fn oauth_secrets_and_access_tokens_are_redacted_from_every_message() {
             return json_reply(json!({"access_token": access, "expires_in": 3600,
                 "token_type": "Bearer", "debug": format!("client_secret={secret}")}));
         }
-        Reply::Full(
+        outcome(
             403,
-            "application/fhir+json",
-            serde_json::to_vec(&json!({"resourceType": "OperationOutcome", "issue": [{
-                "severity": "error", "code": "forbidden",
-                "diagnostics": format!("token {access} lacks scope; client secret {secret} is wrong")}]}))
-            .unwrap(),
+            "forbidden",
+            format!("token {access} lacks scope; client secret {secret} is wrong"),
         )
     });
     let dir = tempfile::tempdir().unwrap();
@@ -669,19 +678,11 @@ fn oauth_secrets_and_access_tokens_are_redacted_from_every_message() {
             server.addr
         ),
     );
-    let out = careplane()
-        .args(["plan"])
-        .arg(dir.path())
-        .env("HOSTILE_ID", "client-id")
-        .env("HOSTILE_SECRET", secret)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, all) = plan(
+        dir.path(),
+        &[("HOSTILE_ID", "client-id"), ("HOSTILE_SECRET", secret)],
     );
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("lacks scope"), "{all}");
     assert!(
         !all.contains("SECRET-5e4d") && !all.contains("ACCESS-0a1b"),
@@ -712,13 +713,7 @@ fn the_request_log_shows_every_attempt_its_outcome_and_the_delay() {
             target.base()
         ),
     );
-    let out = careplane()
-        .args(["plan"])
-        .arg(dir.path())
-        .env("CAREPLANE_LOG", "requests")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = plan(dir.path(), &[("CAREPLANE_LOG", "requests")]);
     for line in [
         "Group search by type (GET Group) attempt 1 → HTTP 503",
         "Group search by type (GET Group): attempt 1 failed (HTTP 503); next attempt in",
@@ -728,6 +723,6 @@ fn the_request_log_shows_every_attempt_its_outcome_and_the_delay() {
     ] {
         assert!(err.contains(line), "missing '{line}' in:\n{err}");
     }
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains('?'), "no query strings in the log: {err}");
 }

@@ -40,10 +40,11 @@ pub async fn run(a: Args) -> u8 {
             .cloned()
             .collect();
         let plan = full.with_changes(adoptions);
-        Ok::<_, OpsError>((plan, target))
+        let agent = ops::agent(&m, &target);
+        Ok::<_, OpsError>((plan, target, agent))
     }
     .await;
-    let (plan, target) = match prepared {
+    let (plan, target, agent) = match prepared {
         Ok(x) => x,
         Err(e) => {
             print_error(&e, &dir);
@@ -60,10 +61,16 @@ pub async fn run(a: Args) -> u8 {
     if !confirmed(a.auto_approve, "import", "Take these objects over?") {
         return EXIT_ERROR;
     }
-    let report = ops::apply(&plan, &target).await;
+    let applied = ops::apply_recorded(&plan, &target, agent, false).await;
+    let report = applied.report;
     out("\n");
     out(&crate::render::human::report(&plan, &report));
-    if report.failed() == 0 {
+    out(&crate::render::human::record(&applied.record, None));
+    let recorded = !matches!(
+        applied.record.provenance,
+        crate::apply::ProvenanceStatus::Failed { .. }
+    );
+    if report.failed() == 0 && recorded {
         EXIT_OK
     } else {
         EXIT_ERROR

@@ -202,7 +202,7 @@ pub fn confirmed(auto_approve: bool, command: &str, question: &str) -> bool {
 /// Write a report file (`apply --report FILE`). Every report file careplane writes goes
 /// through here, so that one place decides what may reach a file.
 pub fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
+    crate::output::write_file(path, text)
 }
 
 pub fn default_dir(dir: Option<PathBuf>) -> PathBuf {

@@ -65,7 +65,13 @@ async fn pass(
         return Ok((0, 0));
     }
     let plan = full.with_changes(routing);
-    let report = ops::apply(&plan, target).await;
+    let applied = ops::apply_recorded(&plan, target, ops::agent(m, target), false).await;
+    if let crate::apply::ProvenanceStatus::Failed { error } = &applied.record.provenance {
+        err(&format!(
+            "careplane watch: the routing was applied but its Provenance could not be written: {error}\n"
+        ));
+    }
+    let report = applied.report;
     for o in &report.outcomes {
         let c = &plan.changes[o.change];
         match &o.result {

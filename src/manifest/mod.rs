@@ -573,6 +573,13 @@ fn withhold_environment(
     }
 }
 
+/// Environment variables careplane itself reads credentials from.
+const CREDENTIAL_ENV: &[&str] = &[
+    "CAREPLANE_TOKEN",
+    "CAREPLANE_PSEUDONYM_KEY",
+    "CANVAS_CLIENT_SECRET",
+];
+
 /// Choose the target's `Values`, then expand `${NAME}` in every other document. Returns
 /// the variables used and their values.
 fn expand_variables(
@@ -640,7 +647,25 @@ fn expand_variables(
             ),
         }
     }
-    let env = |k: &str| std::env::var(k).ok();
+    // Environment variables that hold credentials (every target's bearerTokenEnv and
+    // clientSecretEnv, and careplane's own) are never manifest variables: a manifest that
+    // could read them could print them in a plan or write them to the server.
+    let mut credentials: std::collections::BTreeSet<String> =
+        CREDENTIAL_ENV.iter().map(|s| (*s).to_owned()).collect();
+    for t in targets.into_iter().flat_map(|ts| ts.values()) {
+        for ptr in ["/auth/bearerTokenEnv", "/auth/oauth2/clientSecretEnv"] {
+            if let Some(v) = t.pointer(ptr).and_then(serde_json::Value::as_str) {
+                credentials.insert(v.to_owned());
+            }
+        }
+    }
+    let env = |k: &str| {
+        if credentials.contains(k) {
+            None
+        } else {
+            std::env::var(k).ok()
+        }
+    };
     let resolver = vars::Resolver {
         cli: &opts.vars,
         values,
@@ -675,6 +700,16 @@ fn expand_variables(
         }
         for e in errors {
             match e {
+                vars::VarError::Undefined { pointer, name }
+                    if credentials.contains(&name)
+                        && !opts.vars.iter().any(|(k, _)| *k == name) =>
+                {
+                    ck.error(
+                        d.at(&pointer),
+                        format!("variable ${{{name}}} names an environment variable that holds a credential; manifests may not read credentials"),
+                        "credentials reach careplane only through the target's auth settings; use another variable",
+                    )
+                }
                 vars::VarError::Undefined { pointer, name } => ck.error(
                     d.at(&pointer),
                     format!("variable ${{{name}}} is not defined {where_from}"),
