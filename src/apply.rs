@@ -31,10 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::dialect::{Dialect, Identity};
+use crate::dialect::Dialect;
 use crate::fhir::{self, FhirError, Store, Written};
 use crate::model::Source;
 use crate::plan::{Action, Change, Plan, Target};
+use crate::vocab::Identity;
 
 /// The note on a write whose answer was lost but which re-reading shows landed.
 pub const LANDED_NOTE: &str = "the server's answer was lost; re-read shows the write landed";
@@ -146,7 +147,7 @@ async fn created_here(
     store: &Store,
     dialect: &dyn Dialect,
     find: &fhir::Query,
-    fields: &crate::dialect::Fields,
+    fields: &crate::vocab::Fields,
 ) -> Option<Written> {
     let wanted: BTreeMap<String, Option<Value>> = fields
         .iter()
@@ -160,7 +161,7 @@ async fn created_here(
         .and_then(|r| {
             Some(Written {
                 id: r.get("id")?.as_str()?.to_owned(),
-                version_id: crate::dialect::util::meta(r, "versionId"),
+                version_id: crate::vocab::json::meta(r, "versionId"),
                 existed: false,
             })
         })
@@ -319,7 +320,7 @@ fn exists_now(c: &Change, detail: &str) -> ApplyError {
 const OTHER_VALUES: &str = "it exists now, with other values than this apply writes";
 
 /// The fields a create writes (sealed lists in full).
-fn create_fields(c: &Change) -> crate::dialect::Fields {
+fn create_fields(c: &Change) -> crate::vocab::Fields {
     c.fields
         .iter()
         .filter_map(|f| written_value(f).map(|v| (f.field.clone(), v)))
@@ -370,8 +371,7 @@ async fn apply_one(
             detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
         });
     }
-    if c.target.kind == crate::dialect::ObjectKind::CareTeamAssignment && c.action == Action::Update
-    {
+    if c.target.kind == crate::vocab::ObjectKind::CareTeamAssignment && c.action == Action::Update {
         return apply_care_team(c, project, store, dialect).await;
     }
     match c.action {
@@ -455,7 +455,7 @@ async fn apply_one(
                     Ok(Some(now)) if holds(c, project, dialect, &now, &fields) => {
                         Ok(Done::landed(Some(Written {
                             id: id.to_owned(),
-                            version_id: crate::dialect::util::meta(&now, "versionId"),
+                            version_id: crate::vocab::json::meta(&now, "versionId"),
                             existed: false,
                         })))
                     }
@@ -482,7 +482,7 @@ pub async fn stale_objects(
         matches!(
             c.action,
             Action::Create | Action::Update | Action::Delete | Action::Adopt
-        ) && c.target.kind != crate::dialect::ObjectKind::CareTeamAssignment
+        ) && c.target.kind != crate::vocab::ObjectKind::CareTeamAssignment
     });
     let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(checks.enumerate())
         .map(|(i, c)| async move {
@@ -544,7 +544,7 @@ async fn apply_care_team(
         detail,
     };
     let list = |v: &Option<Value>| -> BTreeSet<String> {
-        crate::dialect::util::str_list(v.as_ref())
+        crate::vocab::json::str_list(v.as_ref())
             .into_iter()
             .collect()
     };
@@ -915,7 +915,7 @@ pub enum WriteOutcome {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RecordedWrite {
     pub action: Action,
-    pub kind: crate::dialect::ObjectKind,
+    pub kind: crate::vocab::ObjectKind,
     /// Manifest name.
     pub name: String,
     pub resource_type: String,
@@ -1136,7 +1136,7 @@ impl ApplyRecord {
         }
         Some(json!({
             "resourceType": "Provenance",
-            "meta": {"tag": [{"system": crate::dialect::r4::TAG_SYSTEM, "code": self.project}]},
+            "meta": {"tag": [crate::vocab::ownership::tag(&self.project)]},
             "target": targets,
             "occurredPeriod": {"start": self.started, "end": self.ended},
             "recorded": self.ended,
@@ -1175,7 +1175,7 @@ pub async fn store_provenance(record: &ApplyRecord, store: &Store) -> Provenance
             let find = fhir::Query::new("Provenance")
                 .param(
                     "_tag",
-                    format!("{}|{}", crate::dialect::r4::TAG_SYSTEM, record.project),
+                    format!("{}|{}", crate::vocab::ownership::TAG_SYSTEM, record.project),
                 )
                 .param("_lastUpdated", format!("ge{}", record.started));
             let same = |p: &Value| {
@@ -1225,8 +1225,8 @@ pub fn record_schema_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::ObjectKind;
     use crate::plan::{Precondition, Reason, TargetInfo};
+    use crate::vocab::ObjectKind;
     use serde_json::json;
 
     fn change(kind: ObjectKind, rt: &str, id: Option<&str>, action: Action) -> Change {

@@ -10,10 +10,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::dialect::{Dialect, ObjectKind};
+use crate::dialect::Dialect;
 use crate::fhir::Store;
 use crate::model::Source;
 use crate::plan::{Action, Plan, TargetInfo};
+use crate::vocab::ObjectKind;
 
 pub const FORMAT: &str = "careplane-drift";
 pub const FORMAT_VERSION: u32 = 1;

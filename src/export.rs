@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::dialect::{ObjectKind, ObservedObject, StaffIndex};
 use crate::observe::Observed;
+use crate::vocab::{ObjectKind, ObservedObject, StaffIndex};
 
 /// Export writes the schema next to the manifests, so editors find it offline.
 pub const SCHEMA_FILE: &str = "careplane.schema.json";
@@ -210,7 +210,7 @@ pub fn manifests(observed: &Observed) -> BTreeMap<String, String> {
     }
 
     // Teams: managed ones, and the ones careplane would adopt.
-    let mut teams: Vec<(Option<String>, &crate::dialect::Fields, bool)> = by_kind(ObjectKind::Team)
+    let mut teams: Vec<(Option<String>, &crate::vocab::Fields, bool)> = by_kind(ObjectKind::Team)
         .map(|o: &ObservedObject| (o.name.clone(), &o.fields, true))
         .collect();
     teams.extend(

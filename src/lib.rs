@@ -8,7 +8,6 @@
 pub mod apply;
 pub mod cli;
 pub mod dialect;
-pub mod diff;
 pub mod drift;
 pub mod export;
 pub mod fhir;
@@ -18,7 +17,12 @@ pub mod observe;
 pub mod ops;
 pub mod output;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod rules;
 pub mod ruletest;
 pub mod target;
+pub mod vocab;
+
+/// The object-level diff, now part of [`reconcile`] (kept at this path for callers).
+pub use reconcile::objects as diff;

@@ -4,8 +4,9 @@
 //! sorts what comes back into objects careplane owns, look-alikes it does not own, and the
 //! staff directory used to resolve practitioner references.
 
-use crate::dialect::{Dialect, ForeignObject, ObservedObject, Purpose, Recognised, StaffIndex};
+use crate::dialect::{Dialect, Purpose};
 use crate::fhir::{FhirError, Store};
+use crate::vocab::{ForeignObject, ObservedObject, Recognised, StaffIndex};
 
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -21,17 +22,7 @@ pub struct Observed {
     pub tasks: Vec<crate::rules::TaskFacts>,
 }
 
-/// Which patient data the declared rules need.
-#[derive(Clone, Debug, Default)]
-pub struct RuleReads {
-    pub patients: bool,
-    pub consents: bool,
-    pub care_teams: bool,
-    /// Open tasks, for routing rules.
-    pub tasks: bool,
-    /// Only tasks changed after this instant (`watch` after its first pass).
-    pub tasks_since: Option<String>,
-}
+pub use crate::rules::RuleReads;
 
 pub async fn observe(
     store: &Store,

@@ -4,7 +4,7 @@
 //! directly too.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::apply::{self, Report};
 use crate::diff;
@@ -13,6 +13,7 @@ use crate::manifest::{self, LoadError, ManifestErrors, Manifests};
 use crate::observe;
 use crate::plan::file::PlanFileError;
 use crate::plan::{Plan, TargetInfo};
+use crate::reconcile;
 use crate::target::{ResolvedTarget, TargetError};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +53,7 @@ pub enum OpsError {
     },
 }
 
-/// Facts about one plan run, for the measurement line and the notes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats {
-    pub searches: usize,
-    pub requests: u64,
-    pub elapsed: Duration,
-}
+pub use crate::plan::Stats;
 
 pub fn validate(dir: &Path, opts: &manifest::LoadOptions) -> Result<Manifests, LoadError> {
     manifest::load(dir, opts)
@@ -101,7 +96,6 @@ pub async fn plan_since(
     let started = Instant::now();
     let before = target.store.request_count();
     let project = &m.desired.project;
-    let groups = &m.desired.patient_groups;
     // Which patient searches to run: derived from every rule evaluated, of any kind.
     let reads = observe::RuleReads {
         tasks_since,
@@ -110,117 +104,23 @@ pub async fn plan_since(
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await
         .map_err(OpsError::Observe)?;
-    let unplannable = |diagnostics| {
-        OpsError::Unplannable(ManifestErrors {
-            diagnostics,
-            files: m.files.clone(),
-        })
-    };
-    // Patients named in include/exclude must exist (their ids are not printed).
-    let missing: Vec<crate::manifest::Diagnostic> = groups
-        .iter()
-        .flat_map(|g| g.include.iter().chain(&g.exclude))
-        .filter(|p| !observed.patients.contains_key(&p.value))
-        .map(|p| crate::manifest::Diagnostic {
-            source: p.source.clone(),
-            message: "no Patient on the target has this id".into(),
-            help: Some("fix the id, or remove the entry".into()),
-        })
-        .collect();
-    if !missing.is_empty() {
-        return Err(unplannable(missing));
-    }
-    let staff = |r: &crate::model::PractitionerRef| {
-        observed
-            .staff
-            .resolve(r)
-            .ok()
-            .map(|id| format!("Practitioner/{id}"))
-    };
-    let care_team_roles: std::collections::BTreeMap<String, String> = m
-        .desired
-        .care_team_roles
-        .iter()
-        .map(|r| (r.name.clone(), format!("{}|{}", r.system, r.code)))
-        .collect();
-    let memberships = crate::rules::evaluate(
-        groups,
-        &observed.patients,
-        crate::rules::today(),
-        &staff,
-        &care_team_roles,
-    );
-    let mut desired = target
-        .dialect
-        .desired(&m.desired, &observed.staff, &memberships)
-        .map_err(unplannable)?;
-    let (routed, waiting) =
-        routing_objects(m, target, &observed, &memberships).map_err(unplannable)?;
-    desired.extend(routed);
-    let pseudo = crate::rules::Pseudonymizer::from_env();
-    let mut d = diff::diff(&desired, &observed, target.dialect.as_ref(), opts, &pseudo);
-    d.changes.extend(
-        care_team_changes(
-            m,
-            target,
-            &observed,
-            &memberships,
-            &pseudo,
-            &staff,
-            &care_team_roles,
-        )
-        .map_err(unplannable)?,
-    );
-    for (team, (rule, n)) in &waiting {
-        if let Some(c) = d
-            .changes
-            .iter_mut()
-            .find(|c| c.target.kind == crate::dialect::ObjectKind::Team && &c.target.name == team)
-        {
-            c.notes.push(format!(
-                "routing rule '{rule}' matches {n} open task(s) for this team: the next apply routes them, once the team exists"
-            ));
-        }
-    }
-    for c in &mut d.changes {
-        let mut notes = Vec::new();
-        for f in &c.fields {
-            if let Some(m) = &f.membership {
-                if m.before > 0 && (m.removed as f64) > m.max_removal_share * m.before as f64 {
-                    notes.push(format!(
-                        "would remove {} of {} members, over this group's limit of {:.0}%: apply refuses without --allow-mass-removal",
-                        m.removed,
-                        m.before,
-                        100.0 * m.max_removal_share
-                    ));
-                }
-                if !pseudo.enabled() && (m.added + m.removed) > 0 {
-                    notes.push(format!(
-                        "set {} to see pseudonymous samples of who changes",
-                        crate::rules::KEY_ENV
-                    ));
-                }
-            }
-        }
-        c.notes.extend(notes);
-    }
-    if !d.errors.is_empty() {
-        return Err(OpsError::Unplannable(ManifestErrors {
-            diagnostics: d.errors,
-            files: m.files.clone(),
-        }));
-    }
-    let plan = Plan::new(
-        project,
-        target.info.clone(),
-        crate::plan::PlanCapability::from_table(target.dialect.capabilities()),
-        &m.checksum,
+    let options = reconcile::Options {
         prune,
-        d.changes,
-        d.orphans,
-    );
-    let mut plan = plan;
-    plan.manifests_commit = manifests_commit(&m.dir);
+        adopt: opts.adopt,
+        today: crate::rules::today(),
+        pseudo: crate::rules::Pseudonymizer::from_env(),
+        target: target.info.clone(),
+        checksum: m.checksum.clone(),
+        manifests_commit: manifests_commit(&m.dir),
+    };
+    let plan = reconcile::plan(&m.desired, &observed, target.dialect.as_ref(), &options).map_err(
+        |diagnostics| {
+            OpsError::Unplannable(ManifestErrors {
+                diagnostics,
+                files: m.files.clone(),
+            })
+        },
+    )?;
     Ok((
         plan,
         Stats {
@@ -229,302 +129,6 @@ pub async fn plan_since(
             elapsed: started.elapsed(),
         },
     ))
-}
-
-/// One change per care-team assignment: who joins and who leaves (as counts, pseudonyms
-/// and sealed lists), and the participant it is about.
-#[allow(clippy::too_many_arguments)]
-fn care_team_changes(
-    m: &Manifests,
-    target: &ResolvedTarget,
-    observed: &observe::Observed,
-    memberships: &crate::dialect::Memberships,
-    pseudo: &crate::rules::Pseudonymizer,
-    staff: &dyn Fn(&crate::model::PractitionerRef) -> Option<String>,
-    care_team_roles: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<crate::plan::Change>, Vec<crate::manifest::Diagnostic>> {
-    use std::collections::BTreeSet;
-
-    use crate::dialect::ObjectKind;
-    use crate::plan::{Action, Change, FieldChange, Precondition, Reason, Target};
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    let project = m.desired.project.as_str();
-    for a in &m.desired.care_team_assignments {
-        let Some(practitioner) = staff(&a.practitioner.value) else {
-            errors.push(crate::manifest::Diagnostic {
-                source: a.practitioner.source.clone(),
-                message: format!(
-                    "no single Practitioner on the target has {}",
-                    a.practitioner.value
-                ),
-                help: Some("careplane never creates staff: fix the reference".into()),
-            });
-            continue;
-        };
-        let Some(role) = m.desired.care_team_roles.iter().find(|r| r.name == a.role) else {
-            continue;
-        };
-        let role_key = care_team_roles.get(&a.role).cloned().unwrap_or_default();
-        let selected: BTreeSet<String> = match (&a.group, &a.rule) {
-            (Some(g), _) => memberships.get(g).cloned().unwrap_or_default(),
-            (None, Some(rule)) => {
-                let ctx = crate::rules::Context {
-                    groups: memberships,
-                    on: crate::rules::today(),
-                    staff,
-                    care_team_roles,
-                };
-                observed
-                    .patients
-                    .values()
-                    .filter(|p| crate::rules::holds(rule, p, &ctx))
-                    .map(|p| format!("Patient/{}", p.id))
-                    .collect()
-            }
-            (None, None) => BTreeSet::new(),
-        };
-        // Targets where careplane keeps its own care teams (R4) only count those.
-        let own_only = target.dialect.care_teams_are_own();
-        let entries = |p: &crate::rules::PatientFacts| -> Vec<(String, String)> {
-            p.care_team
-                .iter()
-                .filter(|(_, _, owner)| !own_only || owner.as_deref() == Some(project))
-                .map(|(m, r, _)| (m.clone(), r.clone()))
-                .collect()
-        };
-        let holds = |p: &crate::rules::PatientFacts, who: Option<&str>| {
-            entries(p)
-                .iter()
-                .any(|(member, r)| r == &role_key && who.is_none_or(|w| w == member))
-        };
-        let current: BTreeSet<String> = observed
-            .patients
-            .values()
-            .filter(|p| holds(p, Some(&practitioner)))
-            .map(|p| format!("Patient/{}", p.id))
-            .collect();
-        let taken_by_others: BTreeSet<String> = observed
-            .patients
-            .values()
-            .filter(|p| {
-                // someone else in this role, or this practitioner in another role (one
-                // role per practitioner and one practitioner per role)
-                entries(p).iter().any(|(member, r)| {
-                    (r == &role_key && member != &practitioner)
-                        || (member == &practitioner && r != &role_key)
-                })
-            })
-            .map(|p| format!("Patient/{}", p.id))
-            .collect();
-        let mut add: BTreeSet<String> = selected.difference(&current).cloned().collect();
-        let conflicts: BTreeSet<String> = if a.authoritative {
-            BTreeSet::new()
-        } else {
-            add.intersection(&taken_by_others).cloned().collect()
-        };
-        add.retain(|p| !conflicts.contains(p));
-        let remove: BTreeSet<String> = if a.authoritative {
-            current.difference(&selected).cloned().collect()
-        } else {
-            BTreeSet::new()
-        };
-        let after: BTreeSet<String> = current
-            .union(&add)
-            .filter(|p| !remove.contains(*p))
-            .cloned()
-            .collect();
-        let as_list = |s: &BTreeSet<String>| {
-            serde_json::Value::Array(s.iter().cloned().map(serde_json::Value::String).collect())
-        };
-        let target = Target {
-            kind: ObjectKind::CareTeamAssignment,
-            name: a.name.clone(),
-            resource_type: "CareTeam".into(),
-            id: None,
-        };
-        let mut notes = Vec::new();
-        if !conflicts.is_empty() {
-            notes.push(format!(
-                "{} selected patient(s) have someone else as {}: left alone (authoritative: false)",
-                conflicts.len(),
-                role.display
-            ));
-        }
-        if add.is_empty() && remove.is_empty() {
-            out.push(Change {
-                action: Action::NoOp,
-                target,
-                fields: Vec::new(),
-                reason: Reason {
-                    source: Some(a.source.clone()),
-                    rule: format!(
-                        "every selected patient has {} as {}",
-                        a.practitioner.value, role.display
-                    ),
-                },
-                precondition: Precondition::default(),
-                notes,
-            });
-            continue;
-        }
-        let mode = if a.authoritative {
-            "authoritative"
-        } else {
-            "additive"
-        };
-        let patients = crate::diff::sensitive_change(
-            "patients",
-            Some(&as_list(&current)),
-            Some(&as_list(&after)),
-            mode,
-            Some(a.max_removal_share),
-            Some(a.source.clone()),
-            pseudo,
-        );
-        let participant = FieldChange {
-            field: "participant".into(),
-            before: None,
-            after: Some(serde_json::json!({
-                "practitioner": practitioner,
-                "role": {"system": role.system, "code": role.code, "display": role.display},
-                "lead": a.lead,
-                "authoritative": a.authoritative,
-            })),
-            source: Some(a.practitioner.source.clone()),
-            labels: std::collections::BTreeMap::from([(
-                practitioner.clone(),
-                a.practitioner.value.to_string(),
-            )]),
-            membership: None,
-            sealed: None,
-        };
-        out.push(Change {
-            action: Action::Update,
-            target,
-            fields: vec![patients, participant],
-            reason: Reason {
-                source: Some(a.source.clone()),
-                rule: format!(
-                    "care-team assignment '{}': {} as {} for the selected patients",
-                    a.name, a.practitioner.value, role.display
-                ),
-            },
-            precondition: Precondition::default(),
-            notes,
-        });
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-type Waiting = std::collections::BTreeMap<String, (String, usize)>;
-
-/// Desired routing of open tasks: the first matching rule's team, owner and labels. Tasks
-/// for a team that is not on the target yet wait for the next apply (`Waiting`).
-fn routing_objects(
-    m: &Manifests,
-    target: &ResolvedTarget,
-    observed: &observe::Observed,
-    memberships: &crate::dialect::Memberships,
-) -> Result<(Vec<crate::dialect::DesiredObject>, Waiting), Vec<crate::manifest::Diagnostic>> {
-    use crate::dialect::{DesiredObject, Fields, Identity, ObjectKind};
-    use serde_json::json;
-    let rules = &m.desired.routing_rules;
-    let mut out = Vec::new();
-    let mut waiting = Waiting::new();
-    let mut errors = Vec::new();
-    if rules.is_empty() {
-        return Ok((out, waiting));
-    }
-    let identity = target
-        .dialect
-        .capabilities()
-        .of(ObjectKind::Team)
-        .map(|c| c.identity);
-    let team_ref = |name: &str| -> Option<String> {
-        let team = m.desired.teams.iter().find(|t| t.name == name)?;
-        observed
-            .objects
-            .iter()
-            .find(|o| {
-                o.kind == ObjectKind::Team
-                    && match identity {
-                        Some(Identity::ManifestName) => o.name.as_deref() == Some(name),
-                        _ => o.natural_key.as_deref() == Some(team.display_name.as_str()),
-                    }
-            })
-            .map(|o| format!("Group/{}", o.id))
-    };
-    for (ti, ri) in crate::rules::route(&observed.tasks, rules, memberships) {
-        let (t, r) = (&observed.tasks[ti], &rules[ri]);
-        let mut fields = Fields::new();
-        let mut labels = std::collections::BTreeMap::new();
-        if let Some(team) = &r.team {
-            match team_ref(team) {
-                Some(g) => {
-                    fields.insert("team".into(), json!(g));
-                }
-                None => {
-                    waiting.entry(team.clone()).or_insert((r.name.clone(), 0)).1 += 1;
-                    continue;
-                }
-            }
-        }
-        if let Some(o) = &r.owner {
-            match observed.staff.resolve(&o.value) {
-                Ok(id) => {
-                    let reference = format!("Practitioner/{id}");
-                    labels.insert(reference.clone(), o.value.to_string());
-                    fields.insert("owner".into(), json!(reference));
-                }
-                Err(_) => {
-                    errors.push(crate::manifest::Diagnostic {
-                        source: o.source.clone(),
-                        message: format!("no single Practitioner on the target has {}", o.value),
-                        help: Some("careplane never creates staff: fix the reference".into()),
-                    });
-                    continue;
-                }
-            }
-        }
-        if !r.add_labels.is_empty() {
-            fields.insert(
-                "labels".into(),
-                crate::dialect::util::sorted_strings(r.add_labels.clone()),
-            );
-        }
-        let field_sources = fields
-            .keys()
-            .map(|k| (k.clone(), r.source.clone()))
-            .collect();
-        out.push(DesiredObject {
-            kind: ObjectKind::TaskRouting,
-            name: format!("Task/{}", t.id),
-            natural_key: Some(format!("Task/{}", t.id)),
-            fields,
-            field_sources,
-            source: r.source.clone(),
-            labels,
-            additive: vec!["labels"],
-            max_removal_share: None,
-            only_declared: true,
-            explain: Some(format!(
-                "routing rule '{}' (order {}) is the first to match this open task",
-                r.name, r.order
-            )),
-        });
-    }
-    if errors.is_empty() {
-        errors.dedup();
-        Ok((out, waiting))
-    } else {
-        errors.dedup();
-        Err(errors)
-    }
 }
 
 /// The commit the manifests come from: CI's variables first, else git, else unknown.

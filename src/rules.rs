@@ -162,14 +162,7 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
                         )
                     })
                     .unwrap_or_default();
-                let owner = t
-                    .pointer("/meta/tag")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .find(|x| x["system"] == "https://careplane.dev/project")
-                    .and_then(|x| x["code"].as_str())
-                    .map(str::to_owned);
+                let owner = crate::vocab::ownership::tagged_project(t);
                 p.care_team.push((member.to_owned(), role, owner));
             }
         }
@@ -239,6 +232,18 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
     }
 }
 
+/// Which patient data the declared rules need.
+#[derive(Clone, Debug, Default)]
+pub struct RuleReads {
+    pub patients: bool,
+    pub consents: bool,
+    pub care_teams: bool,
+    /// Open tasks, for routing rules.
+    pub tasks: bool,
+    /// Only tasks changed after this instant (`watch` after its first pass).
+    pub tasks_since: Option<String>,
+}
+
 /// The patient searches the rules need, derived from every rule careplane evaluates: each
 /// PatientGroup's rule, each CareTeamAssignment's inline rule, and routing rules that test
 /// a patient's group. `tasks_since` is left unset (it is the caller's).
@@ -246,8 +251,8 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
 /// Patients are read whenever any rule, group or assignment exists; consents when any rule
 /// has a `consent` condition; care teams when any rule has a `careTeam` condition or any
 /// care-team assignment exists (it must see who holds the role today).
-pub fn needed_reads(d: &crate::model::DesiredState) -> crate::observe::RuleReads {
-    let mut reads = crate::observe::RuleReads {
+pub fn needed_reads(d: &crate::model::DesiredState) -> RuleReads {
+    let mut reads = RuleReads {
         patients: !d.patient_groups.is_empty()
             || !d.care_team_assignments.is_empty()
             || d.routing_rules.iter().any(|r| r.patient_group.is_some()),
@@ -272,7 +277,7 @@ pub fn needed_reads(d: &crate::model::DesiredState) -> crate::observe::RuleReads
 
 /// What one condition needs read. The match is exhaustive on purpose: a new condition type
 /// must say which search it needs.
-fn needs(c: &Condition, reads: &mut crate::observe::RuleReads) {
+fn needs(c: &Condition, reads: &mut RuleReads) {
     match c {
         Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| needs(c, reads)),
         Condition::Not(c) => needs(c, reads),

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::dialect::StaffIndex;
 use crate::model::{DesiredState, RuleTest, Source};
 use crate::rules;
+use crate::vocab::StaffIndex;
 
 /// The outcome of one rule test.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::plan::prepare;
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
-use crate::dialect::ObjectKind;
 use crate::ops::{self, OpsError};
 use crate::plan::Action;
+use crate::vocab::ObjectKind;
 
 /// How far back each pass reads beyond the previous pass's start, for clock skew
 /// between careplane and the server (re-reading a routed task is a no-op).

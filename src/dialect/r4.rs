@@ -23,7 +23,7 @@ use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 
-pub const TAG_SYSTEM: &str = "https://careplane.dev/project";
+pub use crate::vocab::ownership::TAG_SYSTEM;
 /// The lead of a care team (R4 has no lead flag on participants).
 pub const CARE_TEAM_LEAD_EXTENSION: &str =
     "https://careplane.dev/fhir/StructureDefinition/care-team-lead";

@@ -60,8 +60,8 @@ impl Precondition {
     /// "Unchanged since this read": the version (or last update) a resource carries.
     pub fn seen_on(live: &Value) -> Self {
         Precondition {
-            version_id: crate::dialect::util::meta(live, "versionId"),
-            last_updated: crate::dialect::util::meta(live, "lastUpdated"),
+            version_id: crate::vocab::json::meta(live, "versionId"),
+            last_updated: crate::vocab::json::meta(live, "lastUpdated"),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! Nothing in here knows about FHIR. Every object remembers the manifest position it came
 //! from (`Source`), which becomes the *reason* of any change it causes.
 
+pub mod rule;
+
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -154,9 +156,9 @@ pub struct RoleAssignment {
 pub struct PatientGroup {
     pub name: String,
     pub display_name: String,
-    pub mode: crate::manifest::types::MembershipMode,
+    pub mode: rule::MembershipMode,
     pub max_removal_share: f64,
-    pub rule: Option<crate::manifest::types::Condition>,
+    pub rule: Option<rule::Condition>,
     pub include: Vec<Located<String>>,
     pub exclude: Vec<Located<String>>,
     pub source: Source,
@@ -187,7 +189,7 @@ pub struct CareTeamAssignment {
     /// Declared CareTeamRole name.
     pub role: String,
     pub group: Option<String>,
-    pub rule: Option<crate::manifest::types::Condition>,
+    pub rule: Option<rule::Condition>,
     pub lead: bool,
     pub authoritative: bool,
     pub max_removal_share: f64,
@@ -199,7 +201,7 @@ pub struct CareTeamAssignment {
 pub struct RuleTest {
     pub name: String,
     pub fixtures: Vec<serde_json::Value>,
-    pub expect: crate::manifest::types::RuleTestExpect,
+    pub expect: rule::RuleTestExpect,
     pub source: Source,
 }
 

@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::dialect::ObjectKind;
 use crate::model::Source;
+use crate::vocab::ObjectKind;
 
 pub const FORMAT: &str = "careplane-plan";
 pub const FORMAT_VERSION: u32 = 1;
@@ -208,7 +208,7 @@ pub struct PlanCapability {
 }
 
 impl PlanCapability {
-    pub fn from_table(caps: &crate::dialect::Capabilities) -> Vec<Self> {
+    pub fn from_table(caps: &crate::vocab::Capabilities) -> Vec<Self> {
         caps.0
             .iter()
             .map(|c| PlanCapability {
@@ -340,4 +340,12 @@ impl Plan {
             )
         })
     }
+}
+
+/// Facts about one plan run, for the measurement line and the notes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub searches: usize,
+    pub requests: u64,
+    pub elapsed: std::time::Duration,
 }

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 
 use super::{inline, list_delta};
 use crate::apply::{ApplyRecord, ProvenanceStatus, Report};
-use crate::ops::Stats;
+use crate::plan::Stats;
 use crate::plan::{Action, Change, FieldChange, Plan};
 
 fn styled_symbol(a: Action) -> String {
@@ -59,7 +59,7 @@ fn membership(out: &mut String, f: &FieldChange, show_members: bool) -> bool {
         );
     }
     if show_members && let Some((before, after)) = &f.sealed {
-        let set = |v: &Option<Value>| crate::dialect::util::str_list(v.as_ref());
+        let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
         let (b, a) = (set(before), set(after));
         for x in a.iter().filter(|x| !b.contains(x)) {
             let _ = writeln!(out, "        {}", format!("+ {x}").green());
@@ -488,7 +488,7 @@ mod tests {
         let c = Change {
             action: Action::Update,
             target: Target {
-                kind: crate::dialect::ObjectKind::PatientGroup,
+                kind: crate::vocab::ObjectKind::PatientGroup,
                 name: "g".into(),
                 resource_type: "Group".into(),
                 id: Some("1".into()),

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{inline, list_delta};
-use crate::dialect::ObjectKind;
 use crate::plan::{Action, Change, FieldChange, Plan};
+use crate::vocab::ObjectKind;
 
 /// Default size cap, in characters, well under GitHub's 65,536.
 pub const DEFAULT_LIMIT: usize = 60_000;

@@ -12,13 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::dialect::{DesiredObject, Dialect, Identity, ObservedObject};
+use crate::dialect::Dialect;
 use crate::manifest::Diagnostic;
 use crate::observe::Observed;
 use crate::plan::{
     Action, Change, FieldChange, MembershipDelta, Orphan, Precondition, Reason, Target,
 };
 use crate::rules::Pseudonymizer;
+use crate::vocab::{DesiredObject, Identity, ObservedObject};
 
 pub struct DiffResult {
     pub changes: Vec<Change>,
@@ -119,7 +120,7 @@ fn field_changes(
 }
 
 fn set_of(v: Option<&Value>) -> BTreeSet<String> {
-    crate::dialect::util::str_list(v).into_iter().collect()
+    crate::vocab::json::str_list(v).into_iter().collect()
 }
 
 /// A change to a list of patients: counts and pseudonyms in the open, the real lists
@@ -547,7 +548,7 @@ fn note_missing_roles(changes: &mut [Change]) {
         .iter()
         .filter(|c| {
             c.action == Action::Manual
-                && c.target.kind == crate::dialect::ObjectKind::Role
+                && c.target.kind == crate::vocab::ObjectKind::Role
                 && c.precondition.absent
         })
         .filter_map(|c| {
@@ -566,7 +567,7 @@ fn note_missing_roles(changes: &mut [Change]) {
         return;
     }
     for c in changes.iter_mut().filter(|c| {
-        c.target.kind == crate::dialect::ObjectKind::RoleAssignment && c.action.is_change()
+        c.target.kind == crate::vocab::ObjectKind::RoleAssignment && c.action.is_change()
     }) {
         let wanted: Vec<String> = c
             .fields

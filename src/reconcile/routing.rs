@@ -1,0 +1,112 @@
+//! Task routing: the first matching routing rule's team, owner and labels for each open
+//! task, as desired objects that `objects` diffs like any other.
+
+use crate::dialect::Dialect;
+use crate::model::DesiredState;
+use crate::observe::Observed;
+
+/// Teams not on the target yet, with the rule and how many tasks wait for them.
+pub type Waiting = std::collections::BTreeMap<String, (String, usize)>;
+
+/// Desired routing of open tasks: the first matching rule's team, owner and labels. Tasks
+/// for a team that is not on the target yet wait for the next apply (`Waiting`).
+pub fn objects(
+    desired: &DesiredState,
+    dialect: &dyn Dialect,
+    observed: &Observed,
+    memberships: &crate::vocab::Memberships,
+) -> Result<(Vec<crate::vocab::DesiredObject>, Waiting), Vec<crate::manifest::Diagnostic>> {
+    use crate::vocab::{DesiredObject, Fields, Identity, ObjectKind};
+    use serde_json::json;
+    let rules = &desired.routing_rules;
+    let mut out = Vec::new();
+    let mut waiting = Waiting::new();
+    let mut errors = Vec::new();
+    if rules.is_empty() {
+        return Ok((out, waiting));
+    }
+    let identity = dialect
+        .capabilities()
+        .of(ObjectKind::Team)
+        .map(|c| c.identity);
+    let team_ref = |name: &str| -> Option<String> {
+        let team = desired.teams.iter().find(|t| t.name == name)?;
+        observed
+            .objects
+            .iter()
+            .find(|o| {
+                o.kind == ObjectKind::Team
+                    && match identity {
+                        Some(Identity::ManifestName) => o.name.as_deref() == Some(name),
+                        _ => o.natural_key.as_deref() == Some(team.display_name.as_str()),
+                    }
+            })
+            .map(|o| format!("Group/{}", o.id))
+    };
+    for (ti, ri) in crate::rules::route(&observed.tasks, rules, memberships) {
+        let (t, r) = (&observed.tasks[ti], &rules[ri]);
+        let mut fields = Fields::new();
+        let mut labels = std::collections::BTreeMap::new();
+        if let Some(team) = &r.team {
+            match team_ref(team) {
+                Some(g) => {
+                    fields.insert("team".into(), json!(g));
+                }
+                None => {
+                    waiting.entry(team.clone()).or_insert((r.name.clone(), 0)).1 += 1;
+                    continue;
+                }
+            }
+        }
+        if let Some(o) = &r.owner {
+            match observed.staff.resolve(&o.value) {
+                Ok(id) => {
+                    let reference = format!("Practitioner/{id}");
+                    labels.insert(reference.clone(), o.value.to_string());
+                    fields.insert("owner".into(), json!(reference));
+                }
+                Err(_) => {
+                    errors.push(crate::manifest::Diagnostic {
+                        source: o.source.clone(),
+                        message: format!("no single Practitioner on the target has {}", o.value),
+                        help: Some("careplane never creates staff: fix the reference".into()),
+                    });
+                    continue;
+                }
+            }
+        }
+        if !r.add_labels.is_empty() {
+            fields.insert(
+                "labels".into(),
+                crate::vocab::json::sorted_strings(r.add_labels.clone()),
+            );
+        }
+        let field_sources = fields
+            .keys()
+            .map(|k| (k.clone(), r.source.clone()))
+            .collect();
+        out.push(DesiredObject {
+            kind: ObjectKind::TaskRouting,
+            name: format!("Task/{}", t.id),
+            natural_key: Some(format!("Task/{}", t.id)),
+            fields,
+            field_sources,
+            source: r.source.clone(),
+            labels,
+            additive: vec!["labels"],
+            max_removal_share: None,
+            only_declared: true,
+            explain: Some(format!(
+                "routing rule '{}' (order {}) is the first to match this open task",
+                r.name, r.order
+            )),
+        });
+    }
+    if errors.is_empty() {
+        errors.dedup();
+        Ok((out, waiting))
+    } else {
+        errors.dedup();
+        Err(errors)
+    }
+}
