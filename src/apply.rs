@@ -371,8 +371,10 @@ async fn apply_one(
             detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
         });
     }
-    if c.target.kind == crate::vocab::ObjectKind::CareTeamAssignment && c.action == Action::Update {
-        return apply_care_team(c, project, store, dialect).await;
+    if let (crate::vocab::Operation::CareTeamParticipant(p), Action::Update) =
+        (&c.operation, c.action)
+    {
+        return apply_care_team(c, p, project, store, dialect).await;
     }
     match c.action {
         Action::NoOp | Action::Manual => Ok(Done::default()),
@@ -482,7 +484,7 @@ pub async fn stale_objects(
         matches!(
             c.action,
             Action::Create | Action::Update | Action::Delete | Action::Adopt
-        ) && c.target.kind != crate::vocab::ObjectKind::CareTeamAssignment
+        ) && !matches!(c.operation, crate::vocab::Operation::CareTeamParticipant(_))
     });
     let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(checks.enumerate())
         .map(|(i, c)| async move {
@@ -532,6 +534,7 @@ pub async fn stale_objects(
 /// patient lists are sealed in the change). Every other participant is sent back as read.
 async fn apply_care_team(
     c: &Change,
+    p: &crate::vocab::Participant,
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
@@ -556,21 +559,13 @@ async fn apply_care_team(
     else {
         return Err(stale("the plan carries no patient lists".into()));
     };
-    let Some(p) = c
-        .fields
-        .iter()
-        .find(|f| f.field == "participant")
-        .and_then(|f| f.after.clone())
-    else {
-        return Err(stale("the plan does not say which participant".into()));
-    };
     let (before, after) = (list(&before), list(&after));
     let change = |add: bool| ParticipantChange {
-        practitioner: p["practitioner"].as_str().unwrap_or_default().to_owned(),
-        role: p["role"].clone(),
-        lead: p["lead"].as_bool().unwrap_or(false),
+        practitioner: p.practitioner.clone(),
+        role: serde_json::json!({"system": p.role.system, "code": p.role.code, "display": p.role.display}),
+        lead: p.lead,
         add,
-        replace_role: p["authoritative"].as_bool().unwrap_or(false),
+        replace_role: p.authoritative,
     };
     let work: Vec<(String, bool)> = after
         .difference(&before)
@@ -1240,9 +1235,11 @@ mod tests {
             },
             fields: Vec::new(),
             reason: Reason {
+                code: crate::plan::ReasonCode::Differs,
                 source: None,
                 rule: "because".into(),
             },
+            operation: Default::default(),
             precondition: Precondition::default(),
             notes: Vec::new(),
         }

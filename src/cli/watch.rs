@@ -9,7 +9,6 @@ use super::plan::prepare;
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
 use crate::ops::{self, OpsError};
 use crate::plan::Action;
-use crate::vocab::ObjectKind;
 
 /// How far back each pass reads beyond the previous pass's start, for clock skew
 /// between careplane and the server (re-reading a routed task is a no-op).
@@ -58,7 +57,10 @@ async fn pass(
     let routing: Vec<_> = full
         .changes
         .iter()
-        .filter(|c| c.target.kind == ObjectKind::TaskRouting && c.action == Action::Update)
+        .filter(|c| {
+            matches!(c.operation, crate::vocab::Operation::RouteTask { .. })
+                && c.action == Action::Update
+        })
         .cloned()
         .collect();
     if routing.is_empty() {
@@ -77,10 +79,15 @@ async fn pass(
         match &o.result {
             Ok(_) => {
                 let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+                let by = match &c.operation {
+                    crate::vocab::Operation::RouteTask { rule, order } => {
+                        format!("routing rule '{rule}' (order {order})")
+                    }
+                    _ => "routing".to_owned(),
+                };
                 out(&format!(
-                    "careplane watch: routed {} ({}): {}\n",
+                    "careplane watch: routed {} ({by}): {}\n",
                     c.target.name,
-                    c.reason.rule.split(';').next().unwrap_or_default(),
                     fields.join(", ")
                 ));
             }

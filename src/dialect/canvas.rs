@@ -303,6 +303,7 @@ impl Dialect for Canvas {
                 max_removal_share: None,
                 only_declared: false,
                 explain: None,
+                operation: Default::default(),
             };
         for r in &state.roles {
             let mut d = object(ObjectKind::Role, &r.name, r.code.clone(), &r.source);

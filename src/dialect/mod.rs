@@ -268,6 +268,7 @@ pub mod util {
             max_removal_share: Some(g.max_removal_share),
             only_declared: false,
             explain: None,
+            operation: Default::default(),
         }
     }
 

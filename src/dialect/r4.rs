@@ -369,6 +369,7 @@ impl Dialect for R4 {
                 max_removal_share: None,
                 only_declared: false,
                 explain: None,
+                operation: Default::default(),
             };
             for r in &state.roles {
                 let mut c = serde_json::Map::new();
@@ -408,6 +409,7 @@ impl Dialect for R4 {
                 max_removal_share: None,
                 only_declared: false,
                 explain: None,
+                operation: Default::default(),
             };
             for r in &state.care_team_roles {
                 let field = concept_field(&r.name);
@@ -433,6 +435,7 @@ impl Dialect for R4 {
                 max_removal_share: None,
                 only_declared: false,
                 explain: None,
+                operation: Default::default(),
             };
             d.fields.insert("name".into(), json!(t.display_name));
             d.fields.insert(
@@ -474,6 +477,7 @@ impl Dialect for R4 {
                 max_removal_share: None,
                 only_declared: false,
                 explain: None,
+                operation: Default::default(),
             };
             d.fields.insert("practitioner".into(), json!(practitioner));
             d.fields.insert("roles".into(), sorted_strings(codes));

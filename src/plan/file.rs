@@ -15,7 +15,7 @@ pub enum PlanFileError {
     #[error("{path} is not a careplane plan file ({reason})")]
     Invalid { path: String, reason: String },
     #[error(
-        "{path} is a plan of format version {found}; this careplane reads version {FORMAT_VERSION}: make a new plan"
+        "{path} is a plan of format version {found}, written by {}; this careplane reads version {FORMAT_VERSION}: make the plan again with this careplane (careplane plan --out FILE)", if *found < FORMAT_VERSION { "an older careplane" } else { "a newer careplane" }
     )]
     Version { path: String, found: u32 },
 }
@@ -107,5 +107,34 @@ mod bounded_tests {
             let e = read(Path::new(p)).unwrap_err().to_string();
             assert!(e.contains("not a regular file"), "{p}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_plan_is_refused_with_what_to_do() {
+        let dir = tempfile_dir();
+        let path = dir.join("old.json");
+        crate::output::write_file(
+            &path,
+            r#"{"format": "careplane-plan", "format_version": 1, "changes": []}"#,
+        )
+        .unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 1, written by an older careplane")
+                && e.contains("careplane plan --out"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("careplane-plan-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

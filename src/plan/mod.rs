@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use crate::model::Source;
 use crate::vocab::ObjectKind;
+pub use crate::vocab::{Coding, Operation, Participant};
 
 pub const FORMAT: &str = "careplane-plan";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -139,9 +140,34 @@ pub struct MembershipDelta {
     pub max_removal_share: f64,
 }
 
+/// Why a change is planned, as a code (for tools: counting, filtering, grouping).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    /// Declared, and not on the target.
+    Missing,
+    /// Declared, and its live fields differ from the manifest.
+    Differs,
+    /// Declared, and the target already matches.
+    Matches,
+    /// A same-named object careplane does not own yet is taken over.
+    Adopt,
+    /// Owned, no longer declared, and `--prune` was given.
+    Prune,
+    /// Likewise, on a target without DELETE: emptied and renamed instead.
+    Retire,
+    /// A routing rule routes an open task.
+    RoutingRule,
+    /// A care-team assignment puts a participant on patients' care teams.
+    CareTeamAssignment,
+}
+
 /// Why a change is planned: for people, never for apply's decisions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Reason {
+    pub code: ReasonCode,
     /// The manifest position that declares the object (absent for deletes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
@@ -169,6 +195,9 @@ pub struct Change {
     pub target: Target,
     pub fields: Vec<FieldChange>,
     pub reason: Reason,
+    /// What apply does: write the object's fields, put a participant on patients' care
+    /// teams, or route a task.
+    pub operation: Operation,
     pub precondition: Precondition,
     /// How apply will go about it, when that is not obvious (ordering of moves).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -20,7 +20,10 @@ pub fn changes(
 ) -> Result<Vec<crate::plan::Change>, Vec<crate::manifest::Diagnostic>> {
     use std::collections::BTreeSet;
 
-    use crate::plan::{Action, Change, FieldChange, Precondition, Reason, Target};
+    use crate::plan::{
+        Action, Change, Coding, FieldChange, Operation, Participant, Precondition, Reason,
+        ReasonCode, Target,
+    };
     use crate::vocab::ObjectKind;
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -112,6 +115,16 @@ pub fn changes(
         let as_list = |s: &BTreeSet<String>| {
             serde_json::Value::Array(s.iter().cloned().map(serde_json::Value::String).collect())
         };
+        let participant = Participant {
+            practitioner: practitioner.clone(),
+            role: Coding {
+                system: role.system.clone(),
+                code: role.code.clone(),
+                display: role.display.clone(),
+            },
+            lead: a.lead,
+            authoritative: a.authoritative,
+        };
         let target = Target {
             kind: ObjectKind::CareTeamAssignment,
             name: a.name.clone(),
@@ -132,12 +145,14 @@ pub fn changes(
                 target,
                 fields: Vec::new(),
                 reason: Reason {
+                    code: ReasonCode::CareTeamAssignment,
                     source: Some(a.source.clone()),
                     rule: format!(
                         "every selected patient has {} as {}",
                         a.practitioner.value, role.display
                     ),
                 },
+                operation: Operation::CareTeamParticipant(participant.clone()),
                 precondition: Precondition::default(),
                 notes,
             });
@@ -157,7 +172,7 @@ pub fn changes(
             Some(a.source.clone()),
             pseudo,
         );
-        let participant = FieldChange {
+        let shown = FieldChange {
             field: "participant".into(),
             before: None,
             after: Some(serde_json::json!({
@@ -177,14 +192,16 @@ pub fn changes(
         out.push(Change {
             action: Action::Update,
             target,
-            fields: vec![patients, participant],
+            fields: vec![patients, shown],
             reason: Reason {
+                code: ReasonCode::CareTeamAssignment,
                 source: Some(a.source.clone()),
                 rule: format!(
                     "care-team assignment '{}': {} as {} for the selected patients",
                     a.name, a.practitioner.value, role.display
                 ),
             },
+            operation: Operation::CareTeamParticipant(participant),
             precondition: Precondition::default(),
             notes,
         });

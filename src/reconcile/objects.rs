@@ -16,7 +16,8 @@ use crate::dialect::Dialect;
 use crate::manifest::Diagnostic;
 use crate::observe::Observed;
 use crate::plan::{
-    Action, Change, FieldChange, MembershipDelta, Orphan, Precondition, Reason, Target,
+    Action, Change, FieldChange, MembershipDelta, Operation, Orphan, Precondition, Reason,
+    ReasonCode, Target,
 };
 use crate::rules::Pseudonymizer;
 use crate::vocab::{DesiredObject, Identity, ObservedObject};
@@ -295,12 +296,14 @@ pub fn diff(
                             target: target_of(&as_observed, d.name.clone()),
                             fields: field_changes(d, Some(&as_observed), pseudo),
                             reason: Reason {
+                                code: ReasonCode::Adopt,
                                 source: Some(d.source.clone()),
                                 rule: format!(
                                     "{}/{} is named '{nk}' and not managed by careplane yet: adopt it (tag it as this project's) instead of creating another",
                                     f.resource_type, f.id
                                 ),
                             },
+                            operation: d.operation.clone(),
                             precondition: seen(&as_observed),
                             notes: Vec::new(),
                         });
@@ -347,9 +350,11 @@ pub fn diff(
                     },
                     fields: field_changes(d, None, pseudo),
                     reason: Reason {
+                        code: ReasonCode::Missing,
                         source: Some(d.source.clone()),
                         rule,
                     },
+                    operation: d.operation.clone(),
                     precondition: Precondition {
                         absent: true,
                         ..Precondition::default()
@@ -360,6 +365,11 @@ pub fn diff(
             Some(o) => {
                 matched.insert((o.resource_type.clone(), o.id.clone()));
                 let fields = field_changes(d, Some(o), pseudo);
+                let code = match (&d.operation, fields.is_empty()) {
+                    (Operation::RouteTask { .. }, _) => ReasonCode::RoutingRule,
+                    (_, true) => ReasonCode::Matches,
+                    (_, false) => ReasonCode::Differs,
+                };
                 let (action, rule) = if fields.is_empty() {
                     let rule = match (&o.evidence, &d.explain) {
                         (Some(e), _) => format!("seen on the target: {e}"),
@@ -393,9 +403,11 @@ pub fn diff(
                     target: target_of(o, d.name.clone()),
                     fields,
                     reason: Reason {
+                        code,
                         source: Some(d.source.clone()),
                         rule,
                     },
+                    operation: d.operation.clone(),
                     precondition: seen(o),
                     notes: Vec::new(),
                 });
@@ -415,10 +427,12 @@ pub fn diff(
                 target,
                 fields: vanishing_fields(o, pseudo),
                 reason: Reason {
+                    code: ReasonCode::Prune,
                     source: None,
                     rule: "managed by careplane but no longer declared, and --prune was given"
                         .into(),
                 },
+                operation: Operation::Object,
                 precondition: seen(o),
                 notes: Vec::new(),
             });
@@ -445,9 +459,11 @@ pub fn diff(
                     target,
                     fields,
                     reason: Reason {
+                        code: ReasonCode::Retire,
                         source: None,
                         rule: "retire: no longer declared, --prune was given, and the target has no DELETE (emptied and renamed instead)".into(),
                     },
+                    operation: Operation::Object,
                     precondition: seen(o),
                     notes: Vec::new(),
                 });

@@ -100,6 +100,10 @@ pub fn objects(
                 "routing rule '{}' (order {}) is the first to match this open task",
                 r.name, r.order
             )),
+            operation: crate::vocab::Operation::RouteTask {
+                rule: r.name.clone(),
+                order: r.order,
+            },
         });
     }
     if errors.is_empty() {

@@ -495,9 +495,11 @@ mod tests {
             },
             fields: vec![f],
             reason: Reason {
+                code: crate::plan::ReasonCode::Differs,
                 source: None,
                 rule: "r".into(),
             },
+            operation: Default::default(),
             precondition: Precondition::default(),
             notes: vec![],
         };

@@ -280,9 +280,11 @@ mod tests {
                 sealed: None,
             }],
             reason: Reason {
+                code: crate::plan::ReasonCode::Differs,
                 source: None,
                 rule: "declared".into(),
             },
+            operation: Default::default(),
             precondition: Precondition::default(),
             notes: vec![],
         }

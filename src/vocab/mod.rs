@@ -7,10 +7,12 @@ pub mod capability;
 pub mod json;
 pub mod kind;
 pub mod object;
+pub mod operation;
 pub mod ownership;
 pub mod staff;
 
 pub use capability::{Capabilities, Identity, KindCapability, RecordCapability};
 pub use kind::ObjectKind;
 pub use object::{DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised};
+pub use operation::{Coding, Operation, Participant};
 pub use staff::{StaffIndex, Unresolved};

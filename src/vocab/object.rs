@@ -39,6 +39,8 @@ pub struct DesiredObject {
     /// Why the object is wanted, when it is not simply declared (the routing rule that
     /// matched a task).
     pub explain: Option<String>,
+    /// What apply does with it ([`Operation::Object`] unless a rule routes a task).
+    pub operation: super::Operation,
 }
 
 /// Evaluated patient-group memberships: group name → `Patient/<id>` references.
