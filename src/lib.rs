@@ -22,3 +22,6 @@ pub mod render;
 pub mod rules;
 pub mod ruletest;
 pub mod target;
+
+#[cfg(test)]
+mod reconcile_tests;

@@ -234,7 +234,7 @@ pub async fn plan_since(
 /// One change per care-team assignment: who joins and who leaves (as counts, pseudonyms
 /// and sealed lists), and the participant it is about.
 #[allow(clippy::too_many_arguments)]
-fn care_team_changes(
+pub(crate) fn care_team_changes(
     m: &Manifests,
     target: &ResolvedTarget,
     observed: &observe::Observed,
@@ -421,11 +421,11 @@ fn care_team_changes(
     }
 }
 
-type Waiting = std::collections::BTreeMap<String, (String, usize)>;
+pub(crate) type Waiting = std::collections::BTreeMap<String, (String, usize)>;
 
 /// Desired routing of open tasks: the first matching rule's team, owner and labels. Tasks
 /// for a team that is not on the target yet wait for the next apply (`Waiting`).
-fn routing_objects(
+pub(crate) fn routing_objects(
     m: &Manifests,
     target: &ResolvedTarget,
     observed: &observe::Observed,
