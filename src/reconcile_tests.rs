@@ -1825,21 +1825,28 @@ fn a_care_team_assignment_every_selected_patient_already_has_is_a_no_op() {
 
 #[test]
 fn on_r4_only_careplanes_own_care_teams_count_as_holding_an_assignment_but_on_canvas_any_does() {
-    let facts = || vec![patient("p1", &[("Practitioner/pa", None)])];
+    // held on care teams without careplane's tag, or with another project's
+    let facts = || {
+        vec![
+            patient("p1", &[("Practitioner/pa", None)]),
+            patient("p2", &[("Practitioner/pa", Some("other-clinic"))]),
+        ]
+    };
     let r4 = care_team_changes_of(
         care_team_state(false, NPI_A),
         Box::new(R4::default()),
         facts(),
-        &["p1"],
+        &["p1", "p2"],
     )
     .unwrap();
     assert_eq!(r4[0].action, Action::Update);
-    assert_eq!(r4[0].fields[0].membership.as_ref().unwrap().added, 1);
+    let m = r4[0].fields[0].membership.as_ref().unwrap();
+    assert_eq!((m.before, m.added, m.after), (0, 2, 2));
     let canvas = care_team_changes_of(
         care_team_state(false, NPI_A),
         Box::new(Canvas::default()),
         facts(),
-        &["p1"],
+        &["p1", "p2"],
     )
     .unwrap();
     assert_eq!(canvas[0].action, Action::NoOp);
