@@ -765,6 +765,19 @@ fn on_canvas_prune_retires_a_managed_team_by_emptying_and_renaming_it() {
             notes: vec![],
         }
     );
+    // a team already empty only changes its name
+    let empty = plain_team("g8", "Weekend", &[], &[]);
+    let observed = observed_from(&d, &[empty]);
+    let r = run(&[], &observed, &d, prune());
+    assert_eq!(
+        only_change(&r).fields,
+        vec![field(
+            "name",
+            Some(json!("Weekend")),
+            Some(json!("zz-retired Weekend")),
+            None
+        )]
+    );
 }
 
 #[test]
@@ -851,6 +864,11 @@ fn canvas_creates_are_not_conditional_and_are_checked_by_name_while_r4_creates_a
 #[test]
 fn r4_owns_only_resources_with_this_projects_tag_and_identifier() {
     let d = R4::default();
+    // this project's identifier is not enough: without its tag the Group is not ours
+    let mut untagged = r4_team("g6", "night", "Night", &[], &[]);
+    untagged["meta"]["tag"] = json!([]);
+    let mut tagged_elsewhere = r4_team("g8", "late", "Late", &[], &[]);
+    tagged_elsewhere["meta"]["tag"][0]["code"] = json!("other-clinic");
     let observed = observed_from(
         &d,
         &[
@@ -859,6 +877,8 @@ fn r4_owns_only_resources_with_this_projects_tag_and_identifier() {
             plain_team("g3", "Billing", &[], &[]),
             json!({"resourceType": "Group", "id": "g4", "type": "practitioner"}),
             json!({"resourceType": "Group", "id": "g5", "type": "person", "name": "Diabetes"}),
+            untagged,
+            tagged_elsewhere,
         ],
     );
     let owned: Vec<(ObjectKind, Option<&str>, &str, bool)> = observed
@@ -881,6 +901,8 @@ fn r4_owns_only_resources_with_this_projects_tag_and_identifier() {
             (ObjectKind::Team, "Front Desk", "g2"),
             (ObjectKind::Team, "Billing", "g3"),
             (ObjectKind::PatientGroup, "Diabetes", "g5"),
+            (ObjectKind::Team, "Night", "g6"),
+            (ObjectKind::Team, "Late", "g8"),
         ]
     );
 }
