@@ -778,6 +778,11 @@ fn on_canvas_prune_retires_a_managed_team_by_emptying_and_renaming_it() {
             None
         )]
     );
+    // a team already retired is not managed any more: not retired again, not an orphan
+    let retired = plain_team("g9", "zz-retired Old", &[], &[]);
+    let observed = observed_from(&d, &[retired]);
+    let r = run(&[], &observed, &d, prune());
+    assert_eq!((r.changes, r.orphans), (vec![], vec![]));
 }
 
 #[test]
