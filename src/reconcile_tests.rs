@@ -2138,3 +2138,64 @@ fn a_task_observed_by_r4_is_routing_state_that_careplane_never_creates_or_delete
     let r = run(&[], &observed, &R4::default(), prune());
     assert_eq!((r.changes, r.orphans), (vec![], vec![]));
 }
+
+#[test]
+fn a_care_team_assignment_by_inline_rule_selects_the_patients_the_rule_holds_for() {
+    let mut s = care_team_state(false, NPI_A);
+    s.care_team_assignments[0].group = None;
+    s.care_team_assignments[0].rule = Some(crate::manifest::types::Condition::Gender(
+        crate::manifest::types::Gender::Female,
+    ));
+    let gendered = |id: &str, g: &str| PatientFacts {
+        gender: Some(g.into()),
+        ..patient(id, &[])
+    };
+    let changes = care_team_changes_of(
+        s,
+        Box::new(R4::default()),
+        vec![
+            gendered("p1", "female"),
+            gendered("p2", "male"),
+            gendered("p3", "female"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        changes[0].fields[0].sealed,
+        Some((Some(json!([])), Some(json!(["Patient/p1", "Patient/p3"]))))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// What a plan puts on the checklist
+
+#[test]
+fn manual_changes_and_verify_only_objects_are_the_checklist_and_never_count_as_changes() {
+    let d = Canvas::default();
+    let mut s = state(vec![]);
+    s.roles.push(physician());
+    s.roles.push(Role {
+        name: "nurse".into(),
+        code: "RN".into(),
+        display: "Nurse".into(),
+        ..physician()
+    });
+    let observed = observed_from(&d, &[canvas_practitioner("pa", NPI_A, &["RN"])]);
+    let r = run(
+        &desired_of(&d, &s, &observed),
+        &observed,
+        &d,
+        Options::default(),
+    );
+    let mut plan = plan_of(r.changes);
+    plan.capabilities = PlanCapability::from_table(d.capabilities());
+    assert_eq!(
+        plan.checklist()
+            .map(|c| (c.action, c.target.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(Action::NoOp, "nurse"), (Action::Manual, "physician")]
+    );
+    assert!(!plan.has_changes());
+    assert_eq!((plan.summary.manual, plan.summary.no_op), (1, 1));
+}
