@@ -247,7 +247,10 @@ fn written_value(f: &crate::plan::FieldChange) -> Option<Value> {
 /// The exclusive values a change gives up, by field.
 /// For each exclusive field a change gives values up in: (the values it keeps, the values
 /// it gives up).
-fn released(c: &Change, exclusive: &[&str]) -> BTreeMap<String, (Vec<Value>, Vec<Value>)> {
+pub(crate) fn released(
+    c: &Change,
+    exclusive: &[&str],
+) -> BTreeMap<String, (Vec<Value>, Vec<Value>)> {
     let list = |v: &Option<Value>| {
         v.as_ref()
             .and_then(Value::as_array)

@@ -14,6 +14,9 @@ pub mod care_teams;
 pub mod objects;
 pub mod routing;
 
+#[cfg(test)]
+mod tests;
+
 use crate::dialect::Dialect;
 use crate::manifest::Diagnostic;
 use crate::model::DesiredState;
