@@ -20,13 +20,14 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::util::{self, sorted_strings, str_list};
-use super::{
-    Capabilities, DesiredObject, Dialect, Fields, Identity, KindCapability, ObjectKind,
-    ObservedObject, Purpose, Recognised, RecordCapability, StaffIndex,
-};
+use super::{Dialect, Purpose};
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
+use crate::vocab::{
+    Capabilities, DesiredObject, Fields, Identity, KindCapability, ObjectKind, ObservedObject,
+    Recognised, RecordCapability, StaffIndex,
+};
 
 pub const ROLES_EXTENSION: &str = "http://schemas.canvasmedical.com/fhir/extensions/roles";
 pub const ROLES_SYSTEM: &str = "http://schemas.canvasmedical.com/fhir/roles";

@@ -22,10 +22,9 @@ use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::DesiredState;
 
-// The vocabulary moved to `crate::vocab`; re-exported here while callers move over.
-pub use crate::vocab::{
-    Capabilities, DesiredObject, Fields, ForeignObject, Identity, KindCapability, Memberships,
-    ObjectKind, ObservedObject, Recognised, RecordCapability, StaffIndex, Unresolved,
+use crate::vocab::{
+    Capabilities, DesiredObject, Fields, Memberships, ObjectKind, ObservedObject, Recognised,
+    StaffIndex,
 };
 
 /// Where a patient's care team lives on a target.

@@ -15,13 +15,14 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::util::{self, sorted_strings, str_list};
-use super::{
-    Capabilities, DesiredObject, Dialect, Fields, ForeignObject, Identity, KindCapability,
-    ObjectKind, ObservedObject, Purpose, Recognised, RecordCapability, StaffIndex,
-};
+use super::{Dialect, Purpose};
 use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
+use crate::vocab::{
+    Capabilities, DesiredObject, Fields, ForeignObject, Identity, KindCapability, ObjectKind,
+    ObservedObject, Recognised, RecordCapability, StaffIndex,
+};
 
 pub use crate::vocab::ownership::TAG_SYSTEM;
 /// The lead of a care team (R4 has no lead flag on participants).

@@ -15,10 +15,7 @@ use serde_json::{Value, json};
 
 use crate::dialect::canvas::Canvas;
 use crate::dialect::r4::{self, R4};
-use crate::dialect::{
-    CareTeamLocation, DesiredObject, Dialect, Fields, Identity, KindCapability, Memberships,
-    ObjectKind, ObservedObject, ParticipantChange, Purpose, Recognised, StaffIndex,
-};
+use crate::dialect::{CareTeamLocation, Dialect, ParticipantChange, Purpose};
 use crate::diff::{self, DiffResult, Options};
 use crate::fhir::Query;
 use crate::manifest::types::{MembershipMode, ProjectSpec};
@@ -35,6 +32,10 @@ use crate::plan::{
 };
 use crate::rules::{PatientFacts, Pseudonymizer};
 use crate::target::ResolvedTarget;
+use crate::vocab::{
+    DesiredObject, Fields, Identity, KindCapability, Memberships, ObjectKind, ObservedObject,
+    Recognised, StaffIndex,
+};
 
 const PROJECT: &str = "clinic";
 const NPI_A: &str = "1111111111";
@@ -284,7 +285,7 @@ const LABEL_B: (&str, &str) = ("Practitioner/pb", "npi 2222222222");
 /// R4 with one kind's capability changed: the capability flags drive the plan, not the
 /// dialect's code.
 struct Table {
-    caps: crate::dialect::Capabilities,
+    caps: crate::vocab::Capabilities,
     inner: R4,
 }
 
@@ -299,7 +300,7 @@ impl Dialect for Table {
     fn name(&self) -> &'static str {
         "table"
     }
-    fn capabilities(&self) -> &crate::dialect::Capabilities {
+    fn capabilities(&self) -> &crate::vocab::Capabilities {
         &self.caps
     }
     fn queries(&self, project: &str) -> Vec<(Purpose, Query)> {
