@@ -156,7 +156,7 @@ async fn created_here(
     let found = store.search(find).await.ok()?;
     found
         .iter()
-        .filter(|r| dialect.same_object(c.target.kind, fields, r))
+        .filter(|r| dialect.capabilities().same_object(c.target.kind, fields, r))
         .find(|r| holds(c, project, dialect, r, &wanted))
         .and_then(|r| {
             Some(Written {
@@ -385,13 +385,14 @@ async fn apply_one(
             let find = dialect.find_query(project, c.target.kind, &c.target.name);
             let fields = create_fields(c);
             let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
-            let conditional = dialect.conditional_create();
+            let conditional = dialect.capabilities().target().conditional_create;
             if !conditional {
                 let existing = store.search(&find).await.map_err(write_err)?;
-                if existing
-                    .iter()
-                    .any(|r| dialect.same_object(c.target.kind, &fields, r))
-                {
+                if existing.iter().any(|r| {
+                    dialect
+                        .capabilities()
+                        .same_object(c.target.kind, &fields, r)
+                }) {
                     return Err(exists_now(c, "it exists now"));
                 }
             }
@@ -502,9 +503,11 @@ pub async fn stale_objects(
                     let fields = create_fields(c);
                     match store.search(&find).await {
                         Ok(found)
-                            if found
-                                .iter()
-                                .any(|r| dialect.same_object(c.target.kind, &fields, r)) =>
+                            if found.iter().any(|r| {
+                                dialect
+                                    .capabilities()
+                                    .same_object(c.target.kind, &fields, r)
+                            }) =>
                         {
                             Err(ApplyError::Stale {
                                 target: c.target.clone(),

@@ -95,10 +95,7 @@ pub fn manifests(observed: &Observed) -> BTreeMap<String, String> {
     // Roles: from a role catalog (R4) or from the codes staff hold (Canvas).
     for o in by_kind(ObjectKind::RoleCatalog) {
         for (field, c) in &o.fields {
-            let Some(code) = field
-                .strip_prefix("concept[")
-                .and_then(|f| f.strip_suffix(']'))
-            else {
+            let Some(code) = crate::vocab::object::catalog_entry(field) else {
                 continue;
             };
             let name = names.entry("role").or_default().take(code);
@@ -162,10 +159,7 @@ pub fn manifests(observed: &Observed) -> BTreeMap<String, String> {
     // Care-team roles.
     for o in by_kind(ObjectKind::CareTeamRoleCatalog) {
         for (field, c) in &o.fields {
-            let Some(key) = field
-                .strip_prefix("concept[")
-                .and_then(|f| f.strip_suffix(']'))
-            else {
+            let Some(key) = crate::vocab::object::catalog_entry(field) else {
                 continue;
             };
             let name = names.entry("ctr").or_default().take(key);

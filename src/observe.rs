@@ -5,8 +5,9 @@
 //! staff directory used to resolve practitioner references.
 
 use crate::dialect::{Dialect, Purpose};
+use crate::fhir::Query;
 use crate::fhir::{FhirError, Store};
-use crate::vocab::{ForeignObject, ObservedObject, Recognised, StaffIndex};
+use crate::vocab::{ForeignObject, ObservedObject, PatientReads, Recognised, StaffIndex};
 
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -24,6 +25,33 @@ pub struct Observed {
 
 pub use crate::rules::RuleReads;
 
+/// The searches that read patient facts for rules: all patients; all consents and active
+/// care teams when a rule looks at them (unless the dialect's own queries read care teams
+/// already). Small answers (`_elements`) where the target honours them.
+pub fn patient_queries(how: PatientReads, consents: bool, care_teams: bool) -> Vec<Query> {
+    let elements = |q: Query, e: &str| {
+        if how.elements {
+            q.param("_elements", e)
+        } else {
+            q
+        }
+    };
+    let mut q = vec![elements(
+        Query::new("Patient"),
+        "active,gender,birthDate,identifier,address",
+    )];
+    if consents {
+        q.push(elements(Query::new("Consent"), "patient,status,category"));
+    }
+    if care_teams && !how.care_teams_in_queries {
+        q.push(elements(
+            Query::new("CareTeam").param("status", "active"),
+            "status,subject,participant",
+        ));
+    }
+    q
+}
+
 pub async fn observe(
     store: &Store,
     dialect: &dyn Dialect,
@@ -34,16 +62,20 @@ pub async fn observe(
     if reads.tasks {
         let mut q = crate::fhir::Query::new("Task").param("status", "requested");
         if let Some(since) = &reads.tasks_since {
-            q = q.param(dialect.modified_since_param(), format!("gt{since}"));
+            let param = dialect.capabilities().target().modified_since;
+            q = q.param(param, format!("gt{since}"));
         }
         queries.push((Purpose::Objects, q));
     }
     if reads.patients {
         queries.extend(
-            dialect
-                .patient_queries(reads.consents, reads.care_teams)
-                .into_iter()
-                .map(|q| (Purpose::Patients, q)),
+            patient_queries(
+                dialect.capabilities().target().patient_reads,
+                reads.consents,
+                reads.care_teams,
+            )
+            .into_iter()
+            .map(|q| (Purpose::Patients, q)),
         );
     }
     let results = futures::future::join_all(queries.iter().map(|(_, q)| store.search(q))).await;

@@ -25,8 +25,8 @@ use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 use crate::vocab::{
-    Capabilities, DesiredObject, Fields, Identity, KindCapability, ObjectKind, ObservedObject,
-    Recognised, RecordCapability, StaffIndex,
+    Capabilities, CareTeams, DesiredObject, Fields, Identity, KindCapability, ObjectKind,
+    ObservedObject, PatientReads, Recognised, Retire, StaffIndex, TargetCapability,
 };
 
 pub const ROLES_EXTENSION: &str = "http://schemas.canvasmedical.com/fhir/extensions/roles";
@@ -142,8 +142,32 @@ impl Canvas {
                         Some("Settings → Staff"),
                     ),
                 ],
-                // canvas-api.md §0: no Provenance write is documented (the report file is the record)
-                RecordCapability { provenance: false },
+                TargetCapability {
+                    // canvas-api.md §0: no Provenance write is documented (the report
+                    // file is the record)
+                    provenance: false,
+                    // If-None-Exist is not documented for Canvas: apply searches first
+                    conditional_create: false,
+                    // canvas-api.md §4: Task search by `modified` with date prefixes
+                    modified_since: "modified",
+                    // canvas-api.md §3: one CareTeam per patient, shared by everyone
+                    care_teams: CareTeams::Shared,
+                    patient_reads: PatientReads {
+                        // §6: `_elements` is not documented for Canvas
+                        elements: false,
+                        // care teams are read by `queries` (to verify care-team roles)
+                        care_teams_in_queries: true,
+                    },
+                    // teams are searched by type and matched by name
+                    match_fields: &[(ObjectKind::Team, "name")],
+                    // no DELETE: a team that left the manifests is emptied and renamed
+                    retire: vec![Retire {
+                        kind: ObjectKind::Team,
+                        rename: "name",
+                        prefix: retire_prefix.to_owned(),
+                        clear: &["responsibilities", "members"],
+                    }],
+                },
             ),
             retire_prefix: retire_prefix.to_owned(),
             manage_all_teams,
@@ -677,18 +701,8 @@ impl Dialect for Canvas {
         Query::new("Group").param("type", t)
     }
 
-    fn patient_queries(&self, consents: bool, _care_teams: bool) -> Vec<Query> {
-        // Care teams are read by `queries` already (to verify care-team roles).
-        // §6: Patient and Consent search; `_elements` is not documented for Canvas.
-        let mut q = vec![Query::new("Patient")];
-        if consents {
-            q.push(Query::new("Consent"));
-        }
-        q
-    }
-
-    fn same_object(&self, _kind: ObjectKind, fields: &Fields, resource: &Value) -> bool {
-        resource.get("name") == fields.get("name")
+    fn adopt(&self, _: &str, _: ObjectKind, _: &str, _: &Value) -> Option<Value> {
+        None // nothing on a Canvas resource can say who owns it
     }
 
     fn care_team_location(&self, _project: &str, patient: &str) -> super::CareTeamLocation {
@@ -721,14 +735,6 @@ impl Dialect for Canvas {
         })
     }
 
-    fn modified_since_param(&self) -> &'static str {
-        "modified" // canvas-api.md §4: Task search by `modified` with date prefixes
-    }
-
-    fn conditional_create(&self) -> bool {
-        false // If-None-Exist is not documented for Canvas
-    }
-
     fn owns(&self, _project: &str, kind: ObjectKind, r: &Value) -> bool {
         match kind {
             ObjectKind::Team => {
@@ -742,25 +748,6 @@ impl Dialect for Canvas {
             ObjectKind::TaskRouting => r["resourceType"] == "Task",
             _ => false,
         }
-    }
-
-    fn retire(&self, o: &ObservedObject) -> Option<Fields> {
-        if o.kind != ObjectKind::Team {
-            return None;
-        }
-        let name = o
-            .fields
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        Some(Fields::from([
-            (
-                "name".to_owned(),
-                json!(format!("{}{name}", self.retire_prefix)),
-            ),
-            ("responsibilities".to_owned(), json!([])),
-            ("members".to_owned(), json!([])),
-        ]))
     }
 }
 
@@ -827,7 +814,7 @@ mod tests {
             "member":[{"entity":{"reference":"Practitioner/a"}}]});
         let o = d.identify("p", &g).object().unwrap();
         assert!(o.managed);
-        let f = d.retire(&o).unwrap();
+        let f = d.capabilities().retire(&o).unwrap();
         assert_eq!(f["name"], "[old] Night shift");
         assert_eq!(f["members"], json!([]));
         // an already retired team is no longer managed, so it is not retired again

@@ -320,31 +320,6 @@ pub trait Dialect: Send + Sync {
         groups: &Memberships,
     ) -> Result<Vec<DesiredObject>, Vec<Diagnostic>>;
 
-    /// The searches that read patient facts for rules (all patients; all consents and
-    /// active care teams when a rule looks at them). Keep results small where the server
-    /// allows it.
-    fn patient_queries(&self, consents: bool, care_teams: bool) -> Vec<Query> {
-        let mut q = vec![
-            Query::new("Patient").param("_elements", "active,gender,birthDate,identifier,address"),
-        ];
-        if consents {
-            q.push(Query::new("Consent").param("_elements", "patient,status,category"));
-        }
-        if care_teams {
-            q.push(
-                Query::new("CareTeam")
-                    .param("status", "active")
-                    .param("_elements", "status,subject,participant"),
-            );
-        }
-        q
-    }
-
-    /// The search parameter for "changed after" on tasks (`_lastUpdated`; Canvas: `modified`).
-    fn modified_since_param(&self) -> &'static str {
-        "_lastUpdated"
-    }
-
     /// Recognise a live resource.
     fn identify(&self, project: &str, resource: &Value) -> Recognised;
 
@@ -364,32 +339,13 @@ pub trait Dialect: Send + Sync {
     /// for checking that a planned create is still valid).
     fn find_query(&self, project: &str, kind: ObjectKind, name: &str) -> Query;
 
-    /// Whether a resource `find_query` returned is the object a create would make (for
-    /// targets whose search cannot narrow it down, like Canvas teams by name).
-    fn same_object(&self, _kind: ObjectKind, _fields: &Fields, _resource: &Value) -> bool {
-        true
-    }
-
-    /// Whether creates may carry `If-None-Exist` (and so be retried safely).
-    fn conditional_create(&self) -> bool {
-        true
-    }
-
     /// Objects only visible across many resources (a role code held by several staff
     /// members), read from everything the queries returned.
-    fn aggregate(&self, _project: &str, _resources: &[Value]) -> Vec<ObservedObject> {
-        Vec::new()
-    }
+    fn aggregate(&self, project: &str, resources: &[Value]) -> Vec<ObservedObject>;
 
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;
-
-    /// Whether careplane writes only care teams of its own here (then only those count
-    /// as holding an assignment).
-    fn care_teams_are_own(&self) -> bool {
-        false
-    }
 
     /// Where `patient`'s (`Patient/<id>`) care team is.
     fn care_team_location(&self, project: &str, patient: &str) -> CareTeamLocation;
@@ -406,19 +362,5 @@ pub trait Dialect: Send + Sync {
 
     /// `live` marked as owned by `project` under the manifest name `name` (adoption), or
     /// `None` where the target cannot record ownership.
-    fn adopt(
-        &self,
-        _project: &str,
-        _kind: ObjectKind,
-        _name: &str,
-        _live: &Value,
-    ) -> Option<Value> {
-        None
-    }
-
-    /// For targets without DELETE: the fields that retire an object that left the
-    /// manifests (emptied and renamed), or `None` if it cannot be retired.
-    fn retire(&self, _observed: &ObservedObject) -> Option<Fields> {
-        None
-    }
+    fn adopt(&self, project: &str, kind: ObjectKind, name: &str, live: &Value) -> Option<Value>;
 }

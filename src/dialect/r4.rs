@@ -20,8 +20,8 @@ use crate::fhir::Query;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 use crate::vocab::{
-    Capabilities, DesiredObject, Fields, ForeignObject, Identity, KindCapability, ObjectKind,
-    ObservedObject, Recognised, RecordCapability, StaffIndex,
+    Capabilities, CareTeams, DesiredObject, Fields, ForeignObject, Identity, KindCapability,
+    ObjectKind, ObservedObject, PatientReads, Recognised, StaffIndex, TargetCapability,
 };
 
 pub use crate::vocab::ownership::TAG_SYSTEM;
@@ -91,8 +91,22 @@ impl Default for R4 {
                         manual_hint: None,
                     },
                 ],
-                // any resource type can be stored: one Provenance per apply
-                RecordCapability { provenance: true },
+                TargetCapability {
+                    // any resource type can be stored: one Provenance per apply
+                    provenance: true,
+                    conditional_create: true,
+                    modified_since: "_lastUpdated",
+                    // careplane keeps its own tagged CareTeam per patient
+                    care_teams: CareTeams::Own,
+                    patient_reads: PatientReads {
+                        elements: true,
+                        care_teams_in_queries: false,
+                    },
+                    // find_query searches by careplane's identifier: a match is the object
+                    match_fields: &[],
+                    // DELETE is available: nothing is retired
+                    retire: Vec::new(),
+                },
             ),
         }
     }
@@ -106,14 +120,7 @@ fn identifier(project: &str, kind: ObjectKind, name: &str) -> Value {
     json!({"system": id_system(project), "value": format!("{}/{name}", kind.slug())})
 }
 
-/// A concept field name: `concept[CODE]`.
-fn concept_field(code: &str) -> String {
-    format!("concept[{code}]")
-}
-
-fn concept_code(field: &str) -> Option<&str> {
-    field.strip_prefix("concept[")?.strip_suffix(']')
-}
+use crate::vocab::object::{catalog_entry as concept_code, catalog_field as concept_field};
 
 /// The concept properties careplane writes on role catalog concepts, with their types.
 const ROLE_PROPERTIES: &[(&str, &str, &str)] = &[
@@ -642,8 +649,8 @@ impl Dialect for R4 {
         self.merge_with_project(kind, live, fields, &project)
     }
 
-    fn care_teams_are_own(&self) -> bool {
-        true
+    fn aggregate(&self, _: &str, _: &[Value]) -> Vec<ObservedObject> {
+        Vec::new() // every object is one resource
     }
 
     fn care_team_location(&self, project: &str, patient: &str) -> super::CareTeamLocation {

@@ -63,7 +63,7 @@ pub fn changes(
             (None, None) => BTreeSet::new(),
         };
         // Targets where careplane keeps its own care teams (R4) only count those.
-        let own_only = dialect.care_teams_are_own();
+        let own_only = dialect.capabilities().target().care_teams == crate::vocab::CareTeams::Own;
         let entries = |p: &crate::rules::PatientFacts| -> Vec<(String, String)> {
             p.care_team
                 .iter()

@@ -438,7 +438,7 @@ pub fn diff(
             });
         } else if prune
             && cap.update
-            && let Some(retired) = dialect.retire(o)
+            && let Some(retired) = caps.retire(o)
         {
             let fields: Vec<FieldChange> = retired
                 .iter()
@@ -468,7 +468,7 @@ pub fn diff(
                     notes: Vec::new(),
                 });
             }
-        } else if !prune || dialect.retire(o).is_none() {
+        } else if !prune || caps.retire(o).is_none() {
             orphans.push(Orphan { target });
         }
     }

@@ -334,6 +334,12 @@ impl Dialect for Table {
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool {
         self.inner.owns(project, kind, resource)
     }
+    fn aggregate(&self, project: &str, resources: &[Value]) -> Vec<ObservedObject> {
+        self.inner.aggregate(project, resources)
+    }
+    fn adopt(&self, project: &str, kind: ObjectKind, name: &str, live: &Value) -> Option<Value> {
+        self.inner.adopt(project, kind, name, live)
+    }
     fn care_team_location(&self, project: &str, patient: &str) -> CareTeamLocation {
         self.inner.care_team_location(project, patient)
     }
@@ -827,8 +833,8 @@ fn on_canvas_without_prune_a_managed_team_is_an_orphan_and_without_manage_all_te
 #[test]
 fn canvas_creates_are_not_conditional_and_are_checked_by_name_while_r4_creates_are() {
     let (r4, canvas) = (R4::default(), Canvas::default());
-    assert!(r4.conditional_create());
-    assert!(!canvas.conditional_create());
+    assert!(r4.capabilities().target().conditional_create);
+    assert!(!canvas.capabilities().target().conditional_create);
     let q = r4.find_query(PROJECT, ObjectKind::Team, "front-desk");
     assert_eq!(q.resource_type, "Group");
     assert_eq!(
@@ -855,18 +861,18 @@ fn canvas_creates_are_not_conditional_and_are_checked_by_name_while_r4_creates_a
     let q = canvas.find_query(PROJECT, ObjectKind::PatientGroup, "diabetes");
     assert_eq!(q.params, vec![("type".to_owned(), "person".to_owned())]);
     let fields = Fields::from([("name".to_owned(), json!("Front Desk"))]);
-    assert!(canvas.same_object(
+    assert!(canvas.capabilities().same_object(
         ObjectKind::Team,
         &fields,
         &plain_team("g", "Front Desk", &[], &[])
     ));
-    assert!(!canvas.same_object(
+    assert!(!canvas.capabilities().same_object(
         ObjectKind::Team,
         &fields,
         &plain_team("g", "Billing", &[], &[])
     ));
     // R4's identifier search already narrows it down
-    assert!(r4.same_object(
+    assert!(r4.capabilities().same_object(
         ObjectKind::Team,
         &fields,
         &plain_team("g", "Billing", &[], &[])

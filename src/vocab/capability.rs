@@ -1,8 +1,9 @@
 //! What a target allows, per object kind: the data half of a dialect.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::ObjectKind;
+use super::{Fields, ObjectKind, ObservedObject};
 
 /// How live objects of a kind are matched with manifest objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -32,16 +33,63 @@ pub struct KindCapability {
     pub manual_hint: Option<&'static str>,
 }
 
-/// What a target keeps besides the objects careplane manages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RecordCapability {
+/// How the target behaves as a whole (what every dialect says as data, not as code).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TargetCapability {
     /// A FHIR `Provenance` can be written: apply stores one per run that wrote something.
     pub provenance: bool,
+    /// Creates may carry `If-None-Exist` (and so be retried safely); otherwise apply
+    /// searches first ([`Capabilities::same_object`]).
+    pub conditional_create: bool,
+    /// The Task search parameter for "changed after" (`_lastUpdated`; Canvas `modified`).
+    pub modified_since: &'static str,
+    /// Whose care teams count as holding a care-team assignment.
+    pub care_teams: CareTeams,
+    /// How patient facts for rules are read.
+    pub patient_reads: PatientReads,
+    /// Fields a resource found by a create's search must share with the object before it
+    /// counts as that object (targets whose search cannot narrow it down, like Canvas teams
+    /// searched by type and matched by name).
+    pub match_fields: &'static [(ObjectKind, &'static str)],
+    /// Objects the target cannot delete but careplane may retire with `--prune`.
+    pub retire: Vec<Retire>,
 }
 
-/// The capability table of a dialect: per object kind, and for the records apply keeps.
+/// Whose care teams careplane reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CareTeams {
+    /// careplane keeps its own tagged CareTeam per patient: only those count.
+    #[default]
+    Own,
+    /// One care team per patient, shared with everyone (Canvas): any participant counts.
+    Shared,
+}
+
+/// How the searches that read patient facts are shaped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PatientReads {
+    /// The server honours `_elements` (smaller answers).
+    pub elements: bool,
+    /// Active care teams are read by the dialect's own queries already (no extra search).
+    pub care_teams_in_queries: bool,
+}
+
+/// How an object of one kind is retired where the target has no DELETE: emptied and
+/// renamed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Capabilities(pub Vec<KindCapability>, pub RecordCapability);
+pub struct Retire {
+    pub kind: ObjectKind,
+    /// The field that gets `prefix` in front of its value.
+    pub rename: &'static str,
+    pub prefix: String,
+    /// List fields emptied.
+    pub clear: &'static [&'static str],
+}
+
+/// The capability table of a dialect: per object kind, and for the target as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Capabilities(pub Vec<KindCapability>, pub TargetCapability);
 
 impl Capabilities {
     /// Whether apply may store its record as a FHIR `Provenance` on this target.
@@ -51,5 +99,35 @@ impl Capabilities {
 
     pub fn of(&self, kind: ObjectKind) -> Option<&KindCapability> {
         self.0.iter().find(|c| c.kind == kind)
+    }
+
+    pub fn target(&self) -> &TargetCapability {
+        &self.1
+    }
+
+    /// Whether a resource a create's search found is the object the create would make.
+    pub fn same_object(&self, kind: ObjectKind, fields: &Fields, resource: &Value) -> bool {
+        self.1
+            .match_fields
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .all(|(_, f)| resource.get(*f) == fields.get(*f))
+    }
+
+    /// The fields that retire `o` (emptied and renamed), or `None` where its kind cannot
+    /// be retired.
+    pub fn retire(&self, o: &ObservedObject) -> Option<Fields> {
+        let r = self.1.retire.iter().find(|r| r.kind == o.kind)?;
+        let name = o
+            .fields
+            .get(r.rename)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut fields =
+            Fields::from([(r.rename.to_owned(), json!(format!("{}{name}", r.prefix)))]);
+        for f in r.clear {
+            fields.insert((*f).to_owned(), json!([]));
+        }
+        Some(fields)
     }
 }

@@ -11,7 +11,9 @@ pub mod operation;
 pub mod ownership;
 pub mod staff;
 
-pub use capability::{Capabilities, Identity, KindCapability, RecordCapability};
+pub use capability::{
+    Capabilities, CareTeams, Identity, KindCapability, PatientReads, Retire, TargetCapability,
+};
 pub use kind::ObjectKind;
 pub use object::{DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised};
 pub use operation::{Coding, Operation, Participant};

@@ -43,6 +43,23 @@ pub struct DesiredObject {
     pub operation: super::Operation,
 }
 
+/// A catalog object (all roles, all care-team roles) keeps one managed field per entry,
+/// named by its key: `concept[CODE]`.
+///
+/// ```
+/// use careplane::vocab::object::{catalog_entry, catalog_field};
+/// assert_eq!(catalog_entry(&catalog_field("MD")), Some("MD"));
+/// assert_eq!(catalog_entry("name"), None);
+/// ```
+pub fn catalog_field(key: &str) -> String {
+    format!("concept[{key}]")
+}
+
+/// The entry key of a catalog field, or `None` for any other field.
+pub fn catalog_entry(field: &str) -> Option<&str> {
+    field.strip_prefix("concept[")?.strip_suffix(']')
+}
+
 /// Evaluated patient-group memberships: group name → `Patient/<id>` references.
 pub type Memberships = BTreeMap<String, std::collections::BTreeSet<String>>;
 
