@@ -330,3 +330,118 @@ fn every_shell_step_passes_shellcheck() {
         failures.join("\n\n")
     );
 }
+
+/// The steps of a GitHub workflow job, by name.
+fn job_steps(doc: &Value, job: &str) -> Vec<Value> {
+    doc["jobs"][job]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_github_plan_and_apply_both_have_the_pseudonym_key() {
+    let doc = yaml(&root().join("examples/ci/careplane.yml"));
+    for job in ["plan", "apply"] {
+        let runs_careplane = job_steps(&doc, job)
+            .into_iter()
+            .filter(|s| {
+                s["run"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("careplane plan") || r.contains("careplane apply"))
+            })
+            .collect::<Vec<_>>();
+        assert!(!runs_careplane.is_empty(), "{job}: no careplane step");
+        for s in runs_careplane {
+            assert_eq!(
+                s["env"]["CAREPLANE_PSEUDONYM_KEY"], "${{ secrets.CAREPLANE_PSEUDONYM_KEY }}",
+                "{job}: step {} plans or applies without CAREPLANE_PSEUDONYM_KEY",
+                s["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_github_comment_is_careplanes_own_and_stale_plans_and_forks_have_a_path() {
+    let text = std::fs::read_to_string(root().join("examples/ci/careplane.yml")).unwrap();
+    let doc = yaml(&root().join("examples/ci/careplane.yml"));
+    assert!(
+        !text.contains("--edit-last"),
+        "--edit-last edits whatever comment was posted last"
+    );
+    assert_eq!(doc["env"]["MARKER"], "<!-- careplane-plan -->");
+    let plan = job_steps(&doc, "plan");
+    let comment = plan
+        .iter()
+        .find(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Comment the plan"))
+        })
+        .unwrap();
+    let run = comment["run"].as_str().unwrap();
+    assert!(run.contains("startswith(\\\"$MARKER\\\")") && run.contains("--method PATCH"));
+    // forks: the plan steps are skipped with a message, and that message exists
+    let fork = "github.event.pull_request.head.repo.full_name == github.repository";
+    for s in &plan {
+        let r = s["run"].as_str().unwrap_or_default();
+        if r.contains("careplane plan")
+            || s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+        {
+            assert_eq!(
+                s["if"], fork,
+                "step {} runs for fork PRs (no secrets)",
+                s["name"]
+            );
+        }
+    }
+    assert!(plan.iter().any(|s| {
+        s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("from forks get no secrets"))
+    }));
+    // a stale reviewed plan: a fresh plan on the PR and a failed job
+    let apply = job_steps(&doc, "apply");
+    let stale = apply
+        .iter()
+        .find(|s| s["if"] == "failure() && steps.apply.outcome == 'failure'")
+        .expect("no step for a stale reviewed plan");
+    let run = stale["run"].as_str().unwrap();
+    assert!(
+        run.contains("careplane plan")
+            && run.contains("gh pr comment")
+            && run.trim_end().ends_with("exit 1")
+    );
+}
+
+#[test]
+fn the_gitlab_drift_job_fails_on_drift_and_apply_fetches_the_merge_request_pipelines_plan() {
+    let doc = yaml(&root().join("examples/ci/gitlab-ci.yml"));
+    assert!(
+        doc["drift"].get("allow_failure").is_none(),
+        "allow_failure turns drift into a warning instead of a red pipeline"
+    );
+    let script: String = doc["apply"]["script"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // merge-request pipelines run on refs/merge-requests/<iid>/head: the branch's latest
+    // artifacts are not the reviewed plan
+    assert!(!script.contains("jobs/artifacts/$MR_BRANCH"));
+    assert!(
+        script.contains("merge_requests/$mr/pipelines")
+            && script.contains("/jobs/$job/artifacts/plan.json")
+    );
+    let text = std::fs::read_to_string(root().join("examples/ci/gitlab-ci.yml")).unwrap();
+    assert!(text.contains("CAREPLANE_PSEUDONYM_KEY"));
+    assert!(
+        !text.contains("cargo install"),
+        "CI must not compile careplane"
+    );
+}
