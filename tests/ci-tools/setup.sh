@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the install/CI/platform tests need, from the package registries only:
 #   - shellcheck (Debian)                        tests/ci_examples.rs
+#   - jq (Debian; GitHub's runners have it)      tests/action.rs
 #   - musl-tools (Debian) and the Rust target x86_64-unknown-linux-musl, then a static
 #     build of careplane                          tests/static_build.rs
 #   - kubernetes-validate and kubectl (PyPI, pinned in requirements.txt) in
@@ -16,6 +17,7 @@ say() { echo "tests/ci-tools/setup.sh: $*" >&2; }
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
+command -v jq >/dev/null || missing+=(jq)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} from Debian's packages"
