@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # careplane container image: a static (musl) binary on distroless "static" (CA certificates
 # and tzdata, no shell, no package manager), running as the non-root user 65532.
 #

@@ -108,7 +108,7 @@ fn fake_release(dir: &Path) -> (String, String) {
         .arg(&stage)
         .args(["-czf"])
         .arg(release.join(&archive))
-        .arg(".")
+        .arg("careplane")
         .status()
         .unwrap();
     assert!(st.success());
@@ -259,6 +259,11 @@ fn the_action_and_gitlab_download_what_the_release_publishes() {
     let release = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
     assert!(release.contains(r#"name="careplane-${TAG#v}-$TARGET""#));
     assert!(release.contains("dist/SHA256SUMS"));
+    assert!(
+        release.contains(r#"files=(careplane README.md)"#)
+            && !release.contains(r#"-czf "dist/$name.tar.gz" ."#),
+        "archive members must be named without ./ (tar -xzf ARCHIVE careplane)"
+    );
     let doc = yaml(&root().join(".github/workflows/release.yml"));
     let targets: Vec<String> = doc["jobs"]["build"]["strategy"]["matrix"]["include"]
         .as_array()
