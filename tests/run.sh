@@ -18,6 +18,11 @@ stop() {
 }
 trap stop EXIT
 
+# Tools of the install / CI-template / Kubernetes tests (shellcheck, a static musl build,
+# kubernetes-validate and kubectl in target/ci-tools/venv); a tool that cannot be installed
+# is named here and its test fails saying so.
+bash tests/ci-tools/setup.sh || echo "tests/run.sh: some test tools are missing (above); their tests will fail" >&2
+
 # Build first, so the server is not left idle through a long compile.
 cargo test --locked --no-run
 
