@@ -141,3 +141,54 @@ pub async fn observe(
     });
     Ok(observed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::{canvas::Canvas, r4::R4};
+
+    fn shapes(d: &dyn Dialect, consents: bool, care_teams: bool) -> Vec<String> {
+        patient_queries(
+            d.capabilities().target().patient_reads,
+            consents,
+            care_teams,
+        )
+        .iter()
+        .map(|q| {
+            let names: Vec<&str> = q.params.iter().map(|(k, _)| k.as_str()).collect();
+            format!("{}?{}", q.resource_type, names.join("&"))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn patient_searches_follow_the_capability_table() {
+        // R4: small answers, care teams searched when a rule needs them
+        assert_eq!(shapes(&R4::default(), false, false), ["Patient?_elements"]);
+        assert_eq!(
+            shapes(&R4::default(), true, true),
+            [
+                "Patient?_elements",
+                "Consent?_elements",
+                "CareTeam?status&_elements"
+            ]
+        );
+        // Canvas: no _elements, care teams come with the dialect's own queries
+        assert_eq!(
+            shapes(&Canvas::default(), true, true),
+            ["Patient?", "Consent?"]
+        );
+    }
+
+    #[test]
+    fn the_changed_after_parameter_is_the_tables() {
+        assert_eq!(
+            R4::default().capabilities().target().modified_since,
+            "_lastUpdated"
+        );
+        assert_eq!(
+            Canvas::default().capabilities().target().modified_since,
+            "modified"
+        );
+    }
+}
