@@ -13,11 +13,11 @@ use serde_json::Value;
 use crate::dialect::Dialect;
 use crate::fhir::Store;
 use crate::model::Source;
-use crate::plan::{Action, Plan, TargetInfo};
+use crate::plan::{Action, Layer, Plan, TargetInfo};
 use crate::vocab::ObjectKind;
 
 pub const FORMAT: &str = "careplane-drift";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// How many versions of a drifted object to read to date the drift.
 const HISTORY_DEPTH: u32 = 50;
 
@@ -88,6 +88,25 @@ pub struct DriftSummary {
     pub in_sync: usize,
 }
 
+/// Effects of one rule that are not current on the target (ordinary clinical activity:
+/// new patients, flipped consents, new open tasks). Counts only, never patient ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingEffect {
+    /// The kind of rule: `patient-group`, `care-team-assignment` or `task-routing`.
+    pub kind: ObjectKind,
+    /// The rule's manifest name.
+    pub rule: String,
+    /// Open tasks the rule would route now.
+    pub tasks: usize,
+    /// Patients the rule would add now.
+    pub patients_added: usize,
+    /// Patients the rule would remove now.
+    pub patients_removed: usize,
+    /// The manifest position that declares the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<Source>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DriftReport {
     pub format: String,
@@ -96,10 +115,15 @@ pub struct DriftReport {
     pub project: String,
     pub target: TargetInfo,
     pub manifests_checksum: String,
-    /// No object changed or missing.
+    /// No configuration object changed or missing (pending effects do not count).
     pub in_sync: bool,
     pub summary: DriftSummary,
+    /// Configuration drift: objects that changed on the target, are missing, or are kept
+    /// although no longer declared.
     pub drifted: Vec<Drifted>,
+    /// Effects of rules not current yet, per rule (`drift --include-effects` counts them
+    /// as drift).
+    pub pending_effects: Vec<PendingEffect>,
 }
 
 /// Date a changed object's drift from its versions (newest first).
@@ -142,7 +166,38 @@ fn date_drift(
 pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftReport {
     let mut drifted = Vec::new();
     let mut summary = DriftSummary::default();
+    let mut pending: Vec<PendingEffect> = Vec::new();
     for c in &plan.changes {
+        if c.layer() == Layer::Effects && c.action.is_change() {
+            let at = match pending
+                .iter()
+                .position(|p| p.kind == c.target.kind && p.rule == c.rule_name())
+            {
+                Some(i) => i,
+                None => {
+                    pending.push(PendingEffect {
+                        kind: c.target.kind,
+                        rule: c.rule_name().to_owned(),
+                        tasks: 0,
+                        patients_added: 0,
+                        patients_removed: 0,
+                        declared_at: c.reason.source.clone(),
+                    });
+                    pending.len() - 1
+                }
+            };
+            let p = &mut pending[at];
+            match c.target.kind {
+                ObjectKind::TaskRouting => p.tasks += 1,
+                _ => {
+                    for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
+                        p.patients_added += m.added;
+                        p.patients_removed += m.removed;
+                    }
+                }
+            }
+            continue;
+        }
         let state = match c.action {
             Action::Update => DriftState::Changed,
             Action::Create => DriftState::Missing,
@@ -216,6 +271,7 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
         in_sync: summary.changed == 0 && summary.missing == 0,
         summary,
         drifted,
+        pending_effects: pending,
     }
 }
 
@@ -232,7 +288,7 @@ pub fn schema_text() -> String {
         );
         o.insert(
             "title".into(),
-            "careplane drift report (format_version 1)".into(),
+            "careplane drift report (format_version 2)".into(),
         );
     }
     let mut t = serde_json::to_string_pretty(&s).expect("schema serializes");

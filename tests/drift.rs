@@ -191,3 +191,75 @@ fn no_false_drift_from_server_added_defaults_and_unmanaged_fields() {
     assert_eq!(code, 0, "{report:#}");
     let _ = staff;
 }
+
+/// Task activity is not configuration drift: a new open task a routing rule matches is a
+/// pending effect (exit 0, counted per rule); `--include-effects` makes it drift; a team
+/// edited by hand is drift either way.
+#[test]
+fn pending_effects_are_reported_apart_and_only_configuration_drift_exits_2() {
+    let (server, dir, project, staff) = applied();
+    let description = format!("Check specimen {project}");
+    write(
+        dir.path(),
+        &[(
+            "routing.yaml",
+            format!(
+                "apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: specimens\nspec:\n  order: 10\n  match:\n    description: \"{description}\"\n  set:\n    team: lab\n"
+            ),
+        )],
+    );
+    let (code, report) = drift(dir.path());
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["pending_effects"], json!([]));
+
+    // ordinary clinical activity: two new open tasks the rule routes
+    for _ in 0..2 {
+        server.post(
+            &json!({"resourceType": "Task", "status": "requested", "intent": "order",
+            "description": description,
+            "requester": {"reference": format!("Practitioner/{}", staff[0].id)}}),
+        );
+    }
+    let (code, report) = drift(dir.path());
+    assert_eq!(code, 0, "task activity is not drift: {report:#}");
+    assert_eq!(report["in_sync"], true);
+    let pending = report["pending_effects"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{report:#}");
+    assert_eq!(pending[0]["rule"], "specimens");
+    assert_eq!(pending[0]["kind"], "task-routing");
+    assert_eq!(pending[0]["tasks"], 2);
+    assert!(
+        report["drifted"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    // the human report names the rule and the count, and says it is not drift
+    let out = careplane()
+        .arg("drift")
+        .arg(dir.path())
+        .args(["--server", &fhir_url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("routing rule 'specimens': 2 open task(s) to route")
+            && text.contains("not configuration drift"),
+        "{text}"
+    );
+    // --include-effects: pending effects count
+    let out = careplane()
+        .arg("drift")
+        .arg(dir.path())
+        .args(["--server", &fhir_url(), "--include-effects"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // a team edited by hand is configuration drift
+    let mut g = lab(&server, &project);
+    g["name"] = json!("Lab (renamed by hand)");
+    server.put(&g);
+    let (code, report) = drift(dir.path());
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["summary"]["changed"], 1);
+    assert_eq!(report["pending_effects"][0]["tasks"], 2);
+}

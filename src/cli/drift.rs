@@ -16,6 +16,10 @@ pub struct Args {
     pub target: TargetArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Also exit 2 when effects of rules are pending (patients joining or leaving groups
+    /// and care teams, open tasks to route); by default only configuration drift does.
+    #[arg(long)]
+    pub include_effects: bool,
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -37,7 +41,7 @@ pub async fn run(a: Args) -> u8 {
                 }
                 Format::Markdown => render::drift::markdown(&report),
             });
-            if report.in_sync {
+            if report.in_sync && (!a.include_effects || report.pending_effects.is_empty()) {
                 EXIT_OK
             } else {
                 EXIT_CHANGES

@@ -204,6 +204,51 @@ pub struct Change {
     pub notes: Vec<String>,
 }
 
+/// The two layers of a plan: configuration (reviewed exactly) and the effects of rules
+/// (recomputed from live data: patient-group memberships, care-team participants, task
+/// routing).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    Configuration,
+    Effects,
+}
+
+impl Change {
+    /// Which layer the change belongs to: routing and care-team participants are effects,
+    /// and so is a change to a patient group that only moves members; everything else
+    /// (a group's name, rule or mode included) is configuration.
+    pub fn layer(&self) -> Layer {
+        match self.operation {
+            Operation::RouteTask { .. } | Operation::CareTeamParticipant(_) => Layer::Effects,
+            Operation::Object
+                if self.action == Action::Update
+                    && !self.fields.is_empty()
+                    && self.fields.iter().all(|f| {
+                        self.target
+                            .kind
+                            .sensitive_fields()
+                            .contains(&f.field.as_str())
+                    }) =>
+            {
+                Layer::Effects
+            }
+            Operation::Object => Layer::Configuration,
+        }
+    }
+
+    /// The rule an effect comes from (a routing rule, a care-team assignment, a patient
+    /// group), by manifest name.
+    pub fn rule_name(&self) -> &str {
+        match &self.operation {
+            Operation::RouteTask { rule, .. } => rule,
+            _ => &self.target.name,
+        }
+    }
+}
+
 /// An owned object that left the manifests and is kept because `--prune` was not given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Orphan {

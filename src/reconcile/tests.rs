@@ -2364,3 +2364,56 @@ fn the_planner_reads_the_date_it_is_given_not_the_clock() {
     assert_eq!(members((2025, 5, 31)), 0);
     assert_eq!(members((2025, 6, 1)), 1);
 }
+
+#[test]
+fn memberships_routing_and_care_team_participants_are_effects_and_the_rest_configuration() {
+    use crate::plan::Layer;
+    let base = |kind, fields: Vec<FieldChange>, operation| Change {
+        action: Action::Update,
+        target: target(kind, "x", "Group", Some("g1")),
+        fields,
+        reason: reason(ReasonCode::Differs, Some(1), "r"),
+        operation,
+        precondition: Precondition::default(),
+        notes: vec![],
+    };
+    let members = field("members", Some(json!(1)), Some(json!(2)), None);
+    let name = field("name", Some(json!("A")), Some(json!("B")), None);
+    // a group whose members move: an effect; its name (or name and members): configuration
+    assert_eq!(
+        base(
+            ObjectKind::PatientGroup,
+            vec![members.clone()],
+            Operation::Object
+        )
+        .layer(),
+        Layer::Effects
+    );
+    assert_eq!(
+        base(
+            ObjectKind::PatientGroup,
+            vec![name.clone(), members],
+            Operation::Object
+        )
+        .layer(),
+        Layer::Configuration
+    );
+    assert_eq!(
+        base(ObjectKind::Team, vec![name], Operation::Object).layer(),
+        Layer::Configuration
+    );
+    let routed = base(
+        ObjectKind::TaskRouting,
+        vec![],
+        Operation::RouteTask {
+            rule: "refills".into(),
+            order: 1,
+        },
+    );
+    assert_eq!(routed.layer(), Layer::Effects);
+    assert_eq!(routed.rule_name(), "refills");
+    // a group created is configuration even though it comes with members
+    let mut created = base(ObjectKind::PatientGroup, vec![], Operation::Object);
+    created.action = Action::Create;
+    assert_eq!(created.layer(), Layer::Configuration);
+}

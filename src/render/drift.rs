@@ -6,7 +6,33 @@ use owo_colors::OwoColorize;
 
 use super::{inline, list_delta};
 use crate::drift::DriftField;
-use crate::drift::{DriftCause, DriftReport, DriftState, Drifted};
+use crate::drift::{DriftCause, DriftReport, DriftState, Drifted, PendingEffect};
+
+/// What a rule's pending effects amount to, in words (counts only).
+fn effect_words(p: &PendingEffect) -> String {
+    let mut parts = Vec::new();
+    if p.tasks > 0 {
+        parts.push(format!("{} open task(s) to route", p.tasks));
+    }
+    if p.patients_added > 0 {
+        parts.push(format!("{} patient(s) to add", p.patients_added));
+    }
+    if p.patients_removed > 0 {
+        parts.push(format!("{} patient(s) to remove", p.patients_removed));
+    }
+    if parts.is_empty() {
+        parts.push("pending".into());
+    }
+    parts.join(", ")
+}
+
+fn rule_of(p: &PendingEffect) -> String {
+    let what = match p.kind {
+        crate::vocab::ObjectKind::TaskRouting => "routing rule",
+        other => other.label(),
+    };
+    format!("{what} '{}'", p.rule)
+}
 
 fn when(d: &Drifted) -> String {
     let cause = match d.cause {
@@ -114,6 +140,22 @@ pub fn human(r: &DriftReport) -> String {
             }
         }
     }
+    if !r.pending_effects.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} (ordinary activity the rules catch up with on the next apply or watch pass; not configuration drift)",
+            "Pending effects".bold()
+        );
+        for p in &r.pending_effects {
+            let at = p
+                .declared_at
+                .as_ref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {}: {}{}", rule_of(p), effect_words(p), at.dimmed());
+        }
+        out.push('\n');
+    }
     let s = &r.summary;
     if r.in_sync {
         let _ = writeln!(
@@ -149,12 +191,34 @@ pub fn markdown(r: &DriftReport) -> String {
         r.project, r.target.name
     );
     let s = &r.summary;
+    let effects = |out: &mut String| {
+        if r.pending_effects.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n#### Pending effects\n\nOrdinary activity the rules catch up with on the next apply or watch pass (not configuration drift).\n\n| rule | pending | declared at |\n|---|---|---|"
+        );
+        for p in &r.pending_effects {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                esc(&rule_of(p)),
+                effect_words(p),
+                p.declared_at
+                    .as_ref()
+                    .map(|s| format!("`{s}`"))
+                    .unwrap_or_default()
+            );
+        }
+    };
     if r.in_sync {
         let _ = writeln!(
             out,
             "### careplane drift · `{}` → `{}`: in sync\n\n{} object(s) match the manifests.",
             r.project, r.target.name, s.in_sync
         );
+        effects(&mut out);
         return out;
     }
     let _ = writeln!(
@@ -207,6 +271,7 @@ pub fn markdown(r: &DriftReport) -> String {
             "\n{undeclared} object(s) are no longer declared and are kept (not counted as drift)."
         );
     }
+    effects(&mut out);
     let _ = writeln!(
         out,
         "\n<sub>target `{}` ({}) · manifests `{}` · careplane {}</sub>",
