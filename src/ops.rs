@@ -71,6 +71,7 @@ pub async fn plan(
         diff::Options {
             prune,
             adopt: false,
+            route_existing: false,
         },
     )
     .await
@@ -107,6 +108,7 @@ pub async fn plan_since(
     let options = reconcile::Options {
         prune,
         adopt: opts.adopt,
+        route_existing: opts.route_existing,
         today: crate::rules::today(),
         pseudo: crate::rules::Pseudonymizer::from_env(),
         target: target.info.clone(),
@@ -169,6 +171,7 @@ pub async fn reseal(
             .changes
             .iter()
             .any(|c| c.action == crate::plan::Action::Adopt),
+        route_existing: false,
     };
     let (fresh, _) = plan_with(m, target, opts).await?;
     for c in plan.changes.iter_mut() {

@@ -34,7 +34,7 @@ fn task(server: &Server, staff: &Staff, description: &str, labels: &[&str], stat
 
 fn strip(t: &Value) -> Value {
     let mut t = t.clone();
-    for k in ["meta", "extension", "owner", "input"] {
+    for k in ["meta", "extension", "owner", "input", "identifier"] {
         t.as_object_mut().unwrap().remove(k);
     }
     t
@@ -168,6 +168,19 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
         json!([{"type": {"text": "label"}, "valueString": "Internal Referral"}])
     );
     assert_eq!(strip(&p), strip(&tasks[0]), "every other field as it was");
+    // careplane remembers on the task itself that it routed it (no local state)
+    assert!(
+        p["meta"]["tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["system"] == "https://careplane.dev/routed" && t["code"] == project.as_str()),
+        "{p:#}"
+    );
+    assert_eq!(
+        p["identifier"],
+        json!([{"system": "https://careplane.dev/routed", "value": project}])
+    );
     let l = now(&tasks[1]);
     assert_eq!(
         l["owner"]["reference"],
@@ -236,7 +249,10 @@ fn the_guides_routing_example_on_canvas_keeps_every_other_task_field() {
             .unwrap()
     };
     assert!(run(&["apply", "--auto-approve"]).status.success()); // the team
-    let out = run(&["apply", "--auto-approve"]); // the routing
+    // the task already has an owner: someone assigned it, so routing leaves it alone...
+    assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
+    // ...unless a reviewed backfill asks for it
+    let out = run(&["apply", "--auto-approve", "--route-existing"]); // the routing
     assert!(
         out.status.success(),
         "{}",
@@ -281,4 +297,117 @@ fn the_guides_routing_example_on_canvas_keeps_every_other_task_field() {
         "no note appended twice"
     );
     assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
+
+    // a person moves the task to another team: careplane never moves it back
+    let other = sim.fhir(
+        reqwest::Method::POST,
+        "/Group",
+        Some(&json!({"resourceType": "Group", "type": "practitioner", "actual": true, "name": "Front Desk"})),
+    );
+    let other_id = sim
+        .teams()
+        .into_iter()
+        .find(|g| g["name"] == "Front Desk")
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{other:?}"));
+    let mut moved = after.clone();
+    moved["extension"] = json!([{"url": "http://schemas.canvasmedical.com/fhir/extensions/task-group",
+        "valueReference": {"reference": format!("Group/{other_id}")}}]);
+    moved.as_object_mut().unwrap().remove("note");
+    let id = after["id"].as_str().unwrap();
+    assert_eq!(
+        sim.fhir(reqwest::Method::PUT, &format!("/Task/{id}"), Some(&moved))
+            .0,
+        200
+    );
+    assert_eq!(run(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
+    assert!(run(&["apply", "--auto-approve"]).status.success());
+    let now = sim.search("Task?status=requested")[0].clone();
+    assert_eq!(
+        now["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["url"] == "http://schemas.canvasmedical.com/fhir/extensions/task-group")
+            .unwrap()["valueReference"]["reference"],
+        format!("Group/{other_id}")
+    );
+}
+
+/// Routing happens once per task: a task a person re-routes after careplane routed it is
+/// never reverted, and a task someone assigned before careplane saw it is left alone; a
+/// new task is routed once (issue 10).
+#[test]
+fn a_persons_re_route_is_never_reverted_and_assigned_tasks_are_left_alone() {
+    let server = Server::new();
+    let project = unique("once");
+    let staff = seed_staff(&server, &project, 2);
+    let description = format!("Psych intake {project}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "careplane.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n"
+                ),
+            ),
+            (
+                "routing.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: bh\nspec:\n  displayName: BH {project}\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: intake\nspec:\n  match:\n    description: \"{description}\"\n  set:\n    team: bh\n"
+                ),
+            ),
+        ],
+    );
+    assert!(apply(dir.path(), &[]).status.success()); // the team
+    let other = server.post(
+        &json!({"resourceType": "Group", "type": "practitioner", "actual": true,
+        "name": format!("Someone else's team {project}")}),
+    );
+    let other_ref = format!("Group/{}", other["id"].as_str().unwrap());
+    let ext = |g: &str| json!([{"url": "https://careplane.dev/fhir/StructureDefinition/task-team", "valueReference": {"reference": g}}]);
+    let new_task = task(&server, &staff[0], &description, &[], "requested");
+    let mut assigned = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+        "description": description, "requester": {"reference": format!("Practitioner/{}", staff[0].id)}});
+    assigned["extension"] = ext(&other_ref);
+    let assigned = server.post(&assigned);
+
+    assert!(apply(dir.path(), &[]).status.success());
+    let now = |t: &Value| server.get(&format!("Task/{}", t["id"].as_str().unwrap()));
+    let bh = server
+        .owned("Group", &project)
+        .into_iter()
+        .find(|g| g["identifier"][0]["value"] == "team/bh")
+        .unwrap();
+    let bh_ref = format!("Group/{}", bh["id"].as_str().unwrap());
+    let routed = now(&new_task);
+    assert_eq!(
+        routed["extension"][0]["valueReference"]["reference"],
+        bh_ref
+    );
+    assert_eq!(
+        now(&assigned)["meta"]["versionId"],
+        assigned["meta"]["versionId"],
+        "a task someone assigned before careplane saw it is not touched"
+    );
+
+    // a person re-routes the task careplane routed
+    let mut moved = routed.clone();
+    moved["extension"] = ext(&other_ref);
+    let moved = server.put(&moved);
+    careplane()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--server", &fhir_url(), "--detailed-exitcode"])
+        .assert()
+        .code(0);
+    assert!(apply(dir.path(), &[]).status.success());
+    let after = now(&moved);
+    assert_eq!(after["meta"]["versionId"], moved["meta"]["versionId"]);
+    assert_eq!(
+        after["extension"][0]["valueReference"]["reference"],
+        other_ref
+    );
 }

@@ -30,6 +30,11 @@ pub struct Args {
     /// Also take over same-named objects careplane does not own yet.
     #[arg(long, conflicts_with = "plan")]
     pub adopt: bool,
+    /// Also route open tasks someone already assigned (a one-off backfill, reviewed in
+    /// the plan); by default a routing rule routes a task once, when careplane first sees it
+    /// open and unassigned.
+    #[arg(long, conflicts_with = "plan")]
+    pub route_existing: bool,
     /// Apply even if a patient group would lose more than its `maxRemovalShare`.
     #[arg(long)]
     pub allow_mass_removal: bool,
@@ -58,6 +63,7 @@ pub async fn run(a: Args) -> u8 {
                 let opts = crate::diff::Options {
                     prune: a.prune,
                     adopt: a.adopt,
+                    route_existing: a.route_existing,
                 };
                 ops::plan_with(&m, &target, opts).await?.0
             }

@@ -31,6 +31,7 @@ pub async fn run(a: Args) -> u8 {
         let opts = crate::diff::Options {
             prune: false,
             adopt: true,
+            route_existing: false,
         };
         let (full, _) = ops::plan_with(&m, &target, opts).await?;
         let adoptions = full

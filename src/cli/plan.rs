@@ -39,6 +39,11 @@ pub struct Args {
     /// Plan to take over same-named objects careplane does not own yet (see `import`).
     #[arg(long)]
     pub adopt: bool,
+    /// Also route open tasks someone already assigned (a one-off backfill, reviewed in
+    /// the plan); by default a routing rule routes a task once, when careplane first sees it
+    /// open and unassigned.
+    #[arg(long)]
+    pub route_existing: bool,
     /// Human format only: also list the patient ids that join or leave patient groups.
     /// For your terminal: never paste this output into a PR, a ticket or a CI log.
     #[arg(long)]
@@ -73,6 +78,7 @@ pub async fn run(a: Args) -> u8 {
         let opts = crate::diff::Options {
             prune: a.prune,
             adopt: a.adopt,
+            route_existing: a.route_existing,
         };
         let (plan, stats) = ops::plan_with(&m, &target, opts).await?;
         if let Some(path) = &a.out {

@@ -167,6 +167,11 @@ impl Canvas {
                         prefix: retire_prefix.to_owned(),
                         clear: &["responsibilities", "members"],
                     }],
+                    // canvas-api.md §4: a Task has no identifier, `meta` is not documented
+                    // as writable, and labels and comments are visible to staff (comments
+                    // cannot be removed): no mark careplane could leave unseen. A task with
+                    // a team or an owner counts as routed.
+                    task_marker: false,
                 },
             ),
             retire_prefix: retire_prefix.to_owned(),

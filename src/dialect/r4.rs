@@ -106,6 +106,8 @@ impl Default for R4 {
                     match_fields: &[],
                     // DELETE is available: nothing is retired
                     retire: Vec::new(),
+                    // a meta.tag and an identifier say which project routed a task
+                    task_marker: true,
                 },
             ),
         }
@@ -229,6 +231,16 @@ fn responsibility_json(code: &str) -> Value {
     })
 }
 
+/// A task's routing fields, and `routedBy`: the project whose routing mark it carries.
+fn task_fields(r: &Value) -> Fields {
+    let mut f = util::task_fields(r, TASK_TEAM_EXTENSION);
+    f.insert(
+        "routedBy".into(),
+        crate::vocab::ownership::routed_by(r).map_or(Value::Null, Value::String),
+    );
+    f
+}
+
 impl R4 {
     fn role_codes_system(project: &str) -> String {
         catalog_url(project, ObjectKind::RoleCatalog)
@@ -238,7 +250,7 @@ impl R4 {
         let mut f = Fields::new();
         match kind {
             ObjectKind::PatientGroup => return util::person_group_fields(r),
-            ObjectKind::TaskRouting => return util::task_fields(r, TASK_TEAM_EXTENSION),
+            ObjectKind::TaskRouting => return task_fields(r),
             // written patient by patient (`care_team_merge`), never read back as one object
             ObjectKind::CareTeamAssignment => return f,
             ObjectKind::RoleCatalog | ObjectKind::CareTeamRoleCatalog => {
@@ -533,10 +545,7 @@ impl Dialect for R4 {
             .unwrap_or_default();
         let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
         if rt == "Task" {
-            return Recognised::Object(util::task_object(
-                r,
-                util::task_fields(r, TASK_TEAM_EXTENSION),
-            ));
+            return Recognised::Object(util::task_object(r, task_fields(r)));
         }
         let system = id_system(project);
         let key = r
@@ -743,7 +752,15 @@ impl R4 {
     ) -> Value {
         let mut r = live.clone();
         match kind {
-            ObjectKind::TaskRouting => return util::task_merge(live, fields, TASK_TEAM_EXTENSION),
+            ObjectKind::TaskRouting => {
+                let mut r = util::task_merge(live, fields, TASK_TEAM_EXTENSION);
+                if let Some(Some(by)) = fields.get("routedBy")
+                    && let Some(by) = by.as_str()
+                {
+                    crate::vocab::ownership::mark_routed(&mut r, by);
+                }
+                return r;
+            }
             ObjectKind::CareTeamAssignment => return r,
             ObjectKind::PatientGroup => {
                 if let Some(v) = fields.get("name") {

@@ -484,6 +484,7 @@ fn build(
                         source: d.at("/spec/set/owner"),
                     }),
                     add_labels: spec.set.add_labels,
+                    mode: spec.routing.map(|r| r.mode).unwrap_or_default(),
                     name: metadata.name,
                     source: name_src,
                 });

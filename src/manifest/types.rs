@@ -11,7 +11,7 @@ use crate::model::{PractitionerRef, Responsibility, RoleDomain, RoleType};
 // The rule types are part of the desired model; the manifests spell them.
 pub use crate::model::rule::{
     AddressCondition, AgeRange, CareTeamCondition, Condition, ConsentCondition, ConsentStatus,
-    Gender, IdentifierCondition, MembershipMode, RouteExpect, RuleTestExpect,
+    Gender, IdentifierCondition, MembershipMode, RouteExpect, RoutingMode, RuleTestExpect,
 };
 
 pub const API_VERSION: &str = "careplane.dev/v1";
@@ -162,6 +162,18 @@ pub struct RoutingRuleSpec {
     #[serde(rename = "match")]
     pub matches: RouteMatch,
     pub set: RouteSet,
+    /// `mode: once` (default: route a task once, when careplane first sees it open and
+    /// unassigned; never revert a person's re-route) or `mode: enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingOptions>,
+}
+
+/// How a routing rule treats tasks it routed before.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutingOptions {
+    #[serde(default)]
+    pub mode: RoutingMode,
 }
 
 /// Which open tasks (status `requested`) a rule applies to; every given test must hold.

@@ -178,6 +178,8 @@ pub struct RoutingRule {
     pub team: Option<String>,
     pub owner: Option<Located<PractitionerRef>>,
     pub add_labels: Vec<String>,
+    /// Route once (default) or keep enforcing.
+    pub mode: rule::RoutingMode,
     pub source: Source,
 }
 

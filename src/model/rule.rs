@@ -8,6 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use super::PractitionerRef;
 
+/// How often a routing rule routes a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Once: a task is routed the first time careplane sees it open and unassigned; a task
+    /// someone routed (before or since) is never touched again (the default).
+    #[default]
+    Once,
+    /// Enforce: every open task the rule matches is kept on the rule's routing, so a
+    /// person's re-route is undone on the next pass.
+    Enforce,
+}
+
 /// Who owns a patient group's member list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -31,6 +31,8 @@ pub struct Options {
     pub prune: bool,
     /// Take over same-named objects careplane does not own yet.
     pub adopt: bool,
+    /// Route open tasks that someone already assigned (a reviewed one-off backfill).
+    pub route_existing: bool,
     /// Today's date (rules with ages), read by the caller.
     pub today: (i64, u32, u32),
     /// Keyed pseudonyms for patient samples.
@@ -86,7 +88,13 @@ pub fn plan(
         &care_team_roles,
     );
     let mut wanted = dialect.desired(desired, &observed.staff, &memberships)?;
-    let (routed, waiting) = routing::objects(desired, dialect, observed, &memberships)?;
+    let (routed, waiting) = routing::objects(
+        desired,
+        dialect,
+        observed,
+        &memberships,
+        opts.route_existing,
+    )?;
     wanted.extend(routed);
     let pseudo = &opts.pseudo;
     let mut d = objects::diff(
@@ -96,6 +104,7 @@ pub fn plan(
         objects::Options {
             prune: opts.prune,
             adopt: opts.adopt,
+            route_existing: opts.route_existing,
         },
         pseudo,
     );

@@ -222,6 +222,9 @@ pub struct Options {
     pub prune: bool,
     /// Take over same-named objects careplane does not own instead of stopping.
     pub adopt: bool,
+    /// Route open tasks someone already assigned, once (`apply --route-existing`: a
+    /// reviewed backfill); by default routing leaves them alone.
+    pub route_existing: bool,
 }
 
 pub fn diff(

@@ -10,11 +10,19 @@ pub type Waiting = std::collections::BTreeMap<String, (String, usize)>;
 
 /// Desired routing of open tasks: the first matching rule's team, owner and labels. Tasks
 /// for a team that is not on the target yet wait for the next apply (`Waiting`).
+///
+/// Routing happens once per task (rules in the default `mode: once`): a task is routed the
+/// first time careplane sees it open and unassigned, and marked as routed where the target
+/// can carry the mark (`TargetCapability::task_marker`). A task careplane routed before, or
+/// one that already had a team or an owner (someone routed it), is left alone, so a
+/// person's re-route is never reverted. `route_existing` also routes the assigned ones (a
+/// reviewed backfill); rules in `mode: enforce` keep every matching task on their routing.
 pub fn objects(
     desired: &DesiredState,
     dialect: &dyn Dialect,
     observed: &Observed,
     memberships: &crate::vocab::Memberships,
+    route_existing: bool,
 ) -> Result<(Vec<crate::vocab::DesiredObject>, Waiting), Vec<crate::manifest::Diagnostic>> {
     use crate::vocab::{DesiredObject, Fields, Identity, ObjectKind};
     use serde_json::json;
@@ -43,8 +51,21 @@ pub fn objects(
             })
             .map(|o| format!("Group/{}", o.id))
     };
+    let marker = dialect.capabilities().target().task_marker;
     for (ti, ri) in crate::rules::route(&observed.tasks, rules, memberships) {
         let (t, r) = (&observed.tasks[ti], &rules[ri]);
+        if r.mode == crate::model::rule::RoutingMode::Once {
+            let live = observed
+                .objects
+                .iter()
+                .find(|o| o.kind == ObjectKind::TaskRouting && o.id == t.id);
+            let set = |k: &str| live.and_then(|o| o.fields.get(k)).filter(|v| !v.is_null());
+            let routed_before = set("routedBy").and_then(|v| v.as_str()) == Some(&desired.project);
+            let assigned = set("team").is_some() || set("owner").is_some();
+            if routed_before || (assigned && !route_existing) {
+                continue;
+            }
+        }
         let mut fields = Fields::new();
         let mut labels = std::collections::BTreeMap::new();
         if let Some(team) = &r.team {
@@ -74,6 +95,9 @@ pub fn objects(
                     continue;
                 }
             }
+        }
+        if marker {
+            fields.insert("routedBy".into(), json!(desired.project));
         }
         if !r.add_labels.is_empty() {
             fields.insert(

@@ -78,14 +78,14 @@ fn run(
 fn prune() -> Options {
     Options {
         prune: true,
-        adopt: false,
+        ..Options::default()
     }
 }
 
 fn adopt() -> Options {
     Options {
-        prune: false,
         adopt: true,
+        ..Options::default()
     }
 }
 
@@ -1968,6 +1968,7 @@ fn routing_state(owner_npi: &str) -> DesiredState {
         team: Some("front-desk".into()),
         owner: Some(located(PractitionerRef::Npi(owner_npi.into()), 31)),
         add_labels: vec!["triaged".into()],
+        mode: crate::model::rule::RoutingMode::Once,
         source: at(30),
     });
     s
@@ -2010,6 +2011,7 @@ fn plan_routing(
         t.dialect.as_ref(),
         &observed,
         &memberships,
+        false,
     )?;
     let mut desired = desired_of(&d, &m.desired, &observed);
     desired.extend(routed);
@@ -2056,12 +2058,13 @@ fn the_first_matching_routing_rule_sets_a_tasks_team_and_owner_and_adds_its_labe
                     field("owner", None, Some(json!("Practitioner/pa")), Some(30)),
                     &[LABEL_A]
                 ),
+                field("routedBy", None, Some(json!(PROJECT)), Some(30)),
                 field("team", None, Some(json!("Group/g1")), Some(30)),
             ],
             reason: reason(
                 ReasonCode::RoutingRule,
                 Some(30),
-                "routing rule 'refills' (order 1) is the first to match this open task; it sets labels, owner, team"
+                "routing rule 'refills' (order 1) is the first to match this open task; it sets labels, owner, routedBy, team"
             ),
             operation: Operation::RouteTask {
                 rule: "refills".into(),
@@ -2081,10 +2084,12 @@ fn the_first_matching_routing_rule_sets_a_tasks_team_and_owner_and_adds_its_labe
     );
 }
 
+/// Routing happens once per task (issue 10): a task that already has a team or an owner
+/// was routed by someone and is left alone, whatever the rule says; in `mode: enforce` the
+/// rule keeps it on its routing (here: already so, a no-op naming the rule).
 #[test]
-fn a_task_already_routed_as_its_rule_says_is_a_no_op_naming_the_rule() {
-    let (d, _) = plan_routing(
-        routing_state(NPI_A),
+fn an_assigned_task_is_left_alone_and_in_enforce_mode_is_a_no_op_naming_the_rule() {
+    let resources = || {
         with_staff(vec![
             r4_team(
                 "g1",
@@ -2100,6 +2105,126 @@ fn a_task_already_routed_as_its_rule_says_is_a_no_op_naming_the_rule() {
                 Some("Group/g1"),
                 Some("Practitioner/pa"),
             ),
+        ])
+    };
+    let (d, _) = plan_routing(routing_state(NPI_A), resources()).unwrap();
+    assert!(
+        d.changes
+            .iter()
+            .all(|c| c.target.kind != ObjectKind::TaskRouting),
+        "{:#?}",
+        d.changes
+    );
+    let mut enforce = routing_state(NPI_A);
+    enforce.routing_rules[0].mode = crate::model::rule::RoutingMode::Enforce;
+    let (d, _) = plan_routing(enforce, resources()).unwrap();
+    let c = d
+        .changes
+        .iter()
+        .find(|c| c.target.kind == ObjectKind::TaskRouting)
+        .unwrap();
+    // the mark is all that changes: the routing itself is already the rule's
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(
+        c.fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect::<Vec<_>>(),
+        vec!["routedBy"]
+    );
+}
+
+#[test]
+fn a_task_careplane_routed_is_never_routed_again_even_after_a_person_re_routes_it() {
+    // routed by careplane (marked), then moved by a person to another team, owner dropped
+    let mut t = task(
+        "t1",
+        "Refill request",
+        &["triaged"],
+        Some("Group/other"),
+        None,
+    );
+    crate::vocab::ownership::mark_routed(&mut t, PROJECT);
+    let resources = with_staff(vec![
+        r4_team(
+            "g1",
+            "front-desk",
+            "Front Desk",
+            &["Practitioner/pa"],
+            &[PAYMENTS],
+        ),
+        t.clone(),
+    ]);
+    let (d, _) = plan_routing(routing_state(NPI_A), resources.clone()).unwrap();
+    assert!(
+        d.changes
+            .iter()
+            .all(|c| c.target.kind != ObjectKind::TaskRouting),
+        "{:#?}",
+        d.changes
+    );
+    // even a person clearing the team does not make careplane route it again
+    t.as_object_mut().unwrap().remove("extension");
+    let mut resources = resources;
+    *resources.last_mut().unwrap() = t;
+    let (d, _) = plan_routing(routing_state(NPI_A), resources).unwrap();
+    assert!(
+        d.changes
+            .iter()
+            .all(|c| c.target.kind != ObjectKind::TaskRouting)
+    );
+}
+
+#[test]
+fn route_existing_also_routes_tasks_someone_assigned() {
+    let s = routing_state(NPI_A);
+    let d = R4::default();
+    let resources = with_staff(vec![
+        r4_team(
+            "g1",
+            "front-desk",
+            "Front Desk",
+            &["Practitioner/pa"],
+            &[PAYMENTS],
+        ),
+        task("t1", "Refill request", &[], Some("Group/other"), None),
+    ]);
+    let mut observed = observed_from(&d, &resources);
+    observed.tasks = crate::rules::task_facts(&resources);
+    let routed = |backfill| {
+        crate::reconcile::routing::objects(&s, &d, &observed, &Memberships::new(), backfill)
+            .unwrap()
+            .0
+            .len()
+    };
+    assert_eq!(routed(false), 0);
+    assert_eq!(routed(true), 1);
+}
+
+#[test]
+fn a_task_already_routed_as_its_rule_says_is_a_no_op_naming_the_rule() {
+    // enforce mode re-checks tasks careplane routed; this one is as the rule says
+    let mut enforce = routing_state(NPI_A);
+    enforce.routing_rules[0].mode = crate::model::rule::RoutingMode::Enforce;
+    let mut t = task(
+        "t1",
+        "Refill request",
+        &["triaged"],
+        Some("Group/g1"),
+        Some("Practitioner/pa"),
+    );
+    crate::vocab::ownership::mark_routed(&mut t, PROJECT);
+    let (d, _) = plan_routing(
+        enforce,
+        with_staff(vec![
+            r4_team(
+                "g1",
+                "front-desk",
+                "Front Desk",
+                &["Practitioner/pa"],
+                &[PAYMENTS],
+            ),
+            t,
         ]),
     )
     .unwrap();
@@ -2196,6 +2321,7 @@ fn a_task_observed_by_r4_is_routing_state_that_careplane_never_creates_or_delete
         Fields::from([
             ("labels".to_owned(), json!(["a", "b"])),
             ("owner".to_owned(), Value::Null),
+            ("routedBy".to_owned(), Value::Null),
             ("team".to_owned(), json!("Group/g1")),
         ])
     );
@@ -2274,6 +2400,7 @@ fn planner_options(today: (i64, u32, u32)) -> super::Options {
     super::Options {
         prune: false,
         adopt: false,
+        route_existing: false,
         today,
         pseudo: pseudo(),
         target: TargetInfo {

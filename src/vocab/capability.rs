@@ -53,6 +53,9 @@ pub struct TargetCapability {
     pub match_fields: &'static [(ObjectKind, &'static str)],
     /// Objects the target cannot delete but careplane may retire with `--prune`.
     pub retire: Vec<Retire>,
+    /// A task can carry careplane's "routed by" mark (`routedBy`), so routing happens once
+    /// per task. Without it, a task that already has a team or an owner counts as routed.
+    pub task_marker: bool,
 }
 
 /// Whose care teams careplane reads and writes.
