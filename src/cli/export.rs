@@ -21,9 +21,12 @@ pub struct Args {
     /// Project name when there is no project file (with --server).
     #[arg(long)]
     pub project: Option<String>,
+    /// How to report what was written: a sentence on stderr, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = super::test::Format::Human)]
+    pub format: super::test::Format,
 }
 
-fn has_yaml(dir: &std::path::Path) -> bool {
+pub(crate) fn has_yaml(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
@@ -110,7 +113,16 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     }
-    err(&format!(
+    if a.format == super::test::Format::Json {
+        let names: Vec<String> = files.keys().cloned().collect();
+        super::out(&crate::render::summary::export(
+            &a.out.display().to_string(),
+            &target.info.name,
+            &names,
+        ));
+        return EXIT_OK;
+    }
+    super::note(&format!(
         "Exported {} file(s) to {} from target '{}': plan them against the same target to check that nothing would change; `careplane import` takes over objects careplane does not manage yet.\n",
         files.len(),
         a.out.display(),
