@@ -7,7 +7,9 @@
 //! reach a server.
 
 pub mod files;
+pub mod ignore;
 pub mod schema;
+pub mod suggest;
 pub mod types;
 pub mod vars;
 pub mod yaml;
@@ -300,7 +302,17 @@ fn build(
             } else {
                 format!("{pointer}: ")
             };
-            let help = schema_help(&message);
+            // an unquoted NPI is a number: say so, instead of the `oneOf` dump
+            if message.contains("oneOf")
+                && let Some((msg, help)) = suggest::npi_message(d.doc.value.pointer(&pointer))
+            {
+                ck.error(source, format!("{what}{msg}"), help);
+                continue;
+            }
+            let help = match suggest::did_you_mean(&message) {
+                Some(guess) => format!("{guess} If not, {}", schema_help(&message)),
+                None => schema_help(&message),
+            };
             ck.error(source, format!("{what}{message}"), help);
         }
     }
