@@ -55,10 +55,16 @@ pub const VERSION: &str = concat!(
 )]
 pub struct Cli {
     /// Print only results and errors, no notes (like CAREPLANE_LOG=quiet).
-    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    #[arg(
+        long,
+        short = 'q',
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 900
+    )]
     pub quiet: bool,
     /// Also log every HTTP attempt to stderr (like CAREPLANE_LOG=requests).
-    #[arg(long, short = 'v', global = true)]
+    #[arg(long, short = 'v', global = true, display_order = 901)]
     pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -196,7 +202,13 @@ pub struct TargetArgs {
     #[arg(long, short = 't')]
     pub target: Option<String>,
     /// An ad-hoc generic FHIR R4 server (bearer token from CAREPLANE_TOKEN, if set).
-    #[arg(long, env = "CAREPLANE_SERVER", conflicts_with = "target")]
+    // the value is never shown in --help (a URL may carry a password)
+    #[arg(
+        long,
+        env = "CAREPLANE_SERVER",
+        hide_env_values = true,
+        conflicts_with = "target"
+    )]
     pub server: Option<String>,
     /// Set a manifest variable, `NAME=VALUE` (repeatable; wins over the environment and
     /// the target's Values).
