@@ -237,6 +237,17 @@ fn init_into_an_empty_directory_then_validate_plan_show_and_apply_on_the_file_st
             .any(|f| f == "careplane.yaml"),
         "{v}"
     );
+    // every exported manifest's modeline names a schema file that exists beside it
+    for f in v["files"].as_array().unwrap() {
+        let f = f.as_str().unwrap();
+        let text = std::fs::read_to_string(out.join(f)).unwrap();
+        if let Some(rest) = text.strip_prefix("# yaml-language-server: $schema=") {
+            let target = rest.lines().next().unwrap();
+            let schema = out.join(Path::new(f).parent().unwrap()).join(target);
+            assert!(schema.is_file(), "{f}: {target} does not exist");
+        }
+    }
+    assert!(out.join("careplane.schema.json").is_file());
 
     // a second init refuses and overwrites nothing
     std::fs::write(dir.join("teams.yaml"), "# mine\n").unwrap();

@@ -26,6 +26,21 @@ pub struct Args {
     pub format: super::test::Format,
 }
 
+/// The manifest schema, written beside exported manifests (their modeline points at it).
+const SCHEMA_FILE: &str = "careplane.schema.json";
+
+/// A kept project file's editor modeline, pointed at the schema written beside the
+/// exported manifests (the original's relative path need not exist from OUT).
+fn local_modeline(file: &str, text: &str) -> String {
+    const MODELINE: &str = "# yaml-language-server: $schema=";
+    let Some(rest) = text.strip_prefix(MODELINE) else {
+        return text.to_owned();
+    };
+    let depth = file.matches('/').count();
+    let rest = rest.split_once('\n').map_or("", |(_, r)| r);
+    format!("{MODELINE}{}{SCHEMA_FILE}\n{rest}", "../".repeat(depth))
+}
+
 pub(crate) fn has_yaml(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
@@ -58,7 +73,7 @@ pub async fn run(a: Args) -> u8 {
                             .iter()
                             .all(|d| matches!(d.value["kind"].as_str(), Some("Project" | "Values")))
                 })
-                .map(|(f, t)| (f.clone(), t.clone()))
+                .map(|(f, t)| (f.clone(), local_modeline(f, t)))
                 .collect();
             (m.desired.project.clone(), target, keep)
         }
@@ -99,6 +114,11 @@ pub async fn run(a: Args) -> u8 {
     };
     let mut files = crate::export::manifests(&observed);
     files.extend(project_files);
+    // the exported manifests' editor modeline names this file, beside them
+    files.insert(
+        SCHEMA_FILE.to_owned(),
+        crate::manifest::schema::manifest_schema_text(),
+    );
     if let Err(e) = std::fs::create_dir_all(&a.out) {
         err(&format!("error: cannot create {}: {e}\n", a.out.display()));
         return EXIT_ERROR;
