@@ -332,6 +332,19 @@ fn documents_of_other_tools_are_skipped_with_a_note() {
         err.contains("note: skipped compose.yml: 1 document(s)"),
         "{err}"
     );
+    // a careplane kind under a misspelt careplane apiVersion is an error, not skipped
+    for api in ["careplane/v1", "careplan.dev/v1", "Careplane.dev/v1"] {
+        let f = tmp.path().join("typo.yaml");
+        std::fs::write(
+            &f,
+            format!("apiVersion: {api}\nkind: Team\nmetadata: {{name: t3}}\nspec: {{}}\n"),
+        )
+        .unwrap();
+        let o = run(&["validate", d, "--format", "plain"]);
+        assert_eq!(o.status.code(), Some(1), "{api}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("typo.yaml"), "{api}");
+        std::fs::remove_file(&f).unwrap();
+    }
     // a careplane kind without apiVersion is still an error, not skipped
     std::fs::write(
         tmp.path().join("team2.yaml"),
@@ -506,4 +519,36 @@ fn help_never_shows_the_value_of_careplane_server() {
     let page = text(&o.stdout);
     assert!(page.contains("[env: CAREPLANE_SERVER]"), "{page}");
     assert!(!page.contains("hunter2secret"), "{page}");
+}
+
+#[test]
+fn verbose_turns_on_the_request_log() {
+    // a port nothing listens on: each attempt is refused at once
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("t.yaml"),
+        "apiVersion: careplane.dev/v1\nkind: Team\nmetadata: {name: t}\nspec: {}\n",
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/fhir");
+    let d = tmp.path().to_str().unwrap();
+    let quiet = run(&["plan", d, "--server", &url]);
+    assert_eq!(quiet.status.code(), Some(1));
+    assert!(
+        !text(&quiet.stderr).contains("attempt 1 →"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    let loud = run(&["-v", "plan", d, "--server", &url]);
+    assert_eq!(loud.status.code(), Some(1));
+    assert!(
+        text(&loud.stderr).contains("attempt 1 →"),
+        "{}",
+        text(&loud.stderr)
+    );
 }

@@ -227,7 +227,16 @@ pub const API_GROUP: &str = "careplane.dev/";
 /// compose file). A careplane kind without `apiVersion` stays, for the schema to reject.
 fn is_foreign(v: &serde_json::Value) -> bool {
     match v.get("apiVersion") {
-        Some(serde_json::Value::String(a)) => !a.starts_with(API_GROUP),
+        Some(serde_json::Value::String(a)) => {
+            // a careplane kind under a misspelt careplane apiVersion is an error, never
+            // skipped: a manifest must not vanish (and be pruned) over a typo
+            let kind = v.get("kind").and_then(serde_json::Value::as_str);
+            let careplane_kind = kind.is_some_and(|k| types::KINDS.contains(&k));
+            let lookalike = a.to_lowercase().contains("careplane")
+                || suggest::closest(a, [concat!("careplane.dev/", "v1")]).is_some();
+            let ours = a.starts_with(API_GROUP) || (careplane_kind && lookalike);
+            !ours
+        }
         Some(_) => false,
         None => {
             let kind = v.get("kind").and_then(serde_json::Value::as_str);
