@@ -552,3 +552,32 @@ fn verbose_turns_on_the_request_log() {
         text(&loud.stderr)
     );
 }
+
+#[test]
+fn plan_out_warns_when_patient_groups_are_planned_without_the_pseudonym_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clinic"),
+        tmp.path(),
+    );
+    let d = tmp.path().to_str().unwrap();
+    let p = tmp.path().join("plan.json");
+    let p = p.to_str().unwrap();
+    let o = run(&["plan", d, "--target", "local", "--out", p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("warning: this saved plan will not apply as it is: it changes patient-group members and CAREPLANE_PSEUDONYM_KEY is not set"),
+        "{err}"
+    );
+    // the warning is true: apply refuses that plan and writes nothing
+    let o = run(&["apply", d, "--target", "local", "--plan", p]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    // with the key, no warning
+    let o = careplane()
+        .env("CAREPLANE_PSEUDONYM_KEY", "test-key-123456")
+        .args(["plan", d, "--target", "local", "--out", p])
+        .output()
+        .unwrap();
+    assert!(!text(&o.stderr).contains("warning:"), "{}", text(&o.stderr));
+}
