@@ -105,23 +105,31 @@ fn import_takes_over_existing_teams_without_recreating_them() {
     assert_eq!(ours.len(), 1);
     std::fs::write(out.path().join("teams.yaml"), ours[0]).unwrap();
 
+    // the exported project file names the server as target 'server' (--server with it is refused)
     // plain plan stops: a same-named team careplane does not own
     careplane()
         .arg("plan")
         .arg(out.path())
-        .args(["--server", &fhir_url()])
+        .args(["--target", "server"])
         .assert()
         .code(1)
         .stderr(predicates::str::contains("careplane import"));
     // plan --adopt shows it as adopt
-    let plan = plan_json(out.path(), &["--adopt"]);
+    let o = careplane()
+        .arg("plan")
+        .arg(out.path())
+        .args(["--target", "server", "--adopt", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plan["summary"]["adopt"], 1, "{plan:#}");
     assert_eq!(plan["changes"][0]["target"]["id"], legacy["id"]);
     // import takes it over
     let o = careplane()
         .arg("import")
         .arg(out.path())
-        .args(["--server", &fhir_url(), "--auto-approve"])
+        .args(["--target", "server", "--auto-approve"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
@@ -136,7 +144,7 @@ fn import_takes_over_existing_teams_without_recreating_them() {
     careplane()
         .arg("plan")
         .arg(out.path())
-        .args(["--server", &fhir_url(), "--detailed-exitcode"])
+        .args(["--target", "server", "--detailed-exitcode"])
         .assert()
         .code(0);
     let same_name = server

@@ -5,12 +5,23 @@
 
 use std::path::PathBuf;
 
+use clap::ValueEnum;
+
 use super::plan::{Format, prepare, render};
 use super::{
     EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, err, out, print_error, write_report,
 };
 use crate::ops::{self, OpsError};
 use crate::render as r;
+
+/// What `apply` prints on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ApplyFormat {
+    /// The plan, then what was done.
+    Human,
+    /// Only the apply record (schema/apply-report.schema.json); the plan goes to stderr.
+    Json,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,6 +53,9 @@ pub struct Args {
     /// credentials) to this file as JSON (schema/apply-report.schema.json).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
+    pub format: ApplyFormat,
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -80,7 +94,10 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    out(&render(&plan, Format::Human, None));
+    let json = a.format == ApplyFormat::Json;
+    // with --format json, stdout carries the record only; the plan is for people
+    let show = |text: &str| if json { err(text) } else { out(text) };
+    show(&render(&plan, Format::Human, None));
     let saved = a.plan.is_some();
     // A saved plan was reviewed already; a fresh one is confirmed here.
     if plan.has_changes() && !confirmed(a.auto_approve || saved, "apply", "Apply these changes?") {
@@ -89,8 +106,8 @@ pub async fn run(a: Args) -> u8 {
     let applied = ops::apply_recorded(&plan, &target, agent, saved).await;
     let (report, record) = (&applied.report, &applied.record);
     if plan.has_changes() || report.is_refused() {
-        out("\n");
-        out(&r::human::report(&plan, report));
+        show("\n");
+        show(&r::human::report(&plan, report));
     }
     let mut code = if report.failed() == 0 && !report.is_refused() {
         EXIT_OK
@@ -115,7 +132,10 @@ pub async fn run(a: Args) -> u8 {
     }
     let where_ = r::human::record(record, file.as_deref());
     if !where_.is_empty() {
-        out(&where_);
+        show(&where_);
+    }
+    if json {
+        out(&r::report::json(record));
     }
     code
 }

@@ -5,15 +5,21 @@
 pub mod apply;
 pub mod drift;
 pub mod export;
+pub mod help;
 pub mod import;
+pub mod init;
+pub mod meta;
 pub mod plan;
 pub mod schema;
+pub mod show;
 pub mod test;
 pub mod validate;
 pub mod watch;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -24,12 +30,42 @@ use crate::render;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CHANGES: u8 = 2;
+/// A usage error (unknown flag, missing or invalid argument): `EX_USAGE` of sysexits.h,
+/// so that it is never mistaken for the 2 ("changes", "drift") CI jobs act on.
+pub const EXIT_USAGE: u8 = 64;
+
+/// `careplane --version`: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CAREPLANE_GIT_COMMIT"),
+    ")"
+);
 
 /// Team-based-care configuration as code: plan and apply roles, teams and staff role
 /// assignments from YAML manifests to a FHIR server.
 #[derive(Debug, Parser)]
-#[command(name = "careplane", version, about, long_about = None)]
+#[command(
+    name = "careplane",
+    version = VERSION,
+    about,
+    long_about = None,
+    after_long_help = help::root(),
+    propagate_version = true,
+)]
 pub struct Cli {
+    /// Print only results and errors, no notes (like CAREPLANE_LOG=quiet).
+    #[arg(
+        long,
+        short = 'q',
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 900
+    )]
+    pub quiet: bool,
+    /// Also log every HTTP attempt to stderr (like CAREPLANE_LOG=requests).
+    #[arg(long, short = 'v', global = true, display_order = 901)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,23 +73,126 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check manifests offline: schema, duplicates, references. Exit 0 clean, 1 on errors.
+    #[command(after_long_help = help::validate())]
     Validate(validate::Args),
     /// Print the JSON Schema of manifests (or, with --plan, of plan files).
+    #[command(after_long_help = help::schema())]
     Schema(schema::Args),
     /// Read live state and show what apply would change, and why.
+    #[command(after_long_help = help::plan())]
     Plan(plan::Args),
     /// Make the live state match the manifests (or apply a saved plan).
+    #[command(after_long_help = help::apply())]
     Apply(apply::Args),
+    /// Print a saved plan (from `plan --out`) as text, JSON or Markdown.
+    #[command(after_long_help = help::show())]
+    Show(show::Args),
     /// Report where the target differs from the manifests. Exit 0 in sync, 2 drift, 1 error.
+    #[command(after_long_help = help::drift())]
     Drift(drift::Args),
     /// Write manifests for what is live now (to start managing an existing organisation).
+    #[command(after_long_help = help::export())]
     Export(export::Args),
     /// Take ownership of existing objects the manifests describe, without recreating them.
+    #[command(after_long_help = help::import())]
     Import(import::Args),
     /// Keep routing new open tasks with the routing rules, every few seconds.
+    #[command(after_long_help = help::watch())]
     Watch(watch::Args),
     /// Run the rule tests (kind: RuleTest) offline against their fixtures.
+    #[command(after_long_help = help::test())]
     Test(test::Args),
+    /// Start a project: a project file, a first team, Values, the schema and a CI workflow.
+    #[command(after_long_help = help::init())]
+    Init(init::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = help::completions())]
+    Completions(meta::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(after_long_help = help::man())]
+    Man(meta::ManArgs),
+}
+
+/// How much careplane says on stderr besides results and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q` / `CAREPLANE_LOG=quiet`: results and errors only.
+    Quiet = 0,
+    /// Notes and summaries too (the default).
+    Normal = 1,
+    /// `-v` / `CAREPLANE_LOG=requests`: the request log too.
+    Verbose = 2,
+}
+
+static VERBOSITY: AtomicU8 = AtomicU8::new(Verbosity::Normal as u8);
+
+/// The verbosity the command line and `CAREPLANE_LOG` ask for (flags win).
+pub fn verbosity_from(quiet: bool, verbose: bool, log: Option<&str>) -> Verbosity {
+    let has = |w: &str| log.is_some_and(|l| l.split(',').any(|x| x.trim() == w));
+    if quiet {
+        Verbosity::Quiet
+    } else if verbose || has("requests") {
+        Verbosity::Verbose
+    } else if has("quiet") {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    }
+}
+
+pub fn set_verbosity(v: Verbosity) {
+    VERBOSITY.store(v as u8, Ordering::Relaxed);
+}
+
+pub fn verbosity() -> Verbosity {
+    match VERBOSITY.load(Ordering::Relaxed) {
+        0 => Verbosity::Quiet,
+        1 => Verbosity::Normal,
+        _ => Verbosity::Verbose,
+    }
+}
+
+/// The `clap::Command` careplane parses with (completions and man pages are made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Parse the command line. `--help` and `--version` print and give `Err(0)`; a usage
+/// error prints clap's message (to stderr, through the output edge) and gives
+/// `Err(EXIT_USAGE)`, never 2, which `--detailed-exitcode` and `drift` mean as "changes".
+pub fn parse<I, T>(args: I) -> Result<Cli, u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::error::ErrorKind;
+    match Cli::try_parse_from(args) {
+        Ok(cli) => {
+            let log = std::env::var("CAREPLANE_LOG").ok();
+            set_verbosity(verbosity_from(cli.quiet, cli.verbose, log.as_deref()));
+            Ok(cli)
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    out(&text);
+                    Err(EXIT_OK)
+                }
+                _ => {
+                    err(&text);
+                    Err(EXIT_USAGE)
+                }
+            }
+        }
+    }
+}
+
+/// A note for people on stderr (a summary, a hint); `-q` silences it.
+pub fn note(text: &str) {
+    if verbosity() >= Verbosity::Normal {
+        err(text)
+    }
 }
 
 /// Where to plan/apply: shared by plan and apply.
@@ -63,7 +202,13 @@ pub struct TargetArgs {
     #[arg(long, short = 't')]
     pub target: Option<String>,
     /// An ad-hoc generic FHIR R4 server (bearer token from CAREPLANE_TOKEN, if set).
-    #[arg(long, env = "CAREPLANE_SERVER", conflicts_with = "target")]
+    // the value is never shown in --help (a URL may carry a password)
+    #[arg(
+        long,
+        env = "CAREPLANE_SERVER",
+        hide_env_values = true,
+        conflicts_with = "target"
+    )]
     pub server: Option<String>,
     /// Set a manifest variable, `NAME=VALUE` (repeatable; wins over the environment and
     /// the target's Values).
@@ -99,6 +244,8 @@ pub enum DiagnosticFormat {
     Plain,
     /// GitHub Actions annotations.
     Github,
+    /// One JSON document on stdout (`validate` only).
+    Json,
 }
 
 pub async fn run(cli: Cli) -> u8 {
@@ -112,6 +259,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Import(a) => import::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Test(a) => test::run(a),
+        Command::Show(a) => show::run(a),
+        Command::Init(a) => init::run(a),
+        Command::Completions(a) => meta::completions(a),
+        Command::Man(a) => meta::man(a),
     }
 }
 
@@ -140,6 +291,10 @@ pub fn print_diagnostics(errors: &ManifestErrors, dir: &Path, format: Diagnostic
     match format {
         DiagnosticFormat::Github => out(&render::diagnostics::github(errors, &b)),
         DiagnosticFormat::Plain => err(&render::diagnostics::plain(errors, &b)),
+        DiagnosticFormat::Json => {
+            out(&render::diagnostics::json(errors, &b));
+            return;
+        }
         DiagnosticFormat::Human => {
             let tty = std::io::stderr().is_terminal();
             if tty {
@@ -207,4 +362,12 @@ pub fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub fn default_dir(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// One note per file whose documents were skipped because they are not careplane's
+/// (another `apiVersion`, or none and no careplane kind).
+pub fn print_skipped(m: &crate::manifest::Manifests) {
+    for s in &m.skipped {
+        note(&format!("note: skipped {s}\n"));
+    }
 }

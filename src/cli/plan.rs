@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
+use super::{
+    EXIT_CHANGES, EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error,
+    print_skipped,
+};
 use crate::manifest::Manifests;
 use crate::ops::{self, OpsError};
 use crate::plan::Plan;
@@ -56,11 +59,74 @@ pub fn prepare(
     t: &TargetArgs,
 ) -> Result<(Manifests, ResolvedTarget), OpsError> {
     let m = ops::validate(dir, &t.load_options())?;
+    print_skipped(&m);
     let target = match &t.server {
+        Some(_) if !m.project.targets.is_empty() => {
+            return Err(server_with_project(&m));
+        }
         Some(url) => target::server(url)?,
         None => target::resolve(dir, &m.project, t.target.as_deref())?,
     };
     Ok((m, target))
+}
+
+/// `--server` with a project file that declares targets: refused (at the project file),
+/// since the ad-hoc server would silently skip the targets' Values and settings.
+fn server_with_project(m: &Manifests) -> OpsError {
+    let names: Vec<&str> = m.project.targets.keys().map(String::as_str).collect();
+    let file = m
+        .files
+        .iter()
+        .find(|(_, text)| text.lines().any(|l| l.trim_end() == "kind: Project"))
+        .map(|(f, _)| f.clone())
+        .unwrap_or_else(|| "careplane.yaml".into());
+    OpsError::Unplannable(crate::manifest::ManifestErrors {
+        diagnostics: vec![crate::manifest::Diagnostic {
+            source: crate::model::Source {
+                file,
+                line: 1,
+                col: 1,
+            },
+            message: format!(
+                "--server (or CAREPLANE_SERVER) names an ad-hoc server, but this project file declares target(s) {}, whose Values and settings it would ignore",
+                names.join(", ")
+            ),
+            help: Some(
+                "use --target NAME (and unset CAREPLANE_SERVER), or use --server only with manifests that have no targets".into(),
+            ),
+        }],
+        files: m.files.clone(),
+    })
+}
+
+/// Why a plan saved now would be refused by `apply --plan` later (each a sentence).
+pub fn unappliable(plan: &Plan, m: &Manifests, t: &TargetArgs) -> Vec<String> {
+    let mut why = Vec::new();
+    let ephemeral = plan.changes.iter().any(|c| {
+        c.fields.iter().any(|f| {
+            f.membership
+                .as_ref()
+                .is_some_and(|ms| ms.digest_after.starts_with("ephemeral:"))
+        })
+    });
+    if ephemeral {
+        why.push(format!(
+            "it changes patient-group members and {} is not set, so apply cannot check them and will refuse it: set the same key for plan and apply",
+            crate::rules::KEY_ENV
+        ));
+    }
+    if let Err(e) = ops::check_blast_radius(plan, false) {
+        why.push(format!(
+            "{e}; apply it with --allow-mass-removal if that is intended"
+        ));
+    }
+    if t.server.is_none() && t.target.is_none() && m.project.targets.len() > 1 {
+        why.push(format!(
+            "it is for the default target '{}' (no --target was given): apply it with --target {}, or it is refused as made for another target",
+            plan.target.name, plan.target.name
+        ));
+    }
+    why
 }
 
 pub fn render(plan: &Plan, format: Format, stats: Option<&ops::Stats>) -> String {
@@ -81,14 +147,16 @@ pub async fn run(a: Args) -> u8 {
             route_existing: a.route_existing,
         };
         let (plan, stats) = ops::plan_with(&m, &target, opts).await?;
+        let mut warnings = Vec::new();
         if let Some(path) = &a.out {
             crate::plan::file::write(&plan, path)?;
+            warnings = unappliable(&plan, &m, &a.target);
         }
-        Ok::<_, OpsError>((plan, stats))
+        Ok::<_, OpsError>((plan, stats, warnings))
     }
     .await;
     match result {
-        Ok((plan, stats)) => {
+        Ok((plan, stats, warnings)) => {
             if a.show_members
                 && a.format == Format::Human
                 && !std::io::IsTerminal::is_terminal(&std::io::stdout())
@@ -104,11 +172,17 @@ pub async fn run(a: Args) -> u8 {
                 out(&render(&plan, a.format, Some(&stats)));
             }
             if let Some(p) = &a.out {
-                err(&format!(
+                note(&format!(
                     "Saved the plan to {}; apply it with: careplane apply --plan {}\n",
                     p.display(),
                     p.display()
                 ));
+                // warnings are not notes: -q keeps them
+                for w in &warnings {
+                    err(&format!(
+                        "warning: this saved plan will not apply as it is: {w}\n"
+                    ));
+                }
             }
             if a.detailed_exitcode && plan.has_changes() {
                 EXIT_CHANGES

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use super::{DiagnosticFormat, EXIT_ERROR, EXIT_OK, default_dir, err, print_diagnostics};
+use super::{
+    DiagnosticFormat, EXIT_ERROR, EXIT_OK, default_dir, err, note, out, print_diagnostics,
+    print_skipped,
+};
 use crate::manifest::LoadError;
 use crate::ops;
 
@@ -10,7 +13,8 @@ use crate::ops;
 pub struct Args {
     /// Manifest directory (default: the current directory).
     pub dir: Option<PathBuf>,
-    /// How to print problems.
+    /// How to print the result: problems as text, `file:line:col` lines, GitHub
+    /// annotations, or one JSON document on stdout.
     #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
     pub format: DiagnosticFormat,
     /// Check variables against this target's Values (default: the default target).
@@ -29,8 +33,13 @@ pub fn run(a: Args) -> u8 {
     };
     match ops::validate(&dir, &opts) {
         Ok(m) => {
+            if a.format == DiagnosticFormat::Json {
+                out(&crate::render::summary::validate(&m, &m.skipped));
+                return EXIT_OK;
+            }
+            print_skipped(&m);
             let d = &m.desired;
-            err(&format!(
+            note(&format!(
                 "{} manifest file(s) valid: project '{}', {} role(s), {} care-team role(s), {} team(s), {} role assignment(s).\n",
                 m.files.len(),
                 d.project,
@@ -46,7 +55,17 @@ pub fn run(a: Args) -> u8 {
             EXIT_ERROR
         }
         Err(e) => {
-            err(&format!("error: {e}\n"));
+            if a.format == DiagnosticFormat::Json {
+                let mut s = serde_json::to_string_pretty(&serde_json::json!({
+                    "valid": false,
+                    "errors": [{"message": e.to_string()}],
+                }))
+                .expect("json");
+                s.push('\n');
+                out(&s);
+            } else {
+                err(&format!("error: {e}\n"));
+            }
             EXIT_ERROR
         }
     }

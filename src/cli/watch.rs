@@ -110,12 +110,14 @@ pub async fn run(a: Args) -> u8 {
         err("error: the manifests declare no RoutingRule: nothing to watch\n");
         return EXIT_ERROR;
     }
-    err(&format!(
-        "careplane watch: routing open tasks on target '{}' every {} s with {} rule(s); Ctrl-C stops\n",
-        target.info.name,
-        a.interval,
-        m.desired.routing_rules.len()
-    ));
+    if !a.once {
+        super::note(&format!(
+            "careplane watch: routing open tasks on target '{}' every {} s with {} rule(s); Ctrl-C stops\n",
+            target.info.name,
+            a.interval,
+            m.desired.routing_rules.len()
+        ));
+    }
     let mut since: Option<String> = None;
     let stop = stop_signal();
     tokio::pin!(stop);

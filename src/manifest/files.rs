@@ -108,6 +108,8 @@ struct Walk<'a> {
     found: Vec<(String, PathBuf, Metadata)>,
     problems: Vec<Diagnostic>,
     stopped: bool,
+    /// `.careplaneignore`'s patterns (none when there is no such file).
+    ignore: super::ignore::Ignore,
 }
 
 impl Walk<'_> {
@@ -190,6 +192,9 @@ impl Walk<'_> {
                     continue;
                 }
             };
+            if self.ignore.ignores(&rel, file_type.is_dir()) {
+                continue;
+            }
             let path = entry.path();
             if file_type.is_dir() {
                 if depth + 1 > self.limits.max_depth {
@@ -358,6 +363,54 @@ fn read_file(path: &Path, examined: &Metadata, cap: u64) -> Result<String, (Stri
     })
 }
 
+/// `DIR/.careplaneignore`, read like a manifest: only a regular file (never through a
+/// link), at most [`super::ignore::MAX_BYTES`]. A file that cannot be used is a problem at
+/// its path (and ignores nothing).
+fn read_ignore(root: &Path) -> (super::ignore::Ignore, Option<Diagnostic>) {
+    use super::ignore::{FILE, Ignore, MAX_BYTES};
+    let path = root.join(FILE);
+    let problem = |line: usize, message: String, help: &str| {
+        Some(Diagnostic {
+            source: Source {
+                file: FILE.to_owned(),
+                line: line as u64,
+                col: 1,
+            },
+            message,
+            help: Some(help.to_owned()),
+        })
+    };
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(_) => return (Ignore::default(), None),
+    };
+    if !meta.is_file() {
+        return (
+            Ignore::default(),
+            problem(
+                1,
+                "this entry is not a regular file (a link, directory, FIFO or device); it was not read".into(),
+                "make .careplaneignore a regular file in the manifest directory",
+            ),
+        );
+    }
+    let text = match read_file(&path, &meta, MAX_BYTES) {
+        Ok(t) => t,
+        Err((message, help)) => return (Ignore::default(), problem(1, message, &help)),
+    };
+    match Ignore::parse(&text) {
+        Ok(ig) => (ig, None),
+        Err((line, message)) => (
+            Ignore::default(),
+            problem(
+                line,
+                format!("cannot use this pattern: {message}"),
+                "write one path pattern per line, as in .gitignore",
+            ),
+        ),
+    }
+}
+
 /// Walk `root` and read every manifest file it may read. `Err` only when `root` itself
 /// cannot be read; every problem with an entry is in [`DirContents::problems`].
 pub fn read_manifest_dir(root: &Path, limits: &Limits) -> Result<DirContents, LoadError> {
@@ -365,14 +418,16 @@ pub fn read_manifest_dir(root: &Path, limits: &Limits) -> Result<DirContents, Lo
         path: root.to_path_buf(),
         source,
     })?;
+    let (ignore, ignore_problem) = read_ignore(root);
     let mut walk = Walk {
         root,
         canonical_root,
         limits,
         entries: 0,
         found: Vec::new(),
-        problems: Vec::new(),
+        problems: ignore_problem.into_iter().collect(),
         stopped: false,
+        ignore,
     };
     walk.dir(walk.root, "", 0)?;
     let mut out = DirContents {

@@ -7,7 +7,9 @@
 //! reach a server.
 
 pub mod files;
+pub mod ignore;
 pub mod schema;
+pub mod suggest;
 pub mod types;
 pub mod vars;
 pub mod yaml;
@@ -66,6 +68,9 @@ pub struct Manifests {
     /// `sha256:` over every manifest file's path and bytes: a saved plan remembers it.
     pub checksum: String,
     pub files: BTreeMap<String, String>,
+    /// Files whose documents were skipped as not careplane's (another `apiVersion`, or
+    /// none and no careplane kind): one sentence each, for a note.
+    pub skipped: Vec<String>,
 }
 
 /// What decides how manifests read: the target (its `Values`) and `--var`s.
@@ -109,12 +114,13 @@ pub fn load_with_limits(
         .map(|n| sanitize_name(&n))
         .unwrap_or_else(|| "careplane".into());
     match build(&files, &default_project, opts) {
-        Ok((desired, project, used)) => Ok(Manifests {
+        Ok((desired, project, used, skipped)) => Ok(Manifests {
             dir: dir.to_path_buf(),
             desired,
             project,
             checksum: checksum(&files, &used),
             files,
+            skipped,
         }),
         Err(diagnostics) => Err(LoadError::Invalid(ManifestErrors { diagnostics, files })),
     }
@@ -206,7 +212,38 @@ fn schema_help(message: &str) -> String {
 }
 
 /// Parse, schema-check and cross-check all documents.
-type Built = (DesiredState, ProjectSpec, BTreeMap<String, String>);
+type Built = (
+    DesiredState,
+    ProjectSpec,
+    BTreeMap<String, String>,
+    Vec<String>,
+);
+
+/// The `apiVersion` prefix of careplane's documents.
+pub const API_GROUP: &str = "careplane.dev/";
+
+/// A document that is not careplane's: an `apiVersion` of another group (a Kubernetes
+/// object, a Helm chart's), or no `apiVersion` and no careplane `kind` (a CI workflow, a
+/// compose file). A careplane kind without `apiVersion` stays, for the schema to reject.
+fn is_foreign(v: &serde_json::Value) -> bool {
+    match v.get("apiVersion") {
+        Some(serde_json::Value::String(a)) => {
+            // a careplane kind under a misspelt careplane apiVersion is an error, never
+            // skipped: a manifest must not vanish (and be pruned) over a typo
+            let kind = v.get("kind").and_then(serde_json::Value::as_str);
+            let careplane_kind = kind.is_some_and(|k| types::KINDS.contains(&k));
+            let lookalike = a.to_lowercase().contains("careplane")
+                || suggest::closest(a, [concat!("careplane.dev/", "v1")]).is_some();
+            let ours = a.starts_with(API_GROUP) || (careplane_kind && lookalike);
+            !ours
+        }
+        Some(_) => false,
+        None => {
+            let kind = v.get("kind").and_then(serde_json::Value::as_str);
+            (v.is_object() || v.is_array()) && !kind.is_some_and(|k| types::KINDS.contains(&k))
+        }
+    }
+}
 
 fn build(
     files: &BTreeMap<String, String>,
@@ -238,6 +275,22 @@ fn build(
         }
     }
 
+    // Documents of other tools (workflows, Kubernetes objects) are skipped, with a note.
+    let mut foreign: BTreeMap<String, usize> = BTreeMap::new();
+    docs.retain(|d| {
+        let skip = is_foreign(&d.doc.value);
+        if skip {
+            *foreign.entry(d.file.to_owned()).or_default() += 1;
+        }
+        !skip
+    });
+    let skipped: Vec<String> = foreign
+        .into_iter()
+        .map(|(file, n)| {
+            format!("{file}: {n} document(s) that are not careplane manifests (apiVersion is not {API_GROUP}v1)")
+        })
+        .collect();
+
     let (used, chosen_target) = expand_variables(&mut ck, &mut docs, opts);
 
     // Schema first; documents that fail it are not cross-checked (their shape is unknown).
@@ -258,7 +311,17 @@ fn build(
             } else {
                 format!("{pointer}: ")
             };
-            let help = schema_help(&message);
+            // an unquoted NPI is a number: say so, instead of the `oneOf` dump
+            if message.contains("oneOf")
+                && let Some((msg, help)) = suggest::npi_message(d.doc.value.pointer(&pointer))
+            {
+                ck.error(source, format!("{what}{msg}"), help);
+                continue;
+            }
+            let help = match suggest::did_you_mean(&message) {
+                Some(guess) => format!("{guess} If not, {}", schema_help(&message)),
+                None => schema_help(&message),
+            };
             ck.error(source, format!("{what}{message}"), help);
         }
     }
@@ -536,7 +599,7 @@ fn build(
     };
     desired.project = name;
     if ck.diags.is_empty() {
-        Ok((desired, project, used))
+        Ok((desired, project, used, skipped))
     } else {
         withhold_environment(&mut ck.diags, &used, opts);
         ck.diags.sort_by(|a, b| a.source.cmp(&b.source));
@@ -1175,12 +1238,13 @@ pub fn load_from_memory(
     project: &str,
 ) -> Result<Manifests, ManifestErrors> {
     match build(&files, project, &LoadOptions::default()) {
-        Ok((desired, project, used)) => Ok(Manifests {
+        Ok((desired, project, used, skipped)) => Ok(Manifests {
             dir: PathBuf::from("."),
             desired,
             project,
             checksum: checksum(&files, &used),
             files,
+            skipped,
         }),
         Err(diagnostics) => Err(ManifestErrors { diagnostics, files }),
     }

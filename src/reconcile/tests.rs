@@ -1634,6 +1634,7 @@ fn manifests(desired: DesiredState) -> Manifests {
         },
         checksum: "sha256:test".into(),
         files: BTreeMap::new(),
+        skipped: Vec::new(),
     }
 }
 

@@ -97,3 +97,28 @@ pub fn github(errors: &ManifestErrors, base: &str) -> String {
     }
     out
 }
+
+/// One JSON document (`validate --format json` when the manifests are invalid):
+/// `{"valid": false, "errors": [{"file", "line", "col", "message", "help"}]}`.
+pub fn json(errors: &ManifestErrors, base: &str) -> String {
+    let list: Vec<serde_json::Value> = errors
+        .diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "file": format!("{base}{}", d.source.file),
+                "line": d.source.line,
+                "col": d.source.col,
+                "message": d.message,
+                "help": d.help,
+            })
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+        "valid": false,
+        "errors": list,
+    }))
+    .expect("diagnostics serialize");
+    s.push('\n');
+    s
+}

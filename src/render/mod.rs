@@ -6,6 +6,7 @@ pub mod drift;
 pub mod human;
 pub mod markdown;
 pub mod report;
+pub mod summary;
 
 use serde_json::Value;
 
