@@ -61,6 +61,11 @@ pub enum ApplyError {
         total: usize,
         first: FhirError,
     },
+    /// The apply was interrupted (Ctrl-C, SIGTERM) before this write started.
+    #[error(
+        "{target}: not started (the apply was interrupted before this write); the next apply makes it"
+    )]
+    NotStarted { target: Target },
     #[error("{target}: {source}{}", origin.as_ref().map(|s| format!(" (asked for at {s})")).unwrap_or_default())]
     Write {
         target: Target,
@@ -177,6 +182,13 @@ pub struct Report {
 impl Report {
     pub fn failed(&self) -> usize {
         self.outcomes.iter().filter(|o| o.result.is_err()).count()
+    }
+    /// Writes an interruption kept from starting.
+    pub fn not_started(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o.result, Err(ApplyError::NotStarted { .. })))
+            .count()
     }
     /// Whether the plan was refused whole (nothing written).
     pub fn is_refused(&self) -> bool {
@@ -707,28 +719,66 @@ fn withhold(e: FhirError, patient: &str) -> FhirError {
     }
 }
 
+/// How a caller steers an apply in flight, without apply printing anything: a stop flag
+/// (set on Ctrl-C or SIGTERM: no new write starts, the ones in flight finish) and a
+/// callback for each finished write (progress).
+#[derive(Default)]
+pub struct Control<'a> {
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Called with each outcome, the writes finished so far and the writes planned.
+    #[allow(clippy::type_complexity)]
+    pub on_done: Option<&'a (dyn Fn(&Outcome, usize, usize) + Sync)>,
+}
+
+impl Control<'_> {
+    fn stopped(&self) -> bool {
+        self.stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Progress of one apply: writes planned and finished.
+struct Progress {
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
 async fn run_batch<'a>(
     batch: Vec<(usize, &'a Change, Step)>,
     plan: &'a Plan,
     store: &'a Store,
     dialect: &'a dyn Dialect,
     concurrency: usize,
+    control: &'a Control<'a>,
+    progress: &'a Progress,
 ) -> Vec<Outcome> {
     futures::stream::iter(batch)
         .map(|(i, c, step)| async move {
-            let (result, note, writes) =
+            let (result, note, writes) = if control.stopped() {
+                let target = c.target.clone();
+                (Err(ApplyError::NotStarted { target }), None, 0)
+            } else {
                 match apply_one(c, step, &plan.project, store, dialect).await {
                     Ok(d) => (Ok(d.written), d.note, d.writes),
                     Err(e) => (Err(e), None, 0),
-                };
-            Outcome {
+                }
+            };
+            let outcome = Outcome {
                 change: i,
                 action: c.action,
                 target: c.target.clone(),
                 result,
                 note,
                 writes,
+            };
+            let done = progress
+                .done
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if let Some(f) = control.on_done {
+                f(&outcome, done, progress.total);
             }
+            outcome
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -741,6 +791,17 @@ pub async fn apply(
     store: &Store,
     dialect: &dyn Dialect,
     concurrency: usize,
+) -> Report {
+    apply_with(plan, store, dialect, concurrency, &Control::default()).await
+}
+
+/// [`apply`], steered by `control` (stop flag, progress callback).
+pub async fn apply_with(
+    plan: &Plan,
+    store: &Store,
+    dialect: &dyn Dialect,
+    concurrency: usize,
+    control: &Control<'_>,
 ) -> Report {
     let mut report = Report::default();
     let writes: Vec<(usize, &Change)> = plan
@@ -765,6 +826,10 @@ pub async fn apply(
         };
         phases.entry(key).or_default().push((i, c));
     }
+    let progress = Progress {
+        total: phases.values().map(Vec::len).sum(),
+        done: std::sync::atomic::AtomicUsize::new(0),
+    };
     for (_, batch) in phases {
         // Exclusive values taken by some change of this batch: whoever gives one of them
         // up writes that first.
@@ -822,7 +887,26 @@ pub async fn apply(
             .map(|(i, c)| (*i, *c, Step::Release))
             .collect();
         let mut failed_release = BTreeSet::new();
-        for o in run_batch(releases, plan, store, dialect, concurrency).await {
+        // a release step is half of a write: not counted as one in the progress
+        let quiet = Control {
+            stop: control.stop,
+            on_done: None,
+        };
+        let release_progress = Progress {
+            total: 0,
+            done: std::sync::atomic::AtomicUsize::new(0),
+        };
+        for o in run_batch(
+            releases,
+            plan,
+            store,
+            dialect,
+            concurrency,
+            &quiet,
+            &release_progress,
+        )
+        .await
+        {
             if o.result.is_err() {
                 failed_release.insert(o.change);
                 report.outcomes.push(o);
@@ -842,7 +926,7 @@ pub async fn apply(
         }
         report
             .outcomes
-            .extend(run_batch(rest, plan, store, dialect, concurrency).await);
+            .extend(run_batch(rest, plan, store, dialect, concurrency, control, &progress).await);
     }
     report.outcomes.sort_by_key(|o| o.change);
     report

@@ -301,6 +301,17 @@ pub async fn apply_recorded(
     agent: apply::Agent,
     saved: bool,
 ) -> Applied {
+    apply_recorded_with(plan, target, agent, saved, &apply::Control::default()).await
+}
+
+/// [`apply_recorded`], steered by `control` (stop flag, progress callback).
+pub async fn apply_recorded_with(
+    plan: &Plan,
+    target: &ResolvedTarget,
+    agent: apply::Agent,
+    saved: bool,
+    control: &apply::Control<'_>,
+) -> Applied {
     let started = std::time::SystemTime::now();
     if saved {
         let stale = stale_objects(plan, target).await;
@@ -321,7 +332,14 @@ pub async fn apply_recorded(
             return Applied { report, record };
         }
     }
-    let report = apply(plan, target).await;
+    let report = apply::apply_with(
+        plan,
+        &target.store,
+        target.dialect.as_ref(),
+        target.concurrency,
+        control,
+    )
+    .await;
     let mut record = apply::ApplyRecord::new(
         plan,
         agent,

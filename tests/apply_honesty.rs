@@ -55,12 +55,16 @@ fn handle(
     writes: &AtomicUsize,
     drop_every: usize,
     dropped: &AtomicUsize,
+    delay: std::time::Duration,
 ) {
     let _ = client.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let Some((line, headers, body)) = read_request(&mut reader) else {
         return;
     };
+    if matches!(line.split(' ').next(), Some("POST" | "PUT" | "DELETE")) {
+        std::thread::sleep(delay); // a slow server: each write takes this long
+    }
     let Ok(mut server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -94,6 +98,15 @@ fn handle(
 
 impl LossyProxy {
     fn start(drop_every: usize) -> LossyProxy {
+        Self::start_with(drop_every, std::time::Duration::ZERO)
+    }
+
+    /// A proxy that loses no answer but takes `delay` for every write.
+    fn slow(delay: std::time::Duration) -> LossyProxy {
+        Self::start_with(usize::MAX, delay)
+    }
+
+    fn start_with(drop_every: usize, delay: std::time::Duration) -> LossyProxy {
         let upstream_url = fhir_url();
         let rest = upstream_url
             .strip_prefix("http://")
@@ -110,7 +123,7 @@ impl LossyProxy {
             for conn in listener.incoming().take(20_000) {
                 let Ok(conn) = conn else { continue };
                 let (upstream, writes, d) = (upstream.clone(), writes.clone(), d.clone());
-                std::thread::spawn(move || handle(conn, &upstream, &writes, drop_every, &d));
+                std::thread::spawn(move || handle(conn, &upstream, &writes, drop_every, &d, delay));
             }
         });
         LossyProxy { base, dropped }
@@ -318,4 +331,92 @@ fn a_stale_saved_plan_writes_nothing_and_names_every_stale_object() {
     assert_eq!(report["result"], "refused");
     assert_eq!(report["stale"].as_array().unwrap().len(), 2);
     assert!(report["resources"].as_array().unwrap().is_empty());
+}
+
+/// Ctrl-C during a slow apply: no new write starts, the ones in flight finish, a summary
+/// says what landed and what did not, the exit status is 130 (SIGTERM: 143), and the next
+/// plan shows exactly what remains: nothing is half-written.
+#[test]
+fn an_interrupted_apply_finishes_what_is_in_flight_and_says_what_did_not_start() {
+    use std::process::{Command, Stdio};
+    let server = Server::new();
+    let project = unique("int");
+    let staff = seed_staff(&server, &project, 2);
+    let dir = tempfile::tempdir().unwrap();
+    // twelve teams to create, one write each
+    let mut files = vec![(
+        "careplane.yaml",
+        format!(
+            "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec: {{}}\n"
+        ),
+    )];
+    let teams: String = (0..12)
+        .map(|i| {
+            format!(
+                "---\napiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: t{i}\nspec:\n  displayName: Team {i} {project}\n  members: [{{id: {}}}]\n",
+                staff[0].id
+            )
+        })
+        .collect();
+    files.push(("teams.yaml", teams));
+    write(dir.path(), &files);
+    let proxy = LossyProxy::slow(std::time::Duration::from_millis(700));
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let child = Command::new(assert_cmd::cargo::cargo_bin("careplane"))
+            .arg("apply")
+            .arg(dir.path())
+            .args(["--server", &proxy.base, "--auto-approve"])
+            .env("NO_COLOR", "1")
+            .env_remove("CAREPLANE_SERVER")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // signal as soon as the first write is reported done (writes go 4 at a time and
+        // take 0.7 s each, so most have not started yet)
+        let mut child = child;
+        let err_pipe = child.stderr.take().unwrap();
+        let pid = child.id();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            let mut sent = false;
+            for line in std::io::BufReader::new(err_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && line.starts_with("careplane: [1/") {
+                    Command::new("kill")
+                        .args([&format!("-{signal}"), &pid.to_string()])
+                        .status()
+                        .unwrap();
+                    sent = true;
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let out = child.wait_with_output().unwrap();
+        let stderr = reader.join().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("careplane: interrupted"), "{stderr}");
+        let summary = stderr
+            .lines()
+            .find(|l| l.starts_with("careplane: apply interrupted:"))
+            .unwrap_or_else(|| panic!("no summary: {stderr}"));
+        // what landed is exactly what the summary says, and the rest is still planned
+        let landed = server.owned("Group", &project).len();
+        let remaining = plan_json(dir.path(), &[]);
+        let creates = changes(&remaining, "create").len();
+        assert_eq!(landed + creates, 12, "{summary}");
+        if signal == "INT" {
+            assert!(landed > 0 && creates > 0, "interrupted mid-way: {summary}");
+            assert!(
+                summary.contains(&format!("{landed} change(s) applied"))
+                    && summary.contains(&format!("{creates} not started")),
+                "{summary}"
+            );
+        }
+    }
 }

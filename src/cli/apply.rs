@@ -103,7 +103,29 @@ pub async fn run(a: Args) -> u8 {
     if plan.has_changes() && !confirmed(a.auto_approve || saved, "apply", "Apply these changes?") {
         return EXIT_ERROR;
     }
-    let applied = ops::apply_recorded(&plan, &target, agent, saved).await;
+    // Ctrl-C / SIGTERM: start no new write, let the ones in flight finish, then report.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal_code = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let watcher = {
+        let (stop, signal_code) = (stop.clone(), signal_code.clone());
+        tokio::spawn(async move {
+            let code = interrupted().await;
+            signal_code.store(code, std::sync::atomic::Ordering::SeqCst);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            err("\ncareplane: interrupted: the writes in flight finish, no new write starts\n");
+        })
+    };
+    let progress = Progress::new();
+    let on_done =
+        |o: &crate::apply::Outcome, done: usize, total: usize| progress.tick(o, done, total);
+    let control = crate::apply::Control {
+        stop: Some(&stop),
+        on_done: (plan.has_changes() && super::verbosity() >= super::Verbosity::Normal)
+            .then_some(&on_done as &(dyn Fn(&crate::apply::Outcome, usize, usize) + Sync)),
+    };
+    let applied = ops::apply_recorded_with(&plan, &target, agent, saved, &control).await;
+    watcher.abort();
+    progress.finish();
     let (report, record) = (&applied.report, &applied.record);
     if plan.has_changes() || report.is_refused() {
         show("\n");
@@ -137,5 +159,77 @@ pub async fn run(a: Args) -> u8 {
     if json {
         out(&r::report::json(record));
     }
-    code
+    match signal_code.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => code,
+        signal => {
+            err(&format!(
+                "careplane: apply interrupted: {} change(s) applied, {} failed, {} not started; nothing is half-written, and the next plan shows what remains\n",
+                report.succeeded(),
+                report.failed() - report.not_started(),
+                report.not_started()
+            ));
+            signal
+        }
+    }
+}
+
+/// Which signal asked the apply to stop: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+async fn interrupted() -> u8 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return 130;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term.recv() => 143,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        130
+    }
+}
+
+/// Progress of an apply on stderr: one updating line on a terminal, one line per finished
+/// write otherwise (CI logs). Names objects as plans do, never patients.
+struct Progress {
+    tty: bool,
+    shown: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            shown: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn tick(&self, o: &crate::apply::Outcome, done: usize, total: usize) {
+        self.shown.store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.tty {
+            err(&format!("\r  applying: {done}/{total} change(s) done"));
+            return;
+        }
+        let how = match &o.result {
+            Ok(_) => "done",
+            Err(crate::apply::ApplyError::NotStarted { .. }) => "not started",
+            Err(_) => "failed",
+        };
+        err(&format!(
+            "careplane: [{done}/{total}] {} {}: {how}\n",
+            o.action.word(),
+            o.target
+        ));
+    }
+
+    fn finish(&self) {
+        if self.tty && self.shown.load(std::sync::atomic::Ordering::SeqCst) {
+            err("\n");
+        }
+    }
 }
