@@ -107,6 +107,26 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
     );
     assert!(apply(dir.path(), &[]).status.success());
 
+    // a reviewer sees counts per rule, never tasks one by one
+    for format in ["human", "markdown"] {
+        let text = String::from_utf8(
+            careplane()
+                .arg("plan")
+                .arg(dir.path())
+                .args(["--server", &fhir_url(), "--format", format])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(!text.contains("Task/"), "{format}: {text}");
+        let lab = if format == "human" {
+            "routing rule 'lab-orders': route 201 open task(s)"
+        } else {
+            "| `lab-orders` (order 20) | 201 | owner, team |"
+        };
+        assert!(text.contains(lab), "{format}: {text}");
+    }
     let plan = plan_json(dir.path(), &[]);
     let routed = |id: &Value| {
         plan["changes"]

@@ -235,8 +235,29 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
         .iter()
         .filter(|c| c.action.is_change() && c.action != Action::Manual)
         .collect();
-    for c in &writes {
+    for c in writes.iter().filter(|c| !super::is_routing(c)) {
         change_with(&mut out, c, show_members);
+        let _ = writeln!(out);
+    }
+    for g in super::routing_groups(&writes) {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            styled_symbol(Action::Update),
+            format!("routing rule '{}': route {} open task(s)", g.rule, g.tasks).bold()
+        );
+        let at = g.source.map(|s| format!("{s}: ")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "      {}",
+            format!(
+                "because {at}routing rule '{}' (order {}) is the first to match them; it sets {} (tasks are counted, never listed)",
+                g.rule,
+                g.order,
+                g.fields.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+            .dimmed()
+        );
         let _ = writeln!(out);
     }
     let checklist: Vec<&Change> = p.checklist().collect();

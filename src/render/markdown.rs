@@ -230,11 +230,31 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
         crate::plan::file::checksum(p),
         p.careplane_version
     );
-    let writes: Vec<&Change> = p
+    let all: Vec<&Change> = p
         .changes
         .iter()
         .filter(|c| c.action.is_change() && c.action != Action::Manual)
         .collect();
+    let routing = super::routing_groups(&all);
+    if !routing.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Task routing** (open tasks are counted per rule, never listed):\n\n| rule | open tasks | sets | declared at |\n|---|---|---|---|"
+        );
+        for g in &routing {
+            let _ = writeln!(
+                out,
+                "| `{}` (order {}) | {} | {} | {} |",
+                escape(g.rule),
+                g.order,
+                g.tasks,
+                g.fields.iter().copied().collect::<Vec<_>>().join(", "),
+                g.source.map(|s| format!("`{s}`")).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let writes: Vec<&Change> = all.into_iter().filter(|c| !super::is_routing(c)).collect();
     let budget = limit.saturating_sub(footer.len() + 200);
     for (i, c) in writes.iter().enumerate() {
         let d = details(c);

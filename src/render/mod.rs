@@ -40,3 +40,52 @@ pub fn list_delta(
     let added = a.iter().filter(|x| !b.contains(x)).cloned().collect();
     Some((removed, added))
 }
+
+/// Routing changes grouped by rule: a plan shows tasks as counts per rule, never one by
+/// one (a reviewer approves the rule, not a list of tasks).
+pub struct RoutingGroup<'a> {
+    pub rule: &'a str,
+    pub order: i64,
+    pub tasks: usize,
+    /// The fields the rule sets on them.
+    pub fields: std::collections::BTreeSet<&'a str>,
+    pub source: Option<&'a crate::model::Source>,
+}
+
+/// Whether a change routes one task.
+pub fn is_routing(c: &crate::plan::Change) -> bool {
+    matches!(c.operation, crate::plan::Operation::RouteTask { .. })
+}
+
+/// The routing changes among `changes`, by rule (in rule order).
+pub fn routing_groups<'a>(changes: &[&'a crate::plan::Change]) -> Vec<RoutingGroup<'a>> {
+    let mut groups: Vec<RoutingGroup<'a>> = Vec::new();
+    for c in changes {
+        let crate::plan::Operation::RouteTask { rule, order } = &c.operation else {
+            continue;
+        };
+        let at = match groups.iter().position(|g| g.rule == rule.as_str()) {
+            Some(i) => i,
+            None => {
+                groups.push(RoutingGroup {
+                    rule,
+                    order: *order,
+                    tasks: 0,
+                    fields: Default::default(),
+                    source: c.reason.source.as_ref(),
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        g.tasks += 1;
+        g.fields.extend(
+            c.fields
+                .iter()
+                .filter(|f| f.field != "routedBy")
+                .map(|f| f.field.as_str()),
+        );
+    }
+    groups.sort_by_key(|g| (g.order, g.rule));
+    groups
+}
