@@ -26,6 +26,67 @@ pub struct Args {
     /// Run one pass and stop.
     #[arg(long)]
     pub once: bool,
+    /// Serve a health check at ADDR (e.g. `0.0.0.0:8080`): `GET /healthz` answers 200 while
+    /// the last good pass is at most three intervals old (and at least a minute), else 503.
+    /// For a readiness or liveness probe.
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<std::net::SocketAddr>,
+}
+
+/// Seconds since the epoch, now.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The health endpoint: a tiny HTTP/1.1 responder (one request per connection) over the
+/// time of the last good pass. It reads at most 8 KiB of a request and says nothing else.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    last_ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    max_age: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let last_ok = last_ok.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
+            let Ok(Ok(n)) = read else { return };
+            let first = String::from_utf8_lossy(&buf[..n]);
+            let path_ok = first.starts_with("GET /healthz ") || first.starts_with("GET / ");
+            let last = last_ok.load(std::sync::atomic::Ordering::SeqCst);
+            let healthy = last > 0 && now_secs().saturating_sub(last) <= max_age;
+            let (status, body) = match (path_ok, healthy) {
+                (false, _) => ("404 Not Found", "not found\n".to_owned()),
+                (true, true) => (
+                    "200 OK",
+                    format!("ok: last good pass {}s ago\n", now_secs() - last),
+                ),
+                (true, false) if last == 0 => {
+                    ("503 Service Unavailable", "no good pass yet\n".to_owned())
+                }
+                (true, false) => (
+                    "503 Service Unavailable",
+                    format!(
+                        "last good pass {}s ago (more than {max_age}s)\n",
+                        now_secs() - last
+                    ),
+                ),
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        });
+    }
 }
 
 async fn stop_signal() {
@@ -118,6 +179,23 @@ pub async fn run(a: Args) -> u8 {
             m.desired.routing_rules.len()
         ));
     }
+    let last_ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = match a.health {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                let max_age = (3 * a.interval).max(60);
+                Some(tokio::spawn(serve_health(l, last_ok.clone(), max_age)))
+            }
+            Err(e) => {
+                err(&format!(
+                    "error: cannot serve the health check on {addr}: {e}\n"
+                ));
+                return EXIT_ERROR;
+            }
+        },
+    };
+    let _health = health;
     let mut since: Option<String> = None;
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -131,7 +209,10 @@ pub async fn run(a: Args) -> u8 {
         };
         target.end_writes().await;
         match result {
-            Ok(_) => since = Some(humantime::format_rfc3339_millis(started).to_string()),
+            Ok(_) => {
+                since = Some(humantime::format_rfc3339_millis(started).to_string());
+                last_ok.store(now_secs(), std::sync::atomic::Ordering::SeqCst);
+            }
             // a failed pass is logged and retried at the next interval (a server blip
             // must not end the watch); the next pass reads from the last good point
             Err(e) => err(&format!("careplane watch: pass failed: {e}\n")),
