@@ -726,3 +726,37 @@ fn the_request_log_shows_every_attempt_its_outcome_and_the_delay() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains('?'), "no query strings in the log: {err}");
 }
+
+#[test]
+fn every_page_a_search_reads_is_reported_with_what_the_total_needs() {
+    let base = Arc::new(Mutex::new(String::new()));
+    let b = base.clone();
+    let target = Hostile::start(move |req, _| {
+        let page: usize = req
+            .target
+            .split("page=")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1);
+        let next = (page < 3).then(|| format!("{}/Group?page={}", b.lock().unwrap(), page + 1));
+        json_reply(bundle(vec![group(&format!("g{page}"))], Some(3), next))
+    });
+    *base.lock().unwrap() = target.base();
+    let mut s = store(&target.base(), Auth::None, Limits::default());
+    type Calls = Vec<(String, u32, Option<u64>)>;
+    let calls: Arc<Mutex<Calls>> = Arc::default();
+    let c = calls.clone();
+    s.set_page_hook(Arc::new(move |rt: &str, page: u32, need: Option<u64>| {
+        c.lock().unwrap().push((rt.to_owned(), page, need));
+    }));
+    let found = rt().block_on(s.search(&Query::new("Group"))).unwrap();
+    assert_eq!(found.len(), 3);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![
+            ("Group".to_owned(), 1, Some(3)),
+            ("Group".to_owned(), 2, Some(3)),
+            ("Group".to_owned(), 3, Some(3))
+        ]
+    );
+}

@@ -212,7 +212,7 @@ impl Progress {
     fn tick(&self, o: &crate::apply::Outcome, done: usize, total: usize) {
         self.shown.store(true, std::sync::atomic::Ordering::SeqCst);
         if self.tty {
-            err(&format!("\r  applying: {done}/{total} change(s) done"));
+            super::progress_line(&format!("  applying: {done}/{total} change(s) done"));
             return;
         }
         let how = match &o.result {
@@ -229,7 +229,7 @@ impl Progress {
 
     fn finish(&self) {
         if self.tty && self.shown.load(std::sync::atomic::Ordering::SeqCst) {
-            err("\n");
+            err(""); // closes the progress line
         }
     }
 }

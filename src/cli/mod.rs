@@ -266,13 +266,30 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// A progress line is open on the terminal (stderr): the next output clears it first.
+static PROGRESS_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn close_progress_line() {
+    if PROGRESS_LINE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        crate::output::stderr("\r\x1b[2K");
+    }
+}
+
+/// Show `text` as the one updating progress line on a terminal (stderr).
+pub fn progress_line(text: &str) {
+    PROGRESS_LINE.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::output::stderr(&format!("\r\x1b[2K{text}"));
+}
+
 /// Write to stdout (through [`crate::output`], which redacts credentials).
 pub fn out(text: &str) {
+    close_progress_line();
     crate::output::stdout(text)
 }
 
 /// Write to stderr (through [`crate::output`], which redacts credentials).
 pub fn err(text: &str) {
+    close_progress_line();
     crate::output::stderr(text)
 }
 

@@ -67,7 +67,43 @@ pub fn prepare(
         Some(url) => target::server(url)?,
         None => target::resolve(dir, &m.project, t.target.as_deref())?,
     };
+    let mut target = target;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && super::verbosity() >= super::Verbosity::Normal
+    {
+        target.store.set_page_hook(read_progress());
+    }
     Ok((m, target))
+}
+
+/// Progress of long reads on a terminal: one updating line with the pages read so far
+/// (and the pages the searches need, where servers say), shown from the fifth page on so
+/// that short reads stay quiet. Counts only: never what is read.
+fn read_progress() -> crate::fhir::http::PageHook {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    let seen: Mutex<BTreeMap<String, (u32, Option<u64>)>> = Mutex::new(BTreeMap::new());
+    std::sync::Arc::new(move |rt: &str, page: u32, need: Option<u64>| {
+        let Ok(mut seen) = seen.lock() else { return };
+        let e = seen.entry(rt.to_owned()).or_insert((0, need));
+        e.0 = e.0.max(page);
+        e.1 = e.1.or(need);
+        let read: u32 = seen.values().map(|(p, _)| *p).sum();
+        if read < 5 {
+            return;
+        }
+        let parts: Vec<String> = seen
+            .iter()
+            .map(|(t, (p, n))| match n {
+                Some(n) => format!("{t} {p}/{n}"),
+                None => format!("{t} {p}"),
+            })
+            .collect();
+        super::progress_line(&format!(
+            "  reading live state: {read} page(s) ({})",
+            parts.join(", ")
+        ));
+    })
 }
 
 /// `--server` with a project file that declares targets: refused (at the project file),

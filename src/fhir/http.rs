@@ -64,6 +64,10 @@ impl Default for Limits {
     }
 }
 
+/// Called after each page a search reads: the resource type, pages read of this search,
+/// and the pages it needs when the server says (`total`).
+pub type PageHook = std::sync::Arc<dyn Fn(&str, u32, Option<u64>) + Send + Sync>;
+
 pub struct HttpStore {
     /// `CAREPLANE_LOG=requests`: one stderr line per attempt (method, what, attempt,
     /// outcome, time, the delay before a retry; never query values, bodies or
@@ -76,6 +80,7 @@ pub struct HttpStore {
     page_size: u32,
     max_retries: usize,
     limits: Limits,
+    on_page: Option<PageHook>,
 }
 
 /// One attempt's failure, with the server's `Retry-After` if it gave one.
@@ -209,7 +214,13 @@ impl HttpStore {
             page_size: 100,
             max_retries: 4,
             limits,
+            on_page: None,
         })
+    }
+
+    /// Report every page a search reads to `hook` (progress of long reads).
+    pub fn set_page_hook(&mut self, hook: PageHook) {
+        self.on_page = Some(hook);
     }
 
     /// Use at most `n` entries per page (default 100).
@@ -554,6 +565,7 @@ impl HttpStore {
         // many results there are.
         let mut bound = self.limits.max_pages;
         let mut total: Option<u64> = None;
+        let mut need_pages: Option<u64> = None;
         let mut pages: u32 = 0;
         loop {
             if !seen.insert(url.to_string()) {
@@ -640,12 +652,16 @@ impl HttpStore {
             if pages == 1
                 && let Some(t) = bundle.get("total").and_then(Value::as_u64)
             {
-                total = Some(t);
                 let per_page = (entries.len() as u64).max(1);
+                need_pages = Some(t.div_ceil(per_page));
+                total = Some(t);
                 // One page more than the total needs, and a tenth for results added while
                 // paging.
                 let needed = t.div_ceil(per_page) + 1 + t.div_ceil(per_page) / 10;
                 bound = bound.min(needed.min(u32::MAX as u64) as u32);
+            }
+            if let Some(hook) = &self.on_page {
+                hook(&q.resource_type, pages, need_pages);
             }
             let next = bundle
                 .get("link")

@@ -274,6 +274,13 @@ impl Store {
             Store::File(s) => s.delete(resource_type, id, pre).await,
         }
     }
+    /// Report every page a search reads (HTTP targets; a file store reads whole files).
+    pub fn set_page_hook(&mut self, hook: http::PageHook) {
+        if let Store::Http(s) = self {
+            s.set_page_hook(hook);
+        }
+    }
+
     /// Requests sent so far (HTTP requests, or file-store operations).
     pub fn request_count(&self) -> u64 {
         match self {
