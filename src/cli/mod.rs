@@ -266,19 +266,23 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-/// A progress line is open on the terminal (stderr): the next output clears it first.
-static PROGRESS_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The width of the progress line open on the terminal (stderr), 0 for none: the next
+/// output blanks it first. Spaces, not ANSI codes, so it works with NO_COLOR too.
+static PROGRESS_LINE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn close_progress_line() {
-    if PROGRESS_LINE.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        crate::output::stderr("\r\x1b[2K");
+    let width = PROGRESS_LINE.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if width > 0 {
+        crate::output::stderr(&format!("\r{}\r", " ".repeat(width)));
     }
 }
 
 /// Show `text` as the one updating progress line on a terminal (stderr).
 pub fn progress_line(text: &str) {
-    PROGRESS_LINE.store(true, std::sync::atomic::Ordering::SeqCst);
-    crate::output::stderr(&format!("\r\x1b[2K{text}"));
+    let width = text.chars().count();
+    let before = PROGRESS_LINE.swap(width, std::sync::atomic::Ordering::SeqCst);
+    let pad = " ".repeat(before.saturating_sub(width));
+    crate::output::stderr(&format!("\r{text}{pad}"));
 }
 
 /// Write to stdout (through [`crate::output`], which redacts credentials).

@@ -653,7 +653,7 @@ impl HttpStore {
                 && let Some(t) = bundle.get("total").and_then(Value::as_u64)
             {
                 let per_page = (entries.len() as u64).max(1);
-                need_pages = Some(t.div_ceil(per_page));
+                need_pages = Some(t.div_ceil(per_page).max(1));
                 total = Some(t);
                 // One page more than the total needs, and a tenth for results added while
                 // paging.
