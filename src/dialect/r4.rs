@@ -646,15 +646,7 @@ impl Dialect for R4 {
         fields: &BTreeMap<String, Option<Value>>,
     ) -> Value {
         // The project is recorded in the resource's own tag.
-        let project = live
-            .pointer("/meta/tag")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|t| t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM))
-            .and_then(|t| t.get("code").and_then(Value::as_str))
-            .unwrap_or_default()
-            .to_owned();
+        let project = crate::vocab::ownership::tagged_project(live).unwrap_or_default();
         self.merge_with_project(kind, live, fields, &project)
     }
 

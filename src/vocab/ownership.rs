@@ -16,12 +16,17 @@ pub const ROUTED_SYSTEM: &str = "https://careplane.dev/routed";
 
 /// The project that routed `resource`, from its routing mark, if any.
 pub fn routed_by(resource: &Value) -> Option<String> {
+    tag_code(resource, ROUTED_SYSTEM)
+}
+
+/// The code of `resource`'s `meta.tag` of `system`, if any.
+fn tag_code(resource: &Value, system: &str) -> Option<String> {
     resource
         .pointer("/meta/tag")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .find(|t| t.get("system").and_then(Value::as_str) == Some(ROUTED_SYSTEM))
+        .find(|t| t.get("system").and_then(Value::as_str) == Some(system))
         .and_then(|t| t.get("code").and_then(Value::as_str))
         .map(str::to_owned)
 }
@@ -61,12 +66,5 @@ pub fn mark_routed(resource: &mut Value, project: &str) {
 /// assert_eq!(tagged_project(&r).as_deref(), Some("clinic"));
 /// ```
 pub fn tagged_project(resource: &Value) -> Option<String> {
-    resource
-        .pointer("/meta/tag")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|t| t.get("system").and_then(Value::as_str) == Some(TAG_SYSTEM))
-        .and_then(|t| t.get("code").and_then(Value::as_str))
-        .map(str::to_owned)
+    tag_code(resource, TAG_SYSTEM)
 }
