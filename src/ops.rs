@@ -133,6 +133,22 @@ pub async fn plan_since(
     ))
 }
 
+/// Manifest files (name → YAML text) for what is live on `target` for `project`.
+pub async fn export(
+    target: &ResolvedTarget,
+    project: &str,
+) -> Result<std::collections::BTreeMap<String, String>, OpsError> {
+    let observed = observe::observe(
+        &target.store,
+        target.dialect.as_ref(),
+        project,
+        Default::default(),
+    )
+    .await
+    .map_err(OpsError::Observe)?;
+    Ok(crate::export::manifests(&observed))
+}
+
 /// The commit the manifests come from: CI's variables first, else git, else unknown.
 fn manifests_commit(dir: &Path) -> Option<String> {
     for var in ["GITHUB_SHA", "CI_COMMIT_SHA"] {

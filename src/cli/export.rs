@@ -173,21 +173,13 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let observed = match crate::observe::observe(
-        &target.store,
-        target.dialect.as_ref(),
-        &project,
-        Default::default(),
-    )
-    .await
-    {
-        Ok(o) => o,
+    let mut files = match crate::ops::export(&target, &project).await {
+        Ok(f) => f,
         Err(e) => {
-            print_error(&OpsError::Observe(e), &dir);
+            print_error(&e, &dir);
             return EXIT_ERROR;
         }
     };
-    let mut files = crate::export::manifests(&observed);
     files.extend(project_files);
     // the exported manifests' editor modeline names this file, beside them
     files.insert(
