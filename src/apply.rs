@@ -590,6 +590,10 @@ async fn apply_care_team(
         .map(|x| (x.clone(), true))
         .chain(before.difference(&after).map(|x| (x.clone(), false)))
         .collect();
+    // Where a create carries If-None-Exist, a patient joining is first a conditional
+    // create (the search inside it replaces a read of our own); only if a care team exists
+    // is it read and merged. A removal always reads.
+    let create_first = dialect.capabilities().target().conditional_create;
     let mut failed = Vec::new();
     let mut landed = 0;
     for (patient, add) in &work {
@@ -603,8 +607,13 @@ async fn apply_care_team(
         let result = async {
             // at most twice: a conditional create that finds the care team made meanwhile
             // by another write merges into it instead
-            for _ in 0..2 {
-                let live = read().await?;
+            for attempt in 0..2 {
+                let conditional = matches!(location, CareTeamLocation::Search(_));
+                let live = if attempt == 0 && *add && conditional && create_first {
+                    None
+                } else {
+                    read().await?
+                };
                 if live.is_none() && !*add {
                     return Ok(()); // nothing to take anyone off
                 }
@@ -1445,6 +1454,91 @@ mod tests {
         assert!(participant_in_effect(Some(&team), &ch("c", false, false)));
         assert!(!participant_in_effect(Some(&team), &ch("c", true, false)));
         assert!(!participant_in_effect(None, &ch("a", true, false)));
+    }
+
+    /// Patients joining a care-team assignment on a target with conditional create: one
+    /// request each (the create's If-None-Exist does the lookup); one whose care team
+    /// exists is still read and merged, and a removal reads first.
+    #[test]
+    fn a_new_care_team_is_created_without_a_lookup_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::File(crate::fhir::file::FileStore::new(dir.path()));
+        let dialect = crate::dialect::r4::R4::default();
+        let p = crate::vocab::Participant {
+            practitioner: "Practitioner/dr".into(),
+            role: crate::vocab::operation::Coding {
+                system: "http://snomed.info/sct".into(),
+                code: "453231000124104".into(),
+                display: "PCP".into(),
+            },
+            lead: true,
+            authoritative: false,
+        };
+        let assign = |before: &[&str], after: &[&str]| {
+            let mut c = change(
+                ObjectKind::CareTeamAssignment,
+                "CareTeam",
+                None,
+                Action::Update,
+            );
+            c.operation = crate::vocab::Operation::CareTeamParticipant(p.clone());
+            c.fields.push(crate::plan::FieldChange {
+                field: "patients".into(),
+                before: None,
+                after: None,
+                source: None,
+                labels: Default::default(),
+                membership: None,
+                sealed: Some((Some(json!(before)), Some(json!(after)))),
+            });
+            c
+        };
+        let requests = |s: &Store| match s {
+            Store::File(f) => f.request_count(),
+            _ => unreachable!(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = assign(&[], &["Patient/a", "Patient/b"]);
+            apply_care_team(&c, &p, "proj", &store, &dialect)
+                .await
+                .unwrap();
+            assert_eq!(requests(&store), 2, "one conditional create per patient");
+            let teams = store.search(&fhir::Query::new("CareTeam")).await.unwrap();
+            assert_eq!(teams.len(), 2);
+
+            // a care team that exists already (made by another write) is merged into
+            let mut other = p.clone();
+            other.practitioner = "Practitioner/rn".into();
+            let mut c = assign(&[], &["Patient/a"]);
+            c.operation = crate::vocab::Operation::CareTeamParticipant(other.clone());
+            let before = requests(&store);
+            apply_care_team(&c, &other, "proj", &store, &dialect)
+                .await
+                .unwrap();
+            assert_eq!(
+                requests(&store) - before,
+                3,
+                "create finds it, read, update"
+            );
+            let teams = store.search(&fhir::Query::new("CareTeam")).await.unwrap();
+            assert_eq!(teams.len(), 2, "no duplicate care team");
+            let a = teams
+                .iter()
+                .find(|t| t["participant"].as_array().unwrap().len() == 2);
+            assert!(a.is_some(), "both participants on one care team: {teams:?}");
+
+            // leaving: read, then update
+            let c = assign(&["Patient/b"], &[]);
+            let before = requests(&store);
+            apply_care_team(&c, &p, "proj", &store, &dialect)
+                .await
+                .unwrap();
+            assert_eq!(requests(&store) - before, 2);
+        });
     }
 
     #[test]

@@ -302,43 +302,60 @@ pub fn evaluate(
     staff: &dyn Fn(&crate::model::PractitionerRef) -> Option<String>,
     care_team_roles: &BTreeMap<String, String>,
 ) -> BTreeMap<String, BTreeSet<String>> {
-    let mut done: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut pending: Vec<&PatientGroup> = groups.iter().collect();
-    while !pending.is_empty() {
-        let before = pending.len();
-        pending.retain(|g| {
-            let mut deps = Vec::new();
+    // Kahn's algorithm over group names: each group is evaluated once, after every group
+    // it names in `memberOf`; groups in (or behind) a cycle or naming an undeclared
+    // group are never ready and stay out (validation reports them).
+    let deps: Vec<BTreeSet<String>> = groups
+        .iter()
+        .map(|g| {
+            let mut d = Vec::new();
             if let Some(r) = &g.rule {
-                crate::manifest::member_of(r, &mut deps);
+                crate::manifest::member_of(r, &mut d);
             }
-            if !deps.iter().all(|d| done.contains_key(d)) {
-                return true;
+            d.into_iter().collect()
+        })
+        .collect();
+    let mut waiting: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
+    let mut dependents: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, d) in deps.iter().enumerate() {
+        for name in d {
+            dependents.entry(name.as_str()).or_default().push(i);
+        }
+    }
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..groups.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut done: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    while let Some(i) = ready.pop_front() {
+        let g = &groups[i];
+        let mut members: BTreeSet<String> = match &g.rule {
+            Some(rule) => {
+                let ctx = Context {
+                    groups: &done,
+                    on,
+                    staff,
+                    care_team_roles,
+                };
+                patients
+                    .values()
+                    .filter(|p| holds(rule, p, &ctx))
+                    .map(|p| format!("Patient/{}", p.id))
+                    .collect()
             }
-            let mut members: BTreeSet<String> = match &g.rule {
-                Some(rule) => {
-                    let ctx = Context {
-                        groups: &done,
-                        on,
-                        staff,
-                        care_team_roles,
-                    };
-                    patients
-                        .values()
-                        .filter(|p| holds(rule, p, &ctx))
-                        .map(|p| format!("Patient/{}", p.id))
-                        .collect()
+            None => BTreeSet::new(),
+        };
+        members.extend(g.include.iter().map(|i| format!("Patient/{}", i.value)));
+        for e in &g.exclude {
+            members.remove(&format!("Patient/{}", e.value));
+        }
+        let first = done.insert(g.name.clone(), members).is_none();
+        // a name is done once (a second group of the same name is another error)
+        if first {
+            for &j in dependents.get(g.name.as_str()).into_iter().flatten() {
+                waiting[j] -= 1;
+                if waiting[j] == 0 {
+                    ready.push_back(j);
                 }
-                None => BTreeSet::new(),
-            };
-            members.extend(g.include.iter().map(|i| format!("Patient/{}", i.value)));
-            for e in &g.exclude {
-                members.remove(&format!("Patient/{}", e.value));
             }
-            done.insert(g.name.clone(), members);
-            false
-        });
-        if pending.len() == before {
-            break; // a cycle: validation reports it
         }
     }
     done
@@ -698,5 +715,87 @@ mod tests {
         let m = crate::manifest::load_from_memory(files, "p").unwrap();
         let r = needed_reads(&m.desired);
         assert!(!r.patients && !r.consents && !r.care_teams && !r.tasks);
+    }
+
+    fn groups_yaml(groups: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let docs: Vec<String> = groups
+            .iter()
+            .map(|(name, rule)| {
+                format!("apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata: {{name: {name}}}\nspec: {{rule: {rule}}}\n")
+            })
+            .collect();
+        BTreeMap::from([("g.yaml".to_owned(), docs.join("---\n"))])
+    }
+
+    #[test]
+    fn memberof_cycles_are_reported_for_the_groups_in_them_only() {
+        let files = groups_yaml(&[
+            ("a", "{memberOf: b}"),
+            ("b", "{all: [{memberOf: c}, {active: true}]}"),
+            ("c", "{not: {memberOf: a}}"),
+            ("behind", "{memberOf: a}"),
+            ("selfish", "{any: [{memberOf: selfish}, {active: true}]}"),
+            ("fine", "{memberOf: behind}"),
+            ("base", "{active: true}"),
+            ("top", "{all: [{memberOf: base}, {memberOf: fine}]}"),
+        ]);
+        let e = crate::manifest::load_from_memory(files, "p").unwrap_err();
+        let mut cyclic: Vec<&str> = e
+            .diagnostics
+            .iter()
+            .filter(|d| d.message.contains("depends on itself through memberOf"))
+            .map(|d| d.message.split('\'').nth(1).unwrap())
+            .collect();
+        cyclic.sort();
+        assert_eq!(cyclic, ["a", "b", "c", "selfish"], "{:?}", e.diagnostics);
+    }
+
+    #[test]
+    fn a_long_memberof_chain_declared_backwards_is_evaluated_in_order() {
+        // g0 <- g1 <- ... <- g299, declared last first; each adds one patient back
+        let n = 300;
+        let mut groups: Vec<PatientGroup> = (0..n)
+            .map(|i| {
+                let rule = (i > 0).then(|| Condition::MemberOf(format!("g{}", i - 1)));
+                let rule = rule.unwrap_or(Condition::Active(true));
+                group(&format!("g{i}"), Some(rule), &[], &[])
+            })
+            .collect();
+        groups.reverse();
+        groups.push(group(
+            "loop-a",
+            Some(Condition::MemberOf("loop-b".into())),
+            &[],
+            &[],
+        ));
+        groups.push(group(
+            "loop-b",
+            Some(Condition::MemberOf("loop-a".into())),
+            &[],
+            &[],
+        ));
+        groups.push(group(
+            "orphan",
+            Some(Condition::MemberOf("nowhere".into())),
+            &[],
+            &[],
+        ));
+        let m = evaluate(
+            &groups,
+            &world(),
+            (2026, 11, 28),
+            &|_| None,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            m.len(),
+            n,
+            "groups in a cycle or naming an undeclared group are left out"
+        );
+        let first = &m["g0"];
+        assert!(!first.is_empty());
+        for i in 1..n {
+            assert_eq!(&m[&format!("g{i}")], first, "g{i}");
+        }
     }
 }

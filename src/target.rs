@@ -69,9 +69,12 @@ impl ResolvedTarget {
         }
     }
 
-    pub async fn end_writes(&self) {
-        if let Store::File(s) = &self.store {
-            s.end_session().await;
+    /// Release what [`Self::begin_writes`] took; a file store writes the session's
+    /// changes here (each file once), so its error is the apply's error.
+    pub async fn end_writes(&self) -> Result<(), TargetError> {
+        match &self.store {
+            Store::File(s) => Ok(s.end_session().await?),
+            Store::Http(_) => Ok(()),
         }
     }
 }

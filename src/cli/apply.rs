@@ -126,6 +126,8 @@ pub async fn run(a: Args) -> u8 {
     let applied = ops::apply_recorded_with(&plan, &target, agent, saved, &control).await;
     watcher.abort();
     progress.finish();
+    // a file store writes what this apply changed now, each file once
+    let saved_to_store = target.end_writes().await;
     let (report, record) = (&applied.report, &applied.record);
     if plan.has_changes() || report.is_refused() {
         show("\n");
@@ -140,6 +142,10 @@ pub async fn run(a: Args) -> u8 {
         record.provenance,
         crate::apply::ProvenanceStatus::Failed { .. }
     ) {
+        code = EXIT_ERROR;
+    }
+    if let Err(e) = saved_to_store {
+        print_error(&e.into(), &dir);
         code = EXIT_ERROR;
     }
     let file = a.report.as_ref().map(|p| p.display().to_string());

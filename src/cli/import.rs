@@ -63,6 +63,8 @@ pub async fn run(a: Args) -> u8 {
         return EXIT_ERROR;
     }
     let applied = ops::apply_recorded(&plan, &target, agent, false).await;
+    // a file store writes what this import changed now, each file once
+    let saved = target.end_writes().await;
     let report = applied.report;
     out("\n");
     out(&crate::render::human::report(&plan, &report));
@@ -71,6 +73,10 @@ pub async fn run(a: Args) -> u8 {
         applied.record.provenance,
         crate::apply::ProvenanceStatus::Failed { .. }
     );
+    if let Err(e) = saved {
+        super::print_error(&e.into(), &dir);
+        return EXIT_ERROR;
+    }
     if report.failed() == 0 && recorded {
         EXIT_OK
     } else {

@@ -203,11 +203,16 @@ pub async fn run(a: Args) -> u8 {
         let started = SystemTime::now() - OVERLAP;
         // a file store is locked for each pass (not between passes), like an apply
         let locked = target.begin_writes(&|msg| err(&format!("careplane watch: {msg}\n")));
-        let result = match locked.await {
+        let mut result = match locked.await {
             Ok(()) => pass(&m, &target, since.clone()).await,
             Err(e) => Err(e.into()),
         };
-        target.end_writes().await;
+        // a file store writes the pass's changes here, each file once
+        if let Err(e) = target.end_writes().await
+            && result.is_ok()
+        {
+            result = Err(e.into());
+        }
         match result {
             Ok(_) => {
                 since = Some(humantime::format_rfc3339_millis(started).to_string());

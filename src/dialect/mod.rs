@@ -66,6 +66,8 @@ pub enum Purpose {
 
 /// Helpers shared by the dialects' mappings (and, re-exported, the JSON helpers).
 pub mod util {
+    use std::collections::HashSet;
+
     use serde_json::{Value, json};
 
     pub use crate::vocab::json::{meta, replace_managed, sorted_strings, str_list};
@@ -275,21 +277,26 @@ pub mod util {
     /// they are (periods, extensions), missing ones are added with `extra` merged into
     /// their `entity`.
     pub fn merge_members(r: &Value, want: &[String], extra: &Value) -> Vec<Value> {
-        let reference = |m: &Value| {
-            m.pointer("/entity/reference")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        // hash sets of references: linear in the group's size (a patient group may hold
+        // tens of thousands of members)
+        let wanted: HashSet<&str> = want.iter().map(String::as_str).collect();
+        fn reference(m: &Value) -> Option<&str> {
+            m.pointer("/entity/reference").and_then(Value::as_str)
+        }
         let mut members: Vec<Value> = r
             .get("member")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|m| reference(m).is_some_and(|x| want.contains(&x)))
+            .filter(|m| reference(m).is_some_and(|x| wanted.contains(x)))
             .cloned()
             .collect();
+        let mut present: HashSet<String> = members
+            .iter()
+            .filter_map(|m| reference(m).map(str::to_owned))
+            .collect();
         for w in want {
-            if !members.iter().any(|m| reference(m).as_deref() == Some(w)) {
+            if present.insert(w.clone()) {
                 let mut entity = json!({"reference": w});
                 if let (Some(e), Some(x)) = (entity.as_object_mut(), extra.as_object()) {
                     e.extend(x.clone());
@@ -298,6 +305,41 @@ pub mod util {
             }
         }
         members
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn merge_members_keeps_wanted_entries_adds_missing_ones_once_in_order() {
+            let live = json!({"member": [
+                {"entity": {"reference": "Patient/a"}, "period": {"start": "2020"}},
+                {"entity": {"reference": "Patient/gone"}},
+                {"entity": {"reference": "Patient/b"}},
+                {"entity": {"display": "no reference"}},
+            ]});
+            let want: Vec<String> = [
+                "Patient/c",
+                "Patient/b",
+                "Patient/a",
+                "Patient/c",
+                "Patient/d",
+            ]
+            .map(String::from)
+            .to_vec();
+            let got = merge_members(&live, &want, &json!({"type": "Patient"}));
+            assert_eq!(
+                got,
+                vec![
+                    json!({"entity": {"reference": "Patient/a"}, "period": {"start": "2020"}}),
+                    json!({"entity": {"reference": "Patient/b"}}),
+                    json!({"entity": {"reference": "Patient/c", "type": "Patient"}}),
+                    json!({"entity": {"reference": "Patient/d", "type": "Patient"}}),
+                ]
+            );
+            assert!(merge_members(&live, &[], &json!({})).is_empty());
+        }
     }
 }
 /// The mapping half of a dialect.

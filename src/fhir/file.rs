@@ -40,6 +40,7 @@
 //! A line that is not JSON (edited by hand, or written by another program) is still
 //! reported with its file and line; careplane's own writes can no longer produce one.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
@@ -62,11 +63,146 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 
 pub struct FileStore {
     dir: PathBuf,
-    /// One operation at a time in this process; holds the writer session's locked file.
-    lock: Mutex<Option<File>>,
+    /// One operation at a time in this process; holds the writer session (its locked
+    /// file and the resource types it has written, in memory).
+    lock: Mutex<Option<Session>>,
     lock_timeout: Duration,
     ops: AtomicU64,
     counter: AtomicU64,
+}
+
+/// An open writer session: the locked file, and every resource type the session has
+/// written so far (loaded once, changed in memory, written back by `end_session`).
+struct Session {
+    _lock: File,
+    tables: HashMap<String, Table>,
+}
+
+/// One resource type in memory: the rows in file order (a deleted row leaves `None`
+/// so the positions in the indexes stay valid), an index by id and one by
+/// `identifier` (`system|value`).
+#[derive(Default)]
+struct Table {
+    rows: Vec<Option<Value>>,
+    by_id: HashMap<String, usize>,
+    /// `system|value` → rows that carried it when written; may hold stale positions
+    /// (a row whose identifier changed), so every hit is checked against the query.
+    by_identifier: HashMap<String, Vec<usize>>,
+    dirty: bool,
+}
+
+impl Table {
+    fn new(rows: Vec<Value>) -> Self {
+        let mut t = Table::default();
+        for r in rows {
+            t.push(r);
+        }
+        t.dirty = false;
+        t
+    }
+
+    fn index(&mut self, i: usize) {
+        let Some(r) = &self.rows[i] else { return };
+        if let Some(id) = r.get("id").and_then(Value::as_str) {
+            self.by_id.insert(id.to_owned(), i);
+        }
+        for ident in r
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(s), Some(v)) = (
+                ident.get("system").and_then(Value::as_str),
+                ident.get("value").and_then(Value::as_str),
+            ) {
+                let at = self.by_identifier.entry(format!("{s}|{v}")).or_default();
+                if at.last() != Some(&i) {
+                    at.push(i);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, r: Value) {
+        self.rows.push(Some(r));
+        self.index(self.rows.len() - 1);
+        self.dirty = true;
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.by_id
+            .get(id)
+            .copied()
+            .filter(|&i| self.rows[i].is_some())
+    }
+
+    fn get(&self, id: &str) -> Option<&Value> {
+        self.position(id).and_then(|i| self.rows[i].as_ref())
+    }
+
+    fn replace(&mut self, i: usize, r: Value) {
+        self.rows[i] = Some(r);
+        self.index(i);
+        self.dirty = true;
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(id) = self.rows[i]
+            .take()
+            .and_then(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+        {
+            self.by_id.remove(&id);
+        }
+        self.dirty = true;
+    }
+
+    /// The rows that may match `params`, in file order: through an index when the
+    /// query names an id or one exact `system|value` identifier, else every row.
+    fn candidates(&self, params: &[(String, String)]) -> Vec<usize> {
+        let mut at: Option<Vec<usize>> = None;
+        for (k, v) in params {
+            let hits: Option<Vec<usize>> = match k.as_str() {
+                "_id" => Some(v.split(',').filter_map(|x| self.position(x)).collect()),
+                "identifier" if !v.contains(',') => match v.split_once('|') {
+                    Some((s, c)) if !s.is_empty() && !c.is_empty() => {
+                        Some(self.by_identifier.get(v).cloned().unwrap_or_default())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(h) = hits
+                && at.as_ref().is_none_or(|a| h.len() < a.len())
+            {
+                at = Some(h);
+            }
+        }
+        match at {
+            Some(mut a) => {
+                a.sort_unstable();
+                a.dedup();
+                a
+            }
+            None => (0..self.rows.len()).collect(),
+        }
+    }
+
+    fn find(&self, params: &[(String, String)]) -> impl Iterator<Item = &Value> {
+        self.candidates(params)
+            .into_iter()
+            .filter_map(|i| self.rows[i].as_ref())
+            .filter(move |r| matches(r, params))
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for r in self.rows.iter().flatten() {
+            text.push_str(&serde_json::to_string(r).unwrap_or_default());
+            text.push('\n');
+        }
+        text
+    }
 }
 
 impl FileStore {
@@ -102,17 +238,64 @@ impl FileStore {
     /// drop. If another process holds it, `on_wait` is called once with a sentence to
     /// show, then this waits up to the lock timeout. Calling it again while the session is
     /// open does nothing.
+    ///
+    /// Writes inside the session change the session's in-memory copy of their resource
+    /// type; reads inside it see them; nothing reaches the files before `end_session`.
     pub async fn begin_session(&self, on_wait: &dyn Fn(&str)) -> Result<(), FhirError> {
         let mut held = self.lock.lock().await;
         if held.is_none() {
-            *held = Some(self.acquire(on_wait).await?);
+            *held = Some(Session {
+                _lock: self.acquire(on_wait).await?,
+                tables: HashMap::new(),
+            });
         }
         Ok(())
     }
 
-    /// Release the lock taken by [`FileStore::begin_session`] (closing the file drops it).
-    pub async fn end_session(&self) {
-        self.lock.lock().await.take();
+    /// Write every resource type the session changed, each file once (all temporary
+    /// files written and synced first, then renamed, then the directory synced), and
+    /// release the lock. A session dropped without this (a panic, a killed process)
+    /// writes nothing: the store stays as it was before the session.
+    pub async fn end_session(&self) -> Result<(), FhirError> {
+        let Some(session) = self.lock.lock().await.take() else {
+            return Ok(());
+        };
+        let mut dirty: Vec<(&String, &Table)> =
+            session.tables.iter().filter(|(_, t)| t.dirty).collect();
+        dirty.sort_by(|a, b| a.0.cmp(b.0));
+        let mut temps: Vec<(PathBuf, PathBuf, &str)> = Vec::new();
+        let mut failed = None;
+        for (rt, table) in dirty {
+            match self.write_temp(rt, &table.text()) {
+                Ok((tmp, path)) => temps.push((tmp, path, rt)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            for (tmp, path, rt) in &temps {
+                if let Err(e) = std::fs::rename(tmp, path) {
+                    failed = Some(self.err(format!("cannot write {rt}.ndjson: {e}")));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for (tmp, _, _) in &temps {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        if temps.is_empty() {
+            return Ok(());
+        }
+        sync_dir(&self.dir).map_err(|e| {
+            self.err(format!(
+                "the store files were replaced but the directory could not be synced: {e}"
+            ))
+        })
     }
 
     fn err(&self, reason: impl Into<String>) -> FhirError {
@@ -225,15 +408,10 @@ impl FileStore {
         )
     }
 
-    /// Replace `<rt>.ndjson` with `resources`: unique temporary file, fsync, rename,
-    /// directory fsync. Called with the lock held.
-    fn save(&self, rt: &str, resources: &[Value]) -> Result<(), FhirError> {
+    /// Write `text` to a new unique temporary file and fsync it; returns it and the
+    /// `<rt>.ndjson` it is meant to replace. Called with the lock held.
+    fn write_temp(&self, rt: &str, text: &str) -> Result<(PathBuf, PathBuf), FhirError> {
         let path = self.file(rt)?;
-        let mut text = String::new();
-        for r in resources {
-            text.push_str(&serde_json::to_string(r).unwrap_or_default());
-            text.push('\n');
-        }
         let tmp = self.dir.join(self.temp_name(rt));
         let written = OpenOptions::new()
             .write(true)
@@ -242,9 +420,19 @@ impl FileStore {
             .and_then(|mut f| {
                 f.write_all(text.as_bytes())?;
                 f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            });
         if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.err(format!("cannot write {rt}.ndjson: {e}")));
+        }
+        Ok((tmp, path))
+    }
+
+    /// Replace `<rt>.ndjson` with `table`: unique temporary file, fsync, rename,
+    /// directory fsync. Called with the lock held.
+    fn save(&self, rt: &str, table: &Table) -> Result<(), FhirError> {
+        let (tmp, path) = self.write_temp(rt, &table.text())?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(self.err(format!("cannot write {rt}.ndjson: {e}")));
         }
@@ -255,11 +443,34 @@ impl FileStore {
         })
     }
 
-    /// The lock for one write: none if a writer session holds it already.
-    async fn write_lock(&self, session: &Option<File>) -> Result<Option<File>, FhirError> {
-        match session {
-            Some(_) => Ok(None),
-            None => self.acquire(&|_| {}).await.map(Some),
+    /// One write: inside a session, on the session's copy of `rt` (loaded on first
+    /// use); outside one, under the lock for this write alone, on the file, which is
+    /// replaced if `op` changed anything.
+    async fn write<T>(
+        &self,
+        rt: &str,
+        op: impl FnOnce(&mut Table) -> Result<T, FhirError>,
+    ) -> Result<T, FhirError> {
+        let mut g = self.lock.lock().await;
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        self.file(rt)?;
+        match g.as_mut() {
+            Some(session) => {
+                if !session.tables.contains_key(rt) {
+                    let table = Table::new(self.load(rt)?);
+                    session.tables.insert(rt.to_owned(), table);
+                }
+                op(session.tables.get_mut(rt).expect("loaded above"))
+            }
+            None => {
+                let _lock = self.acquire(&|_| {}).await?;
+                let mut table = Table::new(self.load(rt)?);
+                let out = op(&mut table)?;
+                if table.dirty {
+                    self.save(rt, &table)?;
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -286,10 +497,11 @@ impl FileStore {
         }
     }
 
+    /// Search one resource type: the session's copy if this session wrote it, else the
+    /// file (read once, no lock). Linear in the file's size at worst.
     pub async fn search(&self, q: &Query) -> Result<Vec<Value>, FhirError> {
-        let _g = self.lock.lock().await;
+        let g = self.lock.lock().await;
         self.ops.fetch_add(1, Ordering::Relaxed);
-        let all = self.load(&q.resource_type)?;
         for (k, _) in &q.params {
             if !matches!(
                 k.as_str(),
@@ -314,19 +526,27 @@ impl FileStore {
             .iter()
             .find(|(k, _)| k == "_elements")
             .map(|(_, v)| v.split(',').map(str::trim).collect());
-        Ok(all
+        let shape = |r: Value| match &elements {
+            Some(keep) => subset(r, keep),
+            None => r,
+        };
+        if let Some(table) = g.as_ref().and_then(|s| s.tables.get(&q.resource_type)) {
+            return Ok(table.find(&q.params).cloned().map(shape).collect());
+        }
+        Ok(self
+            .load(&q.resource_type)?
             .into_iter()
             .filter(|r| matches(r, &q.params))
-            .map(|r| match &elements {
-                Some(keep) => subset(r, keep),
-                None => r,
-            })
+            .map(shape)
             .collect())
     }
 
     pub async fn read(&self, rt: &str, id: &str) -> Result<Option<Value>, FhirError> {
-        let _g = self.lock.lock().await;
+        let g = self.lock.lock().await;
         self.ops.fetch_add(1, Ordering::Relaxed);
+        if let Some(table) = g.as_ref().and_then(|s| s.tables.get(rt)) {
+            return Ok(table.get(id).cloned());
+        }
         Ok(self
             .load(rt)?
             .into_iter()
@@ -338,86 +558,76 @@ impl FileStore {
         resource: &Value,
         if_none_exist: Option<&Query>,
     ) -> Result<Written, FhirError> {
-        let g = self.lock.lock().await;
-        let _w = self.write_lock(&g).await?;
-        self.ops.fetch_add(1, Ordering::Relaxed);
         let rt = resource_type(resource)?;
-        let mut all = self.load(rt)?;
-        if let Some(q) = if_none_exist
-            && let Some(existing) = all.iter().find(|r| matches(r, &q.params))
-        {
-            return Ok(Written {
-                existed: true,
-                ..written(existing)
-            });
-        }
-        let mut r = resource.clone();
-        r["id"] = json!(self.new_id());
-        Self::stamp(&mut r, 1);
-        let w = written(&r);
-        all.push(r);
-        self.save(rt, &all)?;
-        Ok(w)
+        let id = self.new_id();
+        self.write(rt, |table| {
+            if let Some(q) = if_none_exist
+                && let Some(existing) = table.find(&q.params).next()
+            {
+                return Ok(Written {
+                    existed: true,
+                    ..written(existing)
+                });
+            }
+            let mut r = resource.clone();
+            r["id"] = json!(id);
+            Self::stamp(&mut r, 1);
+            let w = written(&r);
+            table.push(r);
+            Ok(w)
+        })
+        .await
     }
 
     pub async fn update(&self, resource: &Value, pre: &Precondition) -> Result<Written, FhirError> {
-        let g = self.lock.lock().await;
-        let _w = self.write_lock(&g).await?;
-        self.ops.fetch_add(1, Ordering::Relaxed);
         let rt = resource_type(resource)?;
         let id = resource
             .get("id")
             .and_then(Value::as_str)
             .ok_or_else(|| self.err(format!("update of {rt} without an id")))?;
-        let mut all = self.load(rt)?;
-        let pos = all
-            .iter()
-            .position(|r| r.get("id").and_then(Value::as_str) == Some(id));
-        let current_version = pos.map(|i| version_of(&all[i])).unwrap_or(0);
-        if let Some(i) = pos
-            && !precondition_holds(&all[i], pre)
-        {
-            return Err(FhirError::Conflict {
-                resource: super::shown(rt, id),
-                status: 412,
-            });
-        }
-        if pos.is_none() && pre.version_id.is_some() {
-            return Err(FhirError::Conflict {
-                resource: super::shown(rt, id),
-                status: 412,
-            });
-        }
-        let mut r = resource.clone();
-        Self::stamp(&mut r, current_version + 1);
-        let w = written(&r);
-        match pos {
-            Some(i) => all[i] = r,
-            None => all.push(r),
-        }
-        self.save(rt, &all)?;
-        Ok(w)
+        self.write(rt, |table| {
+            let pos = table.position(id);
+            let current = pos.and_then(|i| table.rows[i].as_ref());
+            let refused = match current {
+                Some(c) => !precondition_holds(c, pre),
+                None => pre.version_id.is_some(),
+            };
+            if refused {
+                return Err(FhirError::Conflict {
+                    resource: super::shown(rt, id),
+                    status: 412,
+                });
+            }
+            let mut r = resource.clone();
+            Self::stamp(&mut r, current.map(version_of).unwrap_or(0) + 1);
+            let w = written(&r);
+            match pos {
+                Some(i) => table.replace(i, r),
+                None => table.push(r),
+            }
+            Ok(w)
+        })
+        .await
     }
 
     pub async fn delete(&self, rt: &str, id: &str, pre: &Precondition) -> Result<(), FhirError> {
-        let g = self.lock.lock().await;
-        let _w = self.write_lock(&g).await?;
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        let mut all = self.load(rt)?;
-        let Some(i) = all
-            .iter()
-            .position(|r| r.get("id").and_then(Value::as_str) == Some(id))
-        else {
-            return Ok(());
-        };
-        if !precondition_holds(&all[i], pre) {
-            return Err(FhirError::Conflict {
-                resource: super::shown(rt, id),
-                status: 412,
-            });
-        }
-        all.remove(i);
-        self.save(rt, &all)
+        self.write(rt, |table| {
+            let Some(i) = table.position(id) else {
+                return Ok(());
+            };
+            if !table.rows[i]
+                .as_ref()
+                .is_some_and(|c| precondition_holds(c, pre))
+            {
+                return Err(FhirError::Conflict {
+                    resource: super::shown(rt, id),
+                    status: 412,
+                });
+            }
+            table.remove(i);
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -624,10 +834,12 @@ mod tests {
                 second.create(&g, None).await,
                 Err(FhirError::StoreLocked { .. })
             ));
-            // reads rely on atomic renames, not on the lock
-            assert_eq!(second.search(&Query::new("Group")).await.unwrap().len(), 1);
+            // reads rely on atomic renames, not on the lock; the session's writes reach
+            // the file when it ends
+            assert_eq!(second.search(&Query::new("Group")).await.unwrap().len(), 0);
 
-            first.end_session().await;
+            first.end_session().await.unwrap();
+            assert_eq!(second.search(&Query::new("Group")).await.unwrap().len(), 1);
             second.create(&g, None).await.unwrap();
             // a write outside a session holds the lock only for itself
             first.begin_session(&|_| panic!("released")).await.unwrap();
@@ -681,6 +893,126 @@ mod tests {
             store.delete("Group", &w.id, &v2).await.unwrap();
             assert!(store.read("Group", &w.id).await.unwrap().is_none());
         });
+    }
+
+    /// Inode and contents of each data file, to tell "written" from "untouched".
+    fn files(dir: &Path) -> Vec<(String, u64, String)> {
+        use std::os::unix::fs::MetadataExt;
+        names(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".ndjson"))
+            .map(|n| {
+                let p = dir.join(&n);
+                let ino = std::fs::metadata(&p).unwrap().ino();
+                (n, ino, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_session_writes_each_changed_file_once_at_its_end_and_reads_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let other = FileStore::new(dir.path());
+        rt().block_on(async {
+            let g = |i: usize| {
+                json!({"resourceType":"Group","type":"practitioner","actual":true,"name":format!("G{i}"),
+                    "identifier":[{"system":"urn:x","value":format!("g{i}")}]})
+            };
+            store.create(&g(0), None).await.unwrap();
+            let cs = json!({"resourceType":"CodeSystem","url":"urn:cs","status":"active"});
+            store.create(&cs, None).await.unwrap();
+            let before = files(dir.path());
+
+            store.begin_session(&|_| {}).await.unwrap();
+            let mut ids = Vec::new();
+            for i in 1..50 {
+                let cond = Query::new("Group").param("identifier", format!("urn:x|g{i}"));
+                ids.push(store.create(&g(i), Some(&cond)).await.unwrap().id);
+            }
+            // conditional create sees the session's own writes (no duplicate)
+            let cond = Query::new("Group").param("identifier", "urn:x|g7");
+            let again = store.create(&g(7), Some(&cond)).await.unwrap();
+            assert!(again.existed && again.id == ids[6]);
+            let mut cur = store.read("Group", &ids[0]).await.unwrap().unwrap();
+            cur["name"] = json!("renamed");
+            cur["identifier"][0]["value"] = json!("renamed");
+            let v1 = Precondition {
+                version_id: Some("1".into()),
+                last_updated: None,
+            };
+            store.update(&cur, &v1).await.unwrap();
+            assert!(matches!(
+                store.update(&cur, &v1).await,
+                Err(FhirError::Conflict { .. })
+            ));
+            store.delete("Group", &ids[1], &v1).await.unwrap();
+            // reads in the session see its writes, through the indexes and without
+            let by_old = Query::new("Group").param("identifier", "urn:x|g1");
+            assert!(store.search(&by_old).await.unwrap().is_empty());
+            let by_new = Query::new("Group").param("identifier", "urn:x|renamed");
+            assert_eq!(store.search(&by_new).await.unwrap()[0]["name"], "renamed");
+            assert!(store.read("Group", &ids[1]).await.unwrap().is_none());
+            let all = store.search(&Query::new("Group")).await.unwrap();
+            assert_eq!(all.len(), 49);
+            assert_eq!(all[0]["name"], "G0", "file order is kept");
+            let by_id = Query::new("Group").param("_id", format!("{},{}", ids[2], ids[1]));
+            assert_eq!(store.search(&by_id).await.unwrap().len(), 1);
+
+            // nothing reached the files yet; another reader sees the store as before
+            assert_eq!(files(dir.path()), before);
+            assert_eq!(other.search(&Query::new("Group")).await.unwrap().len(), 1);
+
+            store.end_session().await.unwrap();
+            let after = files(dir.path());
+            assert_eq!(after[0], before[0], "CodeSystem.ndjson was not rewritten");
+            assert_ne!(after[1].1, before[1].1, "Group.ndjson was replaced");
+            let groups = other.search(&Query::new("Group")).await.unwrap();
+            assert_eq!(groups.len(), 49);
+            assert_eq!(groups[0]["name"], "G0");
+            assert_eq!(groups[1]["name"], "renamed");
+            assert_eq!(groups[1]["meta"]["versionId"], "2");
+            assert_eq!(names(dir.path()), [LOCK_FILE, "CodeSystem.ndjson", "Group.ndjson"]);
+            // the lock is free again
+            other.begin_session(&|_| panic!("released")).await.unwrap();
+            other.end_session().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_session_that_never_ends_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = json!({"resourceType":"Group","type":"practitioner","actual":true});
+        rt().block_on(async {
+            FileStore::new(dir.path()).create(&g, None).await.unwrap();
+        });
+        let before = files(dir.path());
+        rt().block_on(async {
+            // a crash mid-apply: the session's writes are lost, none half-written
+            let store = FileStore::new(dir.path());
+            store.begin_session(&|_| {}).await.unwrap();
+            store.create(&g, None).await.unwrap();
+            drop(store);
+            // a crash between writing the temporary files and renaming them
+            std::fs::write(
+                dir.path().join(".Group.ndjson.1.0.0000000000000000.tmp"),
+                "{\"resourceType\":\"Group\"}\n",
+            )
+            .unwrap();
+        });
+        assert_eq!(files(dir.path()), before);
+        rt().block_on(async {
+            let store = FileStore::new(dir.path());
+            store.begin_session(&|_| {}).await.unwrap();
+            assert_eq!(store.search(&Query::new("Group")).await.unwrap().len(), 1);
+            store.end_session().await.unwrap();
+        });
+        assert_eq!(names(dir.path()), [LOCK_FILE, "Group.ndjson"]);
+        assert_eq!(
+            files(dir.path()),
+            before,
+            "a session that wrote nothing rewrites nothing"
+        );
     }
 
     #[test]

@@ -944,6 +944,7 @@ fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
         .iter()
         .map(|g| (g.name.as_str(), g))
         .collect();
+    let cyclic = memberof_cycles(&groups);
     let mut names: HashMap<&str, &Source> = HashMap::new();
     for g in &desired.patient_groups {
         if let Some(first) = names.insert(&g.display_name, &g.source) {
@@ -983,28 +984,97 @@ fn check_patient_groups(ck: &mut Checker, desired: &DesiredState) {
                 );
             }
         }
-        // cycles: follow memberOf from this group
-        let mut stack = refs.clone();
-        let mut seen = std::collections::HashSet::new();
-        while let Some(r) = stack.pop() {
-            if r == g.name {
-                ck.error(
-                    g.source.clone(),
-                    format!(
-                        "patient group '{}' depends on itself through memberOf",
-                        g.name
-                    ),
-                    "break the cycle: a group cannot (indirectly) be defined by its own members",
-                );
-                break;
+        // cycles: this group reaches itself through memberOf
+        if cyclic.contains(g.name.as_str()) {
+            ck.error(
+                g.source.clone(),
+                format!(
+                    "patient group '{}' depends on itself through memberOf",
+                    g.name
+                ),
+                "break the cycle: a group cannot (indirectly) be defined by its own members",
+            );
+        }
+    }
+}
+
+/// The patient groups that depend on themselves through `memberOf`: those in a strongly
+/// connected component of more than one group, or naming themselves. One pass over the
+/// graph (Tarjan's algorithm, iterative), linear in groups plus references.
+fn memberof_cycles<'a>(
+    groups: &HashMap<&'a str, &crate::model::PatientGroup>,
+) -> std::collections::HashSet<&'a str> {
+    let names: Vec<&'a str> = {
+        let mut n: Vec<&str> = groups.keys().copied().collect();
+        n.sort_unstable();
+        n
+    };
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let edges: Vec<Vec<usize>> = names
+        .iter()
+        .map(|n| {
+            let mut refs = Vec::new();
+            if let Some(rule) = &groups[n].rule {
+                member_of(rule, &mut refs);
             }
-            if seen.insert(r.clone())
-                && let Some(next) = groups.get(r.as_str()).and_then(|x| x.rule.as_ref())
-            {
-                member_of(next, &mut stack);
+            refs.iter()
+                .filter_map(|r| index.get(r.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    const UNSEEN: usize = usize::MAX;
+    let mut order = vec![UNSEEN; names.len()];
+    let mut low = vec![0; names.len()];
+    let mut on_stack = vec![false; names.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut cyclic = std::collections::HashSet::new();
+    let mut next = 0;
+    for root in 0..names.len() {
+        if order[root] != UNSEEN {
+            continue;
+        }
+        // (node, index of the next edge to follow)
+        let mut work = vec![(root, 0usize)];
+        order[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut e)) = work.last_mut() {
+            if let Some(&w) = edges[v].get(*e) {
+                *e += 1;
+                if order[w] == UNSEEN {
+                    order[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(order[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == order[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                if component.len() > 1 || edges[v].contains(&v) {
+                    cyclic.extend(component.into_iter().map(|w| names[w]));
+                }
             }
         }
     }
+    cyclic
 }
 
 fn check_routing_rules(ck: &mut Checker, desired: &DesiredState) {
