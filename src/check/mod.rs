@@ -67,7 +67,7 @@ pub const CHECKS: &[(&str, &str, Severity, &str)] = &[
     (
         "CP103",
         "care-team-role-unused",
-        Severity::Warning,
+        Severity::Info,
         "a declared care-team role no CareTeamAssignment uses",
     ),
     (

@@ -162,6 +162,7 @@ fn cp103_unused_care_team_role() {
     let f = run(&d);
     assert_eq!(ids(&d), vec!["CP103"]);
     assert_eq!(f[0].source, src(8));
+    assert_eq!(f[0].severity, Severity::Info);
     assert!(f[0].message.contains("'nurse'"));
 }
 
