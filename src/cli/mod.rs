@@ -77,6 +77,7 @@ pub enum Command {
     #[command(after_long_help = help::validate())]
     Validate(validate::Args),
     /// Check the care model offline (unowned responsibilities, empty teams, shadowed rules, ...).
+    #[command(after_long_help = help::check())]
     Check(check::Args),
     /// Print the JSON Schema of manifests (or, with --plan, of plan files).
     #[command(after_long_help = help::schema())]

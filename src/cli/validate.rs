@@ -41,7 +41,7 @@ pub fn run(a: Args) -> u8 {
                 return EXIT_OK;
             }
             print_skipped(&m);
-            if !a.no_checks {
+            if !a.no_checks && super::verbosity() >= super::Verbosity::Normal {
                 // errors and warnings, as warnings; notes only in `careplane check`
                 let mut findings = crate::check::run(&m.desired);
                 findings.retain(|f| f.severity > crate::check::Severity::Info);
