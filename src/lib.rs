@@ -6,6 +6,7 @@
 //! [`ops`] strings the stages together for the commands in [`cli`].
 
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod dialect;
 pub mod drift;

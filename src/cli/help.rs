@@ -129,6 +129,34 @@ pub fn root() -> String {
     )
 }
 
+pub fn check() -> String {
+    page(
+        &[
+            (
+                "careplane check clinic",
+                "the care-model findings, with advice",
+            ),
+            (
+                "careplane check clinic --format github",
+                "annotations in GitHub Actions",
+            ),
+            (
+                "careplane check clinic --skip CP103",
+                "leave out one check (by id or name)",
+            ),
+        ],
+        &[
+            (
+                "0",
+                "no error-level finding (warnings and notes may be listed)",
+            ),
+            ("1", "an error-level finding, or the manifests are invalid"),
+        ],
+        &["CAREPLANE_LOG", "CAREPLANE_MAX_MANIFEST_BYTES"],
+        MANIFEST_VARS,
+    )
+}
+
 pub fn validate() -> String {
     page(
         &[

@@ -3,6 +3,7 @@
 //! what changes; nothing in `ops` prints.
 
 pub mod apply;
+pub mod check;
 pub mod drift;
 pub mod export;
 pub mod help;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Check manifests offline: schema, duplicates, references. Exit 0 clean, 1 on errors.
     #[command(after_long_help = help::validate())]
     Validate(validate::Args),
+    /// Check the care model offline (unowned responsibilities, empty teams, shadowed rules, ...).
+    #[command(after_long_help = help::check())]
+    Check(check::Args),
     /// Print the JSON Schema of manifests (or, with --plan, of plan files).
     #[command(after_long_help = help::schema())]
     Schema(schema::Args),
@@ -251,6 +255,7 @@ pub enum DiagnosticFormat {
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Validate(a) => validate::run(a),
+        Command::Check(a) => check::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,

@@ -23,6 +23,9 @@ pub struct Args {
     /// Set a manifest variable, `NAME=VALUE` (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Do not run the care-model checks of `careplane check` (shown as warnings).
+    #[arg(long)]
+    pub no_checks: bool,
 }
 
 pub fn run(a: Args) -> u8 {
@@ -38,6 +41,12 @@ pub fn run(a: Args) -> u8 {
                 return EXIT_OK;
             }
             print_skipped(&m);
+            if !a.no_checks && super::verbosity() >= super::Verbosity::Normal {
+                // errors and warnings, as warnings; notes only in `careplane check`
+                let mut findings = crate::check::run(&m.desired);
+                findings.retain(|f| f.severity > crate::check::Severity::Info);
+                super::check::print(&findings, &dir, a.format, true);
+            }
             let d = &m.desired;
             note(&format!(
                 "{} manifest file(s) valid: project '{}', {} role(s), {} care-team role(s), {} team(s), {} role assignment(s).\n",

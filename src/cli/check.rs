@@ -1,0 +1,223 @@
+//! `careplane check [DIR]`: the care-model checks of [`crate::check`], offline. Exit 0
+//! without an error-level finding, 1 with one (or when the manifests do not load).
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use super::{
+    DiagnosticFormat, EXIT_ERROR, EXIT_OK, default_dir, err, note, out, print_diagnostics,
+    print_skipped,
+};
+use crate::check::{self, Finding, Severity};
+use crate::manifest::LoadError;
+use crate::ops;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// How to print findings: text with advice, `file:line:col` lines, GitHub
+    /// annotations, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
+    pub format: DiagnosticFormat,
+    /// Leave out a check, by id or name (`CP103`, `care-team-role-unused`; repeatable).
+    #[arg(long, value_name = "CHECK")]
+    pub skip: Vec<String>,
+    /// Read variables from this target's Values (default: the default target).
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Set a manifest variable, `NAME=VALUE` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+pub fn run(a: Args) -> u8 {
+    if let Some(bad) = a.skip.iter().find(|s| !check::is_check(s)) {
+        err(&format!(
+            "error: '{bad}' is not a check; the checks are {}\n",
+            check::CHECKS
+                .iter()
+                .map(|c| format!("{} {}", c.0, c.1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return super::EXIT_USAGE;
+    }
+    let dir = default_dir(a.dir);
+    let opts = crate::manifest::LoadOptions {
+        target: a.target,
+        vars: a.vars,
+    };
+    let m = match ops::validate(&dir, &opts) {
+        Ok(m) => m,
+        Err(LoadError::Invalid(e)) => {
+            print_diagnostics(&e, &dir, a.format);
+            return EXIT_ERROR;
+        }
+        Err(e) => {
+            err(&format!("error: {e}\n"));
+            return EXIT_ERROR;
+        }
+    };
+    if a.format != DiagnosticFormat::Json {
+        print_skipped(&m);
+    }
+    let findings = check::without(check::run(&m.desired), &a.skip);
+    print(&findings, &dir, a.format, false);
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if a.format != DiagnosticFormat::Json {
+        note(&format!(
+            "{} finding(s): {errors} error(s), {} warning(s), {} note(s); nothing was sent to any server.\n",
+            findings.len(),
+            findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .count(),
+            findings
+                .iter()
+                .filter(|f| f.severity == Severity::Info)
+                .count(),
+        ));
+    }
+    if errors > 0 { EXIT_ERROR } else { EXIT_OK }
+}
+
+/// Print findings in `format` (`as_warnings`: every one as a warning, as `validate`
+/// shows them). Human and plain go to stderr, GitHub annotations and JSON to stdout.
+pub fn print(findings: &[Finding], dir: &Path, format: DiagnosticFormat, as_warnings: bool) {
+    let b = base(dir);
+    let sev = |f: &Finding| {
+        if as_warnings {
+            Severity::Warning
+        } else {
+            f.severity
+        }
+    };
+    match format {
+        DiagnosticFormat::Json => out(&json(findings, &b)),
+        DiagnosticFormat::Github => out(&github(findings, &b, sev)),
+        DiagnosticFormat::Plain => err(&plain(findings, &b, sev)),
+        DiagnosticFormat::Human => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            err(&human(findings, &b, sev, color))
+        }
+    }
+}
+
+fn base(dir: &Path) -> String {
+    let d = dir.display().to_string();
+    if d == "." || d.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", d.trim_end_matches('/'))
+    }
+}
+
+/// One `file:line:col: severity: ID slug: message (help: ...)` line per finding.
+pub fn plain(findings: &[Finding], base: &str, sev: impl Fn(&Finding) -> Severity) -> String {
+    let mut s = String::new();
+    for f in findings {
+        let _ = writeln!(
+            s,
+            "{base}{}: {}: {} {}: {} (help: {})",
+            f.source,
+            sev(f),
+            f.id,
+            f.slug,
+            f.message,
+            f.help
+        );
+    }
+    s
+}
+
+/// Two lines per finding: where and what, then what to do.
+pub fn human(
+    findings: &[Finding],
+    base: &str,
+    sev: impl Fn(&Finding) -> Severity,
+    color: bool,
+) -> String {
+    let mut s = String::new();
+    for f in findings {
+        let level = sev(f);
+        let tag = if color {
+            let c = match level {
+                Severity::Error => "31",
+                Severity::Warning => "33",
+                Severity::Info => "36",
+            };
+            format!("\x1b[1;{c}m{level}\x1b[0m")
+        } else {
+            level.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{tag}[{} {}]: {}\n  --> {base}{}\n  help: {}",
+            f.id, f.slug, f.message, f.source, f.help
+        );
+    }
+    s
+}
+
+/// GitHub Actions annotations (`::error`, `::warning`, `::notice`).
+pub fn github(findings: &[Finding], base: &str, sev: impl Fn(&Finding) -> Severity) -> String {
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let mut s = String::new();
+    for f in findings {
+        let level = match sev(f) {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "notice",
+        };
+        let _ = writeln!(
+            s,
+            "::{level} file={},line={},col={},title={}::{}",
+            prop(&format!("{base}{}", f.source.file)),
+            f.source.line,
+            f.source.col,
+            prop(&format!("{} {}", f.id, f.slug)),
+            data(&format!("{} (help: {})", f.message, f.help))
+        );
+    }
+    s
+}
+
+/// `{"findings": [{id, slug, severity, file, line, col, message, help}], "errors",
+/// "warnings", "infos"}`.
+pub fn json(findings: &[Finding], base: &str) -> String {
+    let count = |l: Severity| findings.iter().filter(|f| f.severity == l).count();
+    let list: Vec<serde_json::Value> = findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "id": f.id,
+                "slug": f.slug,
+                "severity": f.severity,
+                "file": format!("{base}{}", f.source.file),
+                "line": f.source.line,
+                "col": f.source.col,
+                "message": f.message,
+                "help": f.help,
+            })
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+        "findings": list,
+        "errors": count(Severity::Error),
+        "warnings": count(Severity::Warning),
+        "infos": count(Severity::Info),
+    }))
+    .expect("json");
+    s.push('\n');
+    s
+}
