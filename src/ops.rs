@@ -375,105 +375,19 @@ pub async fn apply_recorded_with(
     Applied { report, record }
 }
 
-/// Who applies: the project, and the OAuth2 client id (or the `sub` of a bearer token
-/// that is a JWT) of the chosen target, read from the same environment variables the
-/// target's credentials come from. Never the secret or the token itself.
+/// Who applies: the project, and the caller the target's credentials name (the OAuth2
+/// client id, or the `sub` of a bearer token that is a JWT). Never the secret or the
+/// token itself.
 pub fn agent(m: &Manifests, target: &ResolvedTarget) -> apply::Agent {
-    use crate::manifest::types::TargetType;
-    let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-    let spec = m.project.targets.get(&target.info.name);
-    let (client_env, token_env): (Option<String>, Option<String>) = match spec {
-        // `--server URL`: CAREPLANE_TOKEN
-        None if target.info.name == "server" => (None, Some("CAREPLANE_TOKEN".into())),
+    use crate::fhir::auth::Caller;
+    let (client, client_kind) = match target.store.caller() {
+        Some(Caller::OauthClient(id)) => (Some(id), Some(apply::ClientKind::OauthClient)),
+        Some(Caller::TokenSubject(sub)) => (Some(sub), Some(apply::ClientKind::TokenSubject)),
         None => (None, None),
-        Some(s) => match (&s.auth, s.target_type) {
-            (Some(a), _) if a.bearer_token_env.is_some() => (None, a.bearer_token_env.clone()),
-            (Some(a), _) if a.oauth2.is_some() => {
-                (a.oauth2.as_ref().map(|o| o.client_id_env.clone()), None)
-            }
-            (_, TargetType::Canvas) => (Some("CANVAS_CLIENT_ID".into()), None),
-            _ => (None, None),
-        },
-    };
-    let (client, client_kind) = match (client_env.and_then(|v| env(&v)), token_env) {
-        (Some(id), _) => (Some(id), Some(apply::ClientKind::OauthClient)),
-        (None, Some(var)) => match env(&var).as_deref().and_then(jwt_subject) {
-            Some(sub) => (Some(sub), Some(apply::ClientKind::TokenSubject)),
-            None => (None, None),
-        },
-        _ => (None, None),
     };
     apply::Agent {
         project: m.desired.project.clone(),
         client,
         client_kind,
-    }
-}
-
-/// The `sub` claim of a JWT (the payload decoded, the signature not checked: it names the
-/// caller in the record, it grants nothing). `None` for tokens that are not JWTs.
-pub fn jwt_subject(token: &str) -> Option<String> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64url(payload)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims
-        .get("sub")?
-        .as_str()
-        .filter(|s| !s.is_empty() && s.len() <= 256)
-        .map(str::to_owned)
-}
-
-/// Unpadded base64url, as JWT segments are.
-fn base64url(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_subject_of_a_jwt_and_nothing_of_other_tokens() {
-        // {"alg":"none"} . {"sub":"svc-careplane","scope":"system/*.*"} . sig
-        let token =
-            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzdmMtY2FyZXBsYW5lIiwic2NvcGUiOiJzeXN0ZW0vKi4qIn0.c2ln";
-        assert_eq!(jwt_subject(token).as_deref(), Some("svc-careplane"));
-        assert_eq!(jwt_subject("opaque-token-value"), None);
-        assert_eq!(jwt_subject("a.b.c.d"), None);
-        assert_eq!(jwt_subject("x.!!!.y"), None);
-        assert_eq!(base64url("aGk").unwrap(), b"hi");
-        assert_eq!(base64url("aGVsbG8").unwrap(), b"hello");
     }
 }

@@ -204,19 +204,16 @@ async fn interrupted() -> u8 {
 /// write otherwise (CI logs). Names objects as plans do, never patients.
 struct Progress {
     tty: bool,
-    shown: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     fn new() -> Self {
         Progress {
             tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            shown: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn tick(&self, o: &crate::apply::Outcome, done: usize, total: usize) {
-        self.shown.store(true, std::sync::atomic::Ordering::SeqCst);
         if self.tty {
             super::progress_line(&format!("  applying: {done}/{total} change(s) done"));
             return;
@@ -233,9 +230,8 @@ impl Progress {
         ));
     }
 
+    /// Closes the progress line, if one is open (any output does).
     fn finish(&self) {
-        if self.tty && self.shown.load(std::sync::atomic::Ordering::SeqCst) {
-            err(""); // closes the progress line
-        }
+        err("");
     }
 }

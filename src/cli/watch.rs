@@ -180,7 +180,8 @@ pub async fn run(a: Args) -> u8 {
         ));
     }
     let last_ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let health = match a.health {
+    // the health server lives as long as the watch (its task handle is kept until the end)
+    let _health = match a.health {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
@@ -195,7 +196,6 @@ pub async fn run(a: Args) -> u8 {
             }
         },
     };
-    let _health = health;
     let mut since: Option<String> = None;
     let stop = stop_signal();
     tokio::pin!(stop);

@@ -114,9 +114,7 @@ impl Default for R4 {
     }
 }
 
-fn tag(project: &str) -> Value {
-    json!({"system": TAG_SYSTEM, "code": project})
-}
+use crate::vocab::ownership::tag;
 
 fn identifier(project: &str, kind: ObjectKind, name: &str) -> Value {
     json!({"system": id_system(project), "value": format!("{}/{name}", kind.slug())})

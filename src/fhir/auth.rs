@@ -29,7 +29,25 @@ pub enum Auth {
     },
 }
 
+/// Who the credentials say is calling, as an audit record may name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The OAuth2 client id.
+    OauthClient(String),
+    /// The `sub` claim of a bearer token that is a JWT.
+    TokenSubject(String),
+}
+
 impl Auth {
+    /// The caller these credentials name, if they name one (never the secret or token).
+    pub fn caller(&self) -> Option<Caller> {
+        match self {
+            Auth::None => None,
+            Auth::Bearer(t) => jwt_subject(t.expose_secret()).map(Caller::TokenSubject),
+            Auth::OAuth2 { config, .. } => Some(Caller::OauthClient(config.client_id.clone())),
+        }
+    }
+
     pub fn oauth2(config: OAuth2) -> Self {
         Auth::OAuth2 {
             config,
@@ -164,4 +182,72 @@ async fn fetch_token(
         SecretString::from(token.to_owned()),
         Duration::from_secs(ttl),
     ))
+}
+
+/// The `sub` claim of a JWT (the payload decoded, the signature not checked: it names the
+/// caller in the record, it grants nothing). `None` for tokens that are not JWTs.
+pub fn jwt_subject(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64url(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims
+        .get("sub")?
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .map(str::to_owned)
+}
+
+/// Unpadded base64url, as JWT segments are.
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_of_a_jwt_and_nothing_of_other_tokens() {
+        // {"alg":"none"} . {"sub":"svc-careplane","scope":"system/*.*"} . sig
+        let token =
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzdmMtY2FyZXBsYW5lIiwic2NvcGUiOiJzeXN0ZW0vKi4qIn0.c2ln";
+        assert_eq!(jwt_subject(token).as_deref(), Some("svc-careplane"));
+        assert_eq!(jwt_subject("opaque-token-value"), None);
+        assert_eq!(jwt_subject("a.b.c.d"), None);
+        assert_eq!(jwt_subject("x.!!!.y"), None);
+        assert_eq!(base64url("aGk").unwrap(), b"hi");
+        assert_eq!(base64url("aGVsbG8").unwrap(), b"hello");
+    }
 }

@@ -218,6 +218,11 @@ impl HttpStore {
         })
     }
 
+    /// Who the credentials name (see [`Auth::caller`]).
+    pub fn caller(&self) -> Option<super::auth::Caller> {
+        self.auth.caller()
+    }
+
     /// Report every page a search reads to `hook` (progress of long reads).
     pub fn set_page_hook(&mut self, hook: PageHook) {
         self.on_page = Some(hook);
@@ -951,7 +956,7 @@ fn short(e: &FhirError) -> String {
     match e {
         FhirError::Http { status, .. } => format!("HTTP {status}"),
         FhirError::Timeout { which, after, .. } => {
-            format!("{:?} timeout after {} s", which, after.as_secs()).to_lowercase()
+            format!("{} timeout after {} s", which.name(), after.as_secs())
         }
         FhirError::Tls { .. } => "TLS failure".into(),
         FhirError::Transport { reason, .. } => reason.clone(),

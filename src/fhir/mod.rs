@@ -156,7 +156,7 @@ pub enum TimeoutKind {
 }
 
 impl TimeoutKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             TimeoutKind::Connect => "connect",
             TimeoutKind::Read => "read",
@@ -274,6 +274,14 @@ impl Store {
             Store::File(s) => s.delete(resource_type, id, pre).await,
         }
     }
+    /// Who the target's credentials name (HTTP targets; a file store has none).
+    pub fn caller(&self) -> Option<auth::Caller> {
+        match self {
+            Store::Http(s) => s.caller(),
+            Store::File(_) => None,
+        }
+    }
+
     /// Report every page a search reads (HTTP targets; a file store reads whole files).
     pub fn set_page_hook(&mut self, hook: http::PageHook) {
         if let Store::Http(s) = self {
