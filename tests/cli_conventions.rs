@@ -165,6 +165,10 @@ fn init_into_an_empty_directory_then_validate_plan_show_and_apply_on_the_file_st
     // the workflow is YAML and runs careplane commands that parse
     let wf = std::fs::read_to_string(dir.join(".github/workflows/careplane.yml")).unwrap();
     assert!(wf.contains("careplane validate") && wf.contains("careplane plan"));
+    // it installs the release that wrote it, not whatever the default branch holds today
+    let tag = format!("CAREPLANE_TAG: v{}\n", env!("CARGO_PKG_VERSION"));
+    assert!(wf.contains(&tag), "{wf}");
+    assert!(wf.contains("--tag \"$CAREPLANE_TAG\""), "{wf}");
 
     let o = run(&["validate", d]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));

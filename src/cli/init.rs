@@ -83,7 +83,16 @@ pub fn files(project: &str) -> Vec<(&'static str, String)> {
          metadata:\n  name: local\n\
          spec: {{}}\n"
     );
-    let workflow = String::from(
+    // The workflow installs the careplane that wrote it: the same release tag, from the
+    // repository Cargo.toml names (a build without one leaves a marked placeholder).
+    let repository = match env!("CARGO_PKG_REPOSITORY") {
+        "" => {
+            "https://example.invalid/careplane.git # set: the careplane repository (README, \"Install\")"
+        }
+        url => url,
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let workflow = format!(
         "# careplane on pull requests: validate (errors inline) and plan (the plan as a job\n\
          # summary). Keep this file in the repository root's .github/workflows/ and set\n\
          # MANIFESTS to this project's directory. Add the target's credentials as secrets\n\
@@ -92,12 +101,13 @@ pub fn files(project: &str) -> Vec<(&'static str, String)> {
          on:\n  pull_request:\n\
          permissions:\n  contents: read\n\
          env:\n  MANIFESTS: .\n\
-         \x20 # the careplane repository (see its README, \"Install\")\n\
-         \x20 CAREPLANE_GIT: https://example.invalid/careplane.git\n\
+         \x20 # the careplane that wrote this file: its repository and release tag\n\
+         \x20 CAREPLANE_GIT: {repository}\n\
+         \x20 CAREPLANE_TAG: v{version}\n\
          jobs:\n  plan:\n    runs-on: ubuntu-latest\n    steps:\n\
          \x20     - uses: actions/checkout@v4\n\
          \x20     - name: Install careplane\n\
-         \x20       run: cargo install --locked --git \"$CAREPLANE_GIT\" careplane\n\
+         \x20       run: cargo install --locked --git \"$CAREPLANE_GIT\" --tag \"$CAREPLANE_TAG\" careplane\n\
          \x20     - name: Validate\n\
          \x20       run: careplane validate \"$MANIFESTS\" --format github\n\
          \x20     - name: Plan\n\
@@ -108,8 +118,7 @@ pub fn files(project: &str) -> Vec<(&'static str, String)> {
          \x20         set -e\n\
          \x20         cat plan.md >> \"$GITHUB_STEP_SUMMARY\"\n\
          \x20         # 0: no changes, 2: changes; anything else (1 error, 64 usage) fails the job.\n\
-         \x20         if [ \"$code\" != 0 ] && [ \"$code\" != 2 ]; then exit \"$code\"; fi\n\
-",
+         \x20         if [ \"$code\" != 0 ] && [ \"$code\" != 2 ]; then exit \"$code\"; fi\n"
     );
     vec![
         ("careplane.yaml", project_file),
