@@ -120,6 +120,7 @@ pub async fn plan_since(
             OpsError::Unplannable(ManifestErrors {
                 diagnostics,
                 files: m.files.clone(),
+                skipped: m.skipped.clone(),
             })
         },
     )?;

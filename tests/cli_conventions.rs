@@ -346,7 +346,13 @@ fn documents_of_other_tools_are_skipped_with_a_note() {
         .unwrap();
         let o = run(&["validate", d, "--format", "plain"]);
         assert_eq!(o.status.code(), Some(1), "{api}: {}", text(&o.stderr));
-        assert!(text(&o.stderr).contains("typo.yaml"), "{api}");
+        let err = text(&o.stderr);
+        assert!(err.contains("typo.yaml"), "{api}");
+        // the skipped files are named beside the errors, not only on success
+        assert!(
+            err.contains("note: skipped deploy/k8s.yaml: 2 document(s)"),
+            "{api}: {err}"
+        );
         std::fs::remove_file(&f).unwrap();
     }
     // a careplane kind without apiVersion is still an error, not skipped

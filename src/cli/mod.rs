@@ -331,6 +331,10 @@ pub fn print_diagnostics(errors: &ManifestErrors, dir: &Path, format: Diagnostic
             }
         }
     }
+    // what was skipped as another tool's is often why a document seems missing
+    for s in &errors.skipped {
+        note(&format!("note: skipped {s}\n"));
+    }
     err(&format!(
         "{} error(s); nothing was sent to any server.\n",
         errors.diagnostics.len()

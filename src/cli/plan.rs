@@ -132,6 +132,7 @@ fn server_with_project(m: &Manifests) -> OpsError {
             ),
         }],
         files: m.files.clone(),
+        skipped: m.skipped.clone(),
     })
 }
 

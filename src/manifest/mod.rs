@@ -38,6 +38,9 @@ pub struct Diagnostic {
 pub struct ManifestErrors {
     pub diagnostics: Vec<Diagnostic>,
     pub files: BTreeMap<String, String>,
+    /// Files whose documents were skipped as not careplane's, as in [`Manifests::skipped`]:
+    /// shown beside the errors, since a skipped file is often why something is missing.
+    pub skipped: Vec<String>,
 }
 
 /// Errors that stop loading before any document is read.
@@ -99,6 +102,7 @@ pub fn load_with_limits(
         return Err(LoadError::Invalid(ManifestErrors {
             diagnostics: read.problems,
             files,
+            skipped: Vec::new(),
         }));
     }
     if files.is_empty() {
@@ -119,7 +123,11 @@ pub fn load_with_limits(
             files,
             skipped,
         }),
-        Err(diagnostics) => Err(LoadError::Invalid(ManifestErrors { diagnostics, files })),
+        Err((diagnostics, skipped)) => Err(LoadError::Invalid(ManifestErrors {
+            diagnostics,
+            files,
+            skipped,
+        })),
     }
 }
 
@@ -246,7 +254,7 @@ fn build(
     files: &BTreeMap<String, String>,
     default_project: &str,
     opts: &LoadOptions,
-) -> Result<Built, Vec<Diagnostic>> {
+) -> Result<Built, (Vec<Diagnostic>, Vec<String>)> {
     let mut ck = Checker { diags: Vec::new() };
     let validators = schema::KindValidators::new();
     let mut docs = Vec::new();
@@ -408,7 +416,7 @@ fn build(
         withhold_environment(&mut ck.diags, &used, opts);
         ck.diags.sort_by(|a, b| a.source.cmp(&b.source));
         ck.diags.dedup();
-        Err(ck.diags)
+        Err((ck.diags, skipped))
     }
 }
 
@@ -1120,6 +1128,10 @@ pub fn load_from_memory(
             files,
             skipped,
         }),
-        Err(diagnostics) => Err(ManifestErrors { diagnostics, files }),
+        Err((diagnostics, skipped)) => Err(ManifestErrors {
+            diagnostics,
+            files,
+            skipped,
+        }),
     }
 }
