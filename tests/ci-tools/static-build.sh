@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The static (musl) Linux build the release workflow and the Dockerfile make, checked by
-# tests/static_build.rs. Not part of tests/run.sh: the Rust target comes from the Rust
-# distribution server through rustup (not from a package registry), and the build takes
-# about six minutes on two cores.
+# tests/static_build.rs. Run by .ci/run after the suite (not by tests/run.sh: the build
+# takes about six minutes on two cores). The Rust target comes through rustup.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
