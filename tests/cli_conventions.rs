@@ -87,7 +87,17 @@ fn every_help_teaches_examples_exit_codes_and_environment() {
         assert!(page.contains("Examples:\n"), "{name}: {page}");
         assert!(page.contains("Exit codes:\n"), "{name}");
         assert!(page.contains("64  usage error"), "{name}");
-        if ["plan", "apply", "drift", "export", "import", "watch", "reconcile"].contains(&name.as_str()) {
+        if [
+            "plan",
+            "apply",
+            "drift",
+            "export",
+            "import",
+            "watch",
+            "reconcile",
+        ]
+        .contains(&name.as_str())
+        {
             for var in [
                 "CAREPLANE_SERVER",
                 "CAREPLANE_TOKEN",
