@@ -577,14 +577,9 @@ impl Effects {
             )?;
         let selected = select(&full_plan, &scope, self.allow_mass_removal, &pseudo);
         let plan = full_plan.with_changes(selected.apply);
-        let applied = if plan.has_changes() {
-            Some(
-                super::apply_recorded_with(&plan, target, super::agent(m, target), false, control)
-                    .await,
-            )
-        } else {
-            None
-        };
+        // applied even when empty: the record then says nothing was written
+        let agent = super::agent(m, target);
+        let applied = Some(super::apply_recorded_with(&plan, target, agent, false, control).await);
         let re_evaluated = match &scope {
             Scope::Everyone => None,
             Scope::Patients(p) => Some(p.len()),
