@@ -774,6 +774,47 @@ mod tests {
     }
 
     #[test]
+    fn an_incremental_pass_restricts_care_team_assignments_too() {
+        // authoritative assignment: a, b, c hold the role; the rule selects a, d now.
+        // Only c and d were re-read: c loses the role, d gains it, b keeps it.
+        let mut patients = members(&["a", "b", "c"], &["a", "d"], "authoritative", 0.5);
+        patients.field = "patients".into();
+        let p = plan(vec![change(
+            ObjectKind::CareTeamAssignment,
+            Action::Update,
+            vec![patients],
+            Operation::CareTeamParticipant(crate::plan::Participant {
+                practitioner: "Practitioner/x".into(),
+                role: crate::plan::Coding {
+                    system: "s".into(),
+                    code: "c".into(),
+                    display: "d".into(),
+                },
+                lead: true,
+                authoritative: true,
+            }),
+        )]);
+        let s = select(
+            &p,
+            &scope(&["c", "d"]),
+            false,
+            &Pseudonymizer::with_key("k"),
+        );
+        assert_eq!(s.apply.len(), 1, "{:?}", s.held);
+        let f = &s.apply[0].fields[0];
+        assert_eq!(f.field, "patients");
+        assert_eq!(
+            sealed_after(&s.apply[0]),
+            ["Patient/a", "Patient/b", "Patient/d"]
+                .map(String::from)
+                .into()
+        );
+        // the guard counts against everyone who holds the role, not only those re-read
+        let m = f.membership.clone().unwrap();
+        assert_eq!((m.before, m.removed), (3, 1));
+    }
+
+    #[test]
     fn removals_over_the_limit_are_held_back_on_every_pass_unless_allowed() {
         let group = change(
             ObjectKind::PatientGroup,
