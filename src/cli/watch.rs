@@ -106,11 +106,8 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let d = &m.desired;
-    if d.routing_rules.is_empty()
-        && d.patient_groups.is_empty()
-        && d.care_team_assignments.is_empty()
-    {
+    let rules = crate::ops::effects::rules_with_effects(&m.desired);
+    if rules == 0 {
         err(
             "error: the manifests declare no RoutingRule, PatientGroup or CareTeamAssignment: nothing to watch\n",
         );
@@ -118,11 +115,8 @@ pub async fn run(a: Args) -> u8 {
     }
     if !a.once {
         super::note(&format!(
-            "careplane watch: keeping the effects of {} rule(s) current on target '{}' every {} s (every {} pass(es) in full); Ctrl-C stops\n",
-            d.routing_rules.len() + d.patient_groups.len() + d.care_team_assignments.len(),
-            target.info.name,
-            a.interval,
-            a.full_every
+            "careplane watch: keeping the effects of {rules} rule(s) current on target '{}' every {} s (every {} pass(es) in full); Ctrl-C stops\n",
+            target.info.name, a.interval, a.full_every
         ));
     }
     let last_ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

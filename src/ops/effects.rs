@@ -100,6 +100,12 @@ pub fn next_pass(
     }
 }
 
+/// How many rules have effects a pass keeps current (routing rules, patient groups,
+/// care-team assignments); 0 means there is nothing to watch.
+pub fn rules_with_effects(d: &crate::model::DesiredState) -> usize {
+    d.routing_rules.len() + d.patient_groups.len() + d.care_team_assignments.len()
+}
+
 /// An effect held back by the blast-radius guard (`maxRemovalShare`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Held {
