@@ -534,9 +534,12 @@ impl Effects {
                 ),
                 _ => crate::observe::patient_queries(how, needed.consents, needed.care_teams),
             };
+            // concurrently, as observe runs its searches
+            let answers =
+                futures::future::join_all(queries.iter().map(|q| target.store.search(q))).await;
             let mut resources = Vec::new();
-            for q in &queries {
-                resources.extend(target.store.search(q).await.map_err(OpsError::Observe)?);
+            for a in answers {
+                resources.extend(a.map_err(OpsError::Observe)?);
             }
             fresh = Some(resources);
         }
