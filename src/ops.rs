@@ -392,3 +392,6 @@ pub fn agent(m: &Manifests, target: &ResolvedTarget) -> apply::Agent {
         client_kind,
     }
 }
+
+/// Effects passes (`reconcile --effects`, `watch`): effects only, under the guards.
+pub mod effects;

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-const SUBCOMMANDS: &[&str] = &["validate", "schema", "plan", "apply", "drift"];
+const SUBCOMMANDS: &[&str] = &["validate", "schema", "plan", "apply", "drift", "reconcile"];
 
 fn files() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
-    let files: Vec<PathBuf> = ["careplane.yml", "drift.yml", "gitlab-ci.yml"]
+    let files: Vec<PathBuf> = ["careplane.yml", "drift.yml", "effects.yml", "gitlab-ci.yml"]
         .iter()
         .map(|f| root.join(f))
         .collect();
@@ -137,6 +137,7 @@ fn github_workflows() -> Vec<PathBuf> {
     vec![
         root().join("examples/ci/careplane.yml"),
         root().join("examples/ci/drift.yml"),
+        root().join("examples/ci/effects.yml"),
         root().join(".github/workflows/release.yml"),
     ]
 }
@@ -444,4 +445,45 @@ fn the_gitlab_drift_job_fails_on_drift_and_apply_fetches_the_merge_request_pipel
         !text.contains("cargo install"),
         "CI must not compile careplane"
     );
+}
+
+/// The scheduled effects jobs run `reconcile --effects` (never plan or apply, so they never
+/// write configuration), one at a time with the apply of a merge, and keep their record;
+/// the drift jobs never count effects as drift.
+#[test]
+fn the_scheduled_effects_jobs_reconcile_effects_only_and_drift_stays_on_configuration() {
+    let github = std::fs::read_to_string(root().join("examples/ci/effects.yml")).unwrap();
+    let doc = yaml(&root().join("examples/ci/effects.yml"));
+    assert!(doc["on"]["schedule"][0]["cron"].is_string());
+    assert_eq!(doc["jobs"]["effects"]["concurrency"], "careplane-apply");
+    let gitlab = std::fs::read_to_string(root().join("examples/ci/gitlab-ci.yml")).unwrap();
+    let gl = yaml(&root().join("examples/ci/gitlab-ci.yml"));
+    assert_eq!(gl["effects"]["resource_group"], "careplane-apply");
+    assert_eq!(
+        gl["effects"]["rules"][0]["if"],
+        "$CI_PIPELINE_SOURCE == \"schedule\" && $CAREPLANE_SCHEDULE == \"effects\""
+    );
+    for (name, text) in [("effects.yml", &github), ("gitlab-ci.yml", &gitlab)] {
+        let runs: Vec<Vec<String>> = invocations(text)
+            .into_iter()
+            .filter(|a| a[1] == "reconcile")
+            .collect();
+        assert_eq!(runs.len(), 1, "{name}");
+        let cli = careplane::cli::Cli::try_parse_from(&runs[0]).unwrap();
+        let careplane::cli::Command::Reconcile(a) = cli.command else {
+            panic!("{name}: not reconcile")
+        };
+        assert!(a.effects && !a.allow_mass_removal, "{name}");
+        assert!(a.report.is_some(), "{name}: keep the record of the writes");
+    }
+    assert!(!github.contains("careplane apply") && !github.contains("careplane plan"));
+    for f in ["drift.yml", "gitlab-ci.yml"] {
+        let text = std::fs::read_to_string(root().join("examples/ci").join(f)).unwrap();
+        assert!(
+            !invocations(&text)
+                .iter()
+                .any(|a| a.iter().any(|w| w == "--include-effects")),
+            "{f}: the drift alert must stay on configuration"
+        );
+    }
 }

@@ -55,6 +55,8 @@ fn usage_errors_exit_64_never_2_for_every_subcommand() {
         &["completions", "tcsh"][..],
         &["plan", "--format", "xml"][..],
         &["watch", "--interval", "0"][..],
+        &["watch", "--full-every", "0"][..],
+        &["reconcile"][..],
         &["plan", "--var", "not-a-pair"][..],
         &["-q", "-v", "validate"][..],
     ] {
@@ -85,7 +87,17 @@ fn every_help_teaches_examples_exit_codes_and_environment() {
         assert!(page.contains("Examples:\n"), "{name}: {page}");
         assert!(page.contains("Exit codes:\n"), "{name}");
         assert!(page.contains("64  usage error"), "{name}");
-        if ["plan", "apply", "drift", "export", "import", "watch"].contains(&name.as_str()) {
+        if [
+            "plan",
+            "apply",
+            "drift",
+            "export",
+            "import",
+            "watch",
+            "reconcile",
+        ]
+        .contains(&name.as_str())
+        {
             for var in [
                 "CAREPLANE_SERVER",
                 "CAREPLANE_TOKEN",

@@ -214,6 +214,15 @@ fn each_overlay_runs_one_watcher_and_non_overlapping_jobs_for_its_own_instance()
                 !args.contains(&"--prune"),
                 "{name} {what}: scheduled deletes"
             );
+            // every command parses, and nothing on the cluster writes configuration: the
+            // scheduled job reconciles effects only
+            let mut argv = vec!["careplane"];
+            argv.extend(&args);
+            careplane::cli::parse(&argv).unwrap_or_else(|_| panic!("{name} {what}: {args:?}"));
+            assert!(!args.contains(&"apply"), "{name} {what}: {args:?}");
+            if what == "careplane-reconcile" {
+                assert_eq!(args[..2], ["reconcile", "--effects"], "{name}");
+            }
         }
     }
 }

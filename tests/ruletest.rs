@@ -13,7 +13,8 @@ fn the_example_clinics_rule_tests_pass() {
         .assert()
         .success()
         .stdout(contains("ok opt-out-and-aco-seniors"))
-        .stdout(contains("rule tests: 2 passed, 0 failed"));
+        .stdout(contains("ok pcp-panel"))
+        .stdout(contains("rule tests: 3 passed, 0 failed"));
 }
 
 #[test]

@@ -326,13 +326,54 @@ pub fn watch() -> String {
         &[
             (
                 "careplane watch clinic --target prod --interval 60",
-                "route new open tasks every minute",
+                "keep routing, memberships and care teams current, a pass every minute",
             ),
-            ("careplane watch clinic --once", "one pass (for a cron job)"),
+            (
+                "careplane watch clinic --full-every 20 --health 0.0.0.0:8080",
+                "a full recompute every 20 passes; a health check for probes",
+            ),
+            ("careplane watch clinic --once", "one pass and a summary"),
         ],
         &[
-            ("0", "stopped by SIGINT/SIGTERM, or --once finished"),
-            ("1", "error before the first pass"),
+            ("0", "--once finished"),
+            ("1", "error before the first pass, or --once's pass failed"),
+            (
+                "130",
+                "stopped by SIGINT (Ctrl-C): the writes in flight finished, a summary was printed",
+            ),
+            ("143", "stopped by SIGTERM: likewise"),
+        ],
+        &target_env_and(&["CAREPLANE_LOCK_TIMEOUT"]),
+        MANIFEST_VARS,
+    )
+}
+
+pub fn reconcile() -> String {
+    page(
+        &[
+            (
+                "careplane reconcile --effects clinic --target prod",
+                "route new tasks, bring memberships and care teams in line (never configuration)",
+            ),
+            (
+                "careplane reconcile --effects clinic --report effects.json",
+                "keep the record of the writes",
+            ),
+        ],
+        &[
+            (
+                "0",
+                "the effects are current (configuration drift is only counted: use plan / apply)",
+            ),
+            (
+                "1",
+                "error, a write failed, or an effect was held back by the removal guard",
+            ),
+            (
+                "130",
+                "interrupted by SIGINT: the writes in flight finished, a summary was printed",
+            ),
+            ("143", "interrupted by SIGTERM: likewise"),
         ],
         &target_env_and(&["CAREPLANE_LOCK_TIMEOUT"]),
         MANIFEST_VARS,

@@ -11,6 +11,7 @@ pub mod import;
 pub mod init;
 pub mod meta;
 pub mod plan;
+pub mod reconcile;
 pub mod schema;
 pub mod show;
 pub mod test;
@@ -100,7 +101,10 @@ pub enum Command {
     /// Take ownership of existing objects the manifests describe, without recreating them.
     #[command(after_long_help = help::import())]
     Import(import::Args),
-    /// Keep routing new open tasks with the routing rules, every few seconds.
+    /// Apply the effects of the rules once (routing, memberships, care teams), for a scheduler.
+    #[command(after_long_help = help::reconcile())]
+    Reconcile(reconcile::Args),
+    /// Keep the effects of the rules current (new tasks routed, memberships, care teams).
     #[command(after_long_help = help::watch())]
     Watch(watch::Args),
     /// Run the rule tests (kind: RuleTest) offline against their fixtures.
@@ -262,6 +266,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Drift(a) => drift::run(a).await,
         Command::Export(a) => export::run(a).await,
         Command::Import(a) => import::run(a).await,
+        Command::Reconcile(a) => reconcile::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Test(a) => test::run(a),
         Command::Show(a) => show::run(a),

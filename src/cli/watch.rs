@@ -1,18 +1,17 @@
-//! `careplane watch [DIR]`: keep routing new tasks. Every `--interval` seconds it reads the
-//! open tasks changed since the previous pass (`_lastUpdated`, Canvas `modified`), applies
-//! routing rules only, and logs one line per routed task. Stops cleanly on SIGINT/SIGTERM.
+//! `careplane watch [DIR]`: keep the effects of the rules current. Every `--interval`
+//! seconds an effects pass (`ops::effects`): new open tasks routed, memberships and care
+//! teams of the patients whose data changed since the previous pass (`_lastUpdated`;
+//! Canvas, which cannot search patients by change time, on full passes), and every
+//! `--full-every` passes a full recompute. One log line per effect applied. On
+//! SIGINT/SIGTERM the writes in flight finish, a summary is printed, exit 130/143.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::plan::prepare;
+use super::reconcile::{Stopper, print_pass, summary};
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, out, print_error};
-use crate::ops::{self, OpsError};
-use crate::plan::Action;
-
-/// How far back each pass reads beyond the previous pass's start, for clock skew
-/// between careplane and the server (re-reading a routed task is a no-op).
-const OVERLAP: Duration = Duration::from_secs(60);
+use crate::ops::effects::Effects;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,6 +25,14 @@ pub struct Args {
     /// Run one pass and stop.
     #[arg(long)]
     pub once: bool,
+    /// Recompute every effect from all patients every N passes (the others read only the
+    /// patients, consents, care teams and tasks changed since the previous pass).
+    #[arg(long, value_name = "N", default_value_t = crate::ops::effects::FULL_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    pub full_every: u64,
+    /// Apply removals even where a patient group or care-team assignment would lose more
+    /// than its `maxRemovalShare` (otherwise that effect is held back and logged).
+    #[arg(long)]
+    pub allow_mass_removal: bool,
     /// Serve a health check at ADDR (e.g. `0.0.0.0:8080`): `GET /healthz` answers 200 while
     /// the last good pass is at most three intervals old (and at least a minute), else 503.
     /// For a readiness or liveness probe.
@@ -89,77 +96,9 @@ async fn serve_health(
     }
 }
 
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// One pass: plan with the tasks changed since `since`, apply the routing changes.
-async fn pass(
-    m: &crate::manifest::Manifests,
-    target: &crate::target::ResolvedTarget,
-    since: Option<String>,
-) -> Result<(usize, usize), OpsError> {
-    let (full, _) = ops::plan_since(m, target, Default::default(), since).await?;
-    let routing: Vec<_> = full
-        .changes
-        .iter()
-        .filter(|c| {
-            matches!(c.operation, crate::vocab::Operation::RouteTask { .. })
-                && c.action == Action::Update
-        })
-        .cloned()
-        .collect();
-    if routing.is_empty() {
-        return Ok((0, 0));
-    }
-    let plan = full.with_changes(routing);
-    let applied = ops::apply_recorded(&plan, target, ops::agent(m, target), false).await;
-    if let crate::apply::ProvenanceStatus::Failed { error } = &applied.record.provenance {
-        err(&format!(
-            "careplane watch: the routing was applied but its Provenance could not be written: {error}\n"
-        ));
-    }
-    let report = applied.report;
-    for o in &report.outcomes {
-        let c = &plan.changes[o.change];
-        match &o.result {
-            Ok(_) => {
-                let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-                let by = match &c.operation {
-                    crate::vocab::Operation::RouteTask { rule, order } => {
-                        format!("routing rule '{rule}' (order {order})")
-                    }
-                    _ => "routing".to_owned(),
-                };
-                out(&format!(
-                    "careplane watch: routed {} ({by}): {}\n",
-                    c.target.name,
-                    fields.join(", ")
-                ));
-            }
-            Err(e) => err(&format!("careplane watch: {e}\n")),
-        }
-    }
-    Ok((report.succeeded(), report.failed()))
-}
-
 pub async fn run(a: Args) -> u8 {
     let dir = default_dir(a.dir);
+    let prefix = "careplane watch";
     let (m, target) = match prepare(&dir, &a.target) {
         Ok(x) => x,
         Err(e) => {
@@ -167,16 +106,17 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    if m.desired.routing_rules.is_empty() {
-        err("error: the manifests declare no RoutingRule: nothing to watch\n");
+    let rules = crate::ops::effects::rules_with_effects(&m.desired);
+    if rules == 0 {
+        err(
+            "error: the manifests declare no RoutingRule, PatientGroup or CareTeamAssignment: nothing to watch\n",
+        );
         return EXIT_ERROR;
     }
     if !a.once {
         super::note(&format!(
-            "careplane watch: routing open tasks on target '{}' every {} s with {} rule(s); Ctrl-C stops\n",
-            target.info.name,
-            a.interval,
-            m.desired.routing_rules.len()
+            "careplane watch: keeping the effects of {rules} rule(s) current on target '{}' every {} s (every {} pass(es) in full); Ctrl-C stops\n",
+            target.info.name, a.interval, a.full_every
         ));
     }
     let last_ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -196,16 +136,23 @@ pub async fn run(a: Args) -> u8 {
             }
         },
     };
-    let mut since: Option<String> = None;
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    // Ctrl-C / SIGTERM: the writes in flight finish, no new one starts, then a summary
+    let stopper = Stopper::start("watch");
+    let control = crate::apply::Control {
+        stop: Some(&stopper.stop),
+        on_done: None,
+    };
+    let mut effects = Effects::new(a.full_every, a.allow_mass_removal);
     loop {
-        let started = SystemTime::now() - OVERLAP;
         // a file store is locked for each pass (not between passes), like an apply
-        let locked = target.begin_writes(&|msg| err(&format!("careplane watch: {msg}\n")));
+        let waiting = |msg: &str| err(&format!("{prefix}: {msg}\n"));
+        let locked = target.begin_writes(&waiting);
         let mut result = match locked.await {
-            Ok(()) => pass(&m, &target, since.clone()).await,
-            Err(e) => Err(e.into()),
+            Ok(()) => effects.pass(&m, &target, &control).await,
+            Err(e) => {
+                effects.totals.add_failed_pass();
+                Err(e.into())
+            }
         };
         // a file store writes the pass's changes here, each file once
         if let Err(e) = target.end_writes().await
@@ -213,24 +160,33 @@ pub async fn run(a: Args) -> u8 {
         {
             result = Err(e.into());
         }
-        match result {
-            Ok(_) => {
-                since = Some(humantime::format_rfc3339_millis(started).to_string());
+        match &result {
+            Ok(o) => {
+                print_pass(prefix, o);
                 last_ok.store(now_secs(), std::sync::atomic::Ordering::SeqCst);
             }
             // a failed pass is logged and retried at the next interval (a server blip
             // must not end the watch); the next pass reads from the last good point
-            Err(e) => err(&format!("careplane watch: pass failed: {e}\n")),
+            Err(e) => err(&format!("{prefix}: pass failed: {e}\n")),
         }
         if a.once {
-            return EXIT_OK;
+            out(&summary(prefix, &effects.totals));
+            return match stopper.code() {
+                0 if result.is_err() => EXIT_ERROR,
+                0 => EXIT_OK,
+                signal => signal,
+            };
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(a.interval)) => {}
-            _ = &mut stop => {
-                err("careplane watch: stopped\n");
-                return EXIT_OK;
+        if stopper.code() == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(a.interval)) => {}
+                _ = stopper.wake.notified() => {}
             }
+        }
+        if stopper.code() != 0 {
+            err("careplane watch: stopped\n");
+            out(&summary(prefix, &effects.totals));
+            return stopper.code();
         }
     }
 }

@@ -157,6 +157,8 @@ impl Canvas {
                         elements: false,
                         // care teams are read by `queries` (to verify care-team roles)
                         care_teams_in_queries: true,
+                        // §6: only Task searches take `modified`
+                        changed_since: false,
                     },
                     // teams are searched by type and matched by name
                     match_fields: &[(ObjectKind::Team, "name")],

@@ -151,6 +151,7 @@ impl Default for R4 {
                     patient_reads: PatientReads {
                         elements: true,
                         care_teams_in_queries: false,
+                        changed_since: true,
                     },
                     // find_query searches by careplane's identifier: a match is the object
                     match_fields: &[],

@@ -76,6 +76,9 @@ pub struct PatientReads {
     pub elements: bool,
     /// Active care teams are read by the dialect's own queries already (no extra search).
     pub care_teams_in_queries: bool,
+    /// Patient, Consent and CareTeam searches take the "changed after" parameter
+    /// (`modified_since`), so `watch` can read only the patients whose data changed.
+    pub changed_since: bool,
 }
 
 /// How an object of one kind is retired where the target has no DELETE: emptied and
