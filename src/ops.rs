@@ -115,15 +115,8 @@ pub async fn plan_since(
         checksum: m.checksum.clone(),
         manifests_commit: manifests_commit(&m.dir),
     };
-    let plan = reconcile::plan(&m.desired, &observed, target.dialect.as_ref(), &options).map_err(
-        |diagnostics| {
-            OpsError::Unplannable(ManifestErrors {
-                diagnostics,
-                files: m.files.clone(),
-                skipped: m.skipped.clone(),
-            })
-        },
-    )?;
+    let plan = reconcile::plan(&m.desired, &observed, target.dialect.as_ref(), &options)
+        .map_err(|d| OpsError::Unplannable(m.errors(d)))?;
     Ok((
         plan,
         Stats {

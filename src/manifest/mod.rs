@@ -73,6 +73,18 @@ pub struct Manifests {
     pub skipped: Vec<String>,
 }
 
+impl Manifests {
+    /// Diagnostics found later (planning) about these manifests, with their texts for
+    /// snippets and the files skipped as another tool's.
+    pub fn errors(&self, diagnostics: Vec<Diagnostic>) -> ManifestErrors {
+        ManifestErrors {
+            diagnostics,
+            files: self.files.clone(),
+            skipped: self.skipped.clone(),
+        }
+    }
+}
+
 /// What decides how manifests read: the target (its `Values`) and `--var`s.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {

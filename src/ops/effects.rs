@@ -576,14 +576,8 @@ impl Effects {
             manifests_commit: super::manifests_commit(&m.dir),
         };
         let full_plan =
-            crate::reconcile::plan(desired, &observed, target.dialect.as_ref(), &options).map_err(
-                |diagnostics| {
-                    OpsError::Unplannable(crate::manifest::ManifestErrors {
-                        diagnostics,
-                        files: m.files.clone(),
-                    })
-                },
-            )?;
+            crate::reconcile::plan(desired, &observed, target.dialect.as_ref(), &options)
+                .map_err(|d| OpsError::Unplannable(m.errors(d)))?;
         let selected = select(&full_plan, &scope, self.allow_mass_removal, &pseudo);
         let plan = full_plan.with_changes(selected.apply);
         // applied even when empty: the record then says nothing was written
