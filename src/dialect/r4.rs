@@ -156,6 +156,8 @@ impl Default for R4 {
                     match_fields: &[],
                     // DELETE is available: nothing is retired
                     retire: Vec::new(),
+                    // careplane writes every object a reference names (catalogs first)
+                    references: &[],
                     // a meta.tag and an identifier say which project routed a task
                     task_marker: true,
                 },
@@ -452,7 +454,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             for r in &state.roles {
@@ -492,7 +493,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             for r in &state.care_team_roles {
@@ -518,7 +518,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             d.fields.insert("name".into(), json!(t.display_name));
@@ -560,7 +559,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             d.fields.insert("practitioner".into(), json!(practitioner));
