@@ -26,7 +26,7 @@ use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Located, PractitionerRef};
 use crate::vocab::{
     Capabilities, CareTeams, DesiredObject, Fields, Identity, KindCapability, ObjectKind,
-    ObservedObject, PatientReads, Recognised, Retire, StaffIndex, TargetCapability,
+    ObservedObject, PatientReads, Recognised, Reference, Retire, StaffIndex, TargetCapability,
 };
 
 pub const ROLES_EXTENSION: &str = "http://schemas.canvasmedical.com/fhir/extensions/roles";
@@ -168,6 +168,15 @@ impl Canvas {
                         rename: "name",
                         prefix: retire_prefix.to_owned(),
                         clear: &["responsibilities", "members"],
+                        // a team careplane does not manage is retired once every team is
+                        take_over: Some("set manageAllTeams and plan with --prune to retire it"),
+                    }],
+                    // a role assignment names roles by code; roles are made by hand
+                    references: &[Reference {
+                        from: ObjectKind::RoleAssignment,
+                        field: "roles",
+                        to: ObjectKind::Role,
+                        key: "code",
                     }],
                     // canvas-api.md §4: a Task has no identifier, `meta` is not documented
                     // as writable, and labels and comments are visible to staff (comments
@@ -334,7 +343,6 @@ impl Dialect for Canvas {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
         for r in &state.roles {

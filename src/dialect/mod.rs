@@ -268,7 +268,6 @@ pub mod util {
             },
             max_removal_share: Some(g.max_removal_share),
             only_declared: false,
-            explain: None,
             operation: Default::default(),
         }
     }
@@ -402,7 +401,6 @@ pub fn config_objects(
             additive: vec![],
             max_removal_share: None,
             only_declared: false,
-            explain: None,
             operation: Default::default(),
         });
     }
@@ -476,4 +474,59 @@ pub trait Dialect: Send + Sync {
     /// `live` marked as owned by `project` under the manifest name `name` (adoption), or
     /// `None` where the target cannot record ownership.
     fn adopt(&self, project: &str, kind: ObjectKind, name: &str, live: &Value) -> Option<Value>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConfigObject, Source};
+
+    fn state(kind: &'static str) -> DesiredState {
+        let at = |line| Source {
+            file: "a.yaml".into(),
+            line,
+            col: 1,
+        };
+        DesiredState {
+            config: vec![ConfigObject {
+                kind,
+                name: "north".into(),
+                fields: Fields::from([("name".to_owned(), serde_json::json!("North"))]),
+                field_sources: BTreeMap::from([("name".to_owned(), at(5))]),
+                source: at(3),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_kind_is_desired_where_the_dialect_has_a_row_and_refused_where_not() {
+        // `RoleCatalog` stands in for a plain kind: R4's table has a row for it, Canvas's not
+        let s = state("RoleCatalog");
+        let r4 = r4::R4::default();
+        let got = desired(&r4, &s, &StaffIndex::default(), &Memberships::new()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, ObjectKind::RoleCatalog);
+        assert_eq!(got[0].name, "north");
+        assert_eq!(got[0].fields["name"], "North");
+        assert_eq!(got[0].field_sources["name"].line, 5);
+
+        let canvas = canvas::Canvas::default();
+        let errors = desired(&canvas, &s, &StaffIndex::default(), &Memberships::new())
+            .expect_err("canvas has no row for it");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].message,
+            "kind RoleCatalog is not supported on this target (dialect canvas)"
+        );
+        assert_eq!(errors[0].source.line, 3);
+
+        // a manifest kind with no object kind at all is refused the same way
+        let errors = config_objects(&state("Nowhere"), r4.capabilities(), "fhir-r4").unwrap_err();
+        assert!(
+            errors[0]
+                .message
+                .starts_with("kind Nowhere is not supported")
+        );
+    }
 }

@@ -157,6 +157,8 @@ impl Default for R4 {
                     match_fields: &[],
                     // DELETE is available: nothing is retired
                     retire: Vec::new(),
+                    // careplane writes every object a reference names (catalogs first)
+                    references: &[],
                     // a meta.tag and an identifier say which project routed a task
                     task_marker: true,
                 },
@@ -453,7 +455,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             for r in &state.roles {
@@ -493,7 +494,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             for r in &state.care_team_roles {
@@ -519,7 +519,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             d.fields.insert("name".into(), json!(t.display_name));
@@ -561,7 +560,6 @@ impl Dialect for R4 {
                 additive: vec![],
                 max_removal_share: None,
                 only_declared: false,
-                explain: None,
                 operation: Default::default(),
             };
             d.fields.insert("practitioner".into(), json!(practitioner));

@@ -515,7 +515,7 @@ mod tests {
             assert_eq!(doc["description"], e.description);
             assert!(is_kind(e.kind));
         }
-        assert!(!is_kind("Location"));
+        assert!(!is_kind("Nope"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! absent).
 
 pub mod file;
+pub mod reason;
 pub mod schema;
 
 use schemars::JsonSchema;

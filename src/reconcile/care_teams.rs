@@ -20,9 +20,9 @@ pub fn changes(
 ) -> Result<Vec<crate::plan::Change>, Vec<crate::manifest::Diagnostic>> {
     use std::collections::BTreeSet;
 
+    use crate::plan::reason::Why;
     use crate::plan::{
-        Action, Change, Coding, FieldChange, Operation, Participant, Precondition, Reason,
-        ReasonCode, Target,
+        Action, Change, Coding, FieldChange, Operation, Participant, Precondition, Reason, Target,
     };
     use crate::vocab::ObjectKind;
     let mut out = Vec::new();
@@ -144,14 +144,15 @@ pub fn changes(
                 action: Action::NoOp,
                 target,
                 fields: Vec::new(),
-                reason: Reason {
-                    code: ReasonCode::CareTeamAssignment,
-                    source: Some(a.source.clone()),
-                    rule: format!(
-                        "every selected patient has {} as {}",
-                        a.practitioner.value, role.display
-                    ),
-                },
+                reason: Reason::new(
+                    Some(a.source.clone()),
+                    Why::CareTeam {
+                        assignment: &a.name,
+                        practitioner: &a.practitioner.value.to_string(),
+                        role: &role.display,
+                        done: true,
+                    },
+                ),
                 operation: Operation::CareTeamParticipant(participant.clone()),
                 precondition: Precondition::default(),
                 notes,
@@ -193,14 +194,15 @@ pub fn changes(
             action: Action::Update,
             target,
             fields: vec![patients, shown],
-            reason: Reason {
-                code: ReasonCode::CareTeamAssignment,
-                source: Some(a.source.clone()),
-                rule: format!(
-                    "care-team assignment '{}': {} as {} for the selected patients",
-                    a.name, a.practitioner.value, role.display
-                ),
-            },
+            reason: Reason::new(
+                Some(a.source.clone()),
+                Why::CareTeam {
+                    assignment: &a.name,
+                    practitioner: &a.practitioner.value.to_string(),
+                    role: &role.display,
+                    done: false,
+                },
+            ),
             operation: Operation::CareTeamParticipant(participant),
             precondition: Precondition::default(),
             notes,

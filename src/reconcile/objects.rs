@@ -15,9 +15,9 @@ use serde_json::Value;
 use crate::dialect::Dialect;
 use crate::manifest::Diagnostic;
 use crate::observe::Observed;
+use crate::plan::reason::{Route, Why};
 use crate::plan::{
-    Action, Change, FieldChange, MembershipDelta, Operation, Orphan, Precondition, Reason,
-    ReasonCode, Target,
+    Action, Change, FieldChange, MembershipDelta, Operation, Orphan, Precondition, Reason, Target,
 };
 use crate::rules::Pseudonymizer;
 use crate::vocab::{DesiredObject, Identity, ObservedObject};
@@ -298,14 +298,14 @@ pub fn diff(
                             action: Action::Adopt,
                             target: target_of(&as_observed, d.name.clone()),
                             fields: field_changes(d, Some(&as_observed), pseudo),
-                            reason: Reason {
-                                code: ReasonCode::Adopt,
-                                source: Some(d.source.clone()),
-                                rule: format!(
-                                    "{}/{} is named '{nk}' and not managed by careplane yet: adopt it (tag it as this project's) instead of creating another",
-                                    f.resource_type, f.id
-                                ),
-                            },
+                            reason: Reason::new(
+                                Some(d.source.clone()),
+                                Why::Adopt {
+                                    resource_type: &f.resource_type,
+                                    id: &f.id,
+                                    natural_key: nk,
+                                },
+                            ),
                             operation: d.operation.clone(),
                             precondition: seen(&as_observed),
                             notes: Vec::new(),
@@ -324,24 +324,15 @@ pub fn diff(
                     });
                     continue;
                 }
-                let (action, rule) = if cap.create {
-                    (
-                        Action::Create,
-                        format!(
-                            "{} '{}' is declared but not on the target",
-                            d.kind.label(),
-                            d.name
-                        ),
-                    )
+                let action = if cap.create {
+                    Action::Create
                 } else {
-                    (
-                        Action::Manual,
-                        format!(
-                            "{} '{}' is declared but not seen on the target, and the target's API cannot create it: create it by hand",
-                            d.kind.label(),
-                            d.name
-                        ),
-                    )
+                    Action::Manual
+                };
+                let why = Why::Missing {
+                    kind: d.kind,
+                    name: &d.name,
+                    manual: !cap.create,
                 };
                 changes.push(Change {
                     action,
@@ -352,11 +343,7 @@ pub fn diff(
                         id: None,
                     },
                     fields: field_changes(d, None, pseudo),
-                    reason: Reason {
-                        code: ReasonCode::Missing,
-                        source: Some(d.source.clone()),
-                        rule,
-                    },
+                    reason: Reason::new(Some(d.source.clone()), why),
                     operation: d.operation.clone(),
                     precondition: Precondition {
                         absent: true,
@@ -368,48 +355,39 @@ pub fn diff(
             Some(o) => {
                 matched.insert((o.resource_type.clone(), o.id.clone()));
                 let fields = field_changes(d, Some(o), pseudo);
-                let code = match (&d.operation, fields.is_empty()) {
-                    (Operation::RouteTask { .. }, _) => ReasonCode::RoutingRule,
-                    (_, true) => ReasonCode::Matches,
-                    (_, false) => ReasonCode::Differs,
+                let route = match &d.operation {
+                    Operation::RouteTask { rule, order } => Some(Route {
+                        rule,
+                        order: *order,
+                    }),
+                    _ => None,
                 };
-                let (action, rule) = if fields.is_empty() {
-                    let rule = match (&o.evidence, &d.explain) {
-                        (Some(e), _) => format!("seen on the target: {e}"),
-                        (None, Some(x)) => format!("{x}; already done"),
-                        (None, None) => "matches its manifest".to_owned(),
+                let (action, why) = if fields.is_empty() {
+                    let why = Why::Matches {
+                        evidence: o.evidence.as_deref(),
+                        route,
                     };
-                    (Action::NoOp, rule)
+                    (Action::NoOp, why)
                 } else {
-                    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                    let differs = match &d.explain {
-                        Some(x) => format!("{x}; it sets {}", names.join(", ")),
-                        None => format!(
-                            "live {} differs from its manifest in {}",
-                            d.kind.label(),
-                            names.join(", ")
-                        ),
+                    let why = Why::Differs {
+                        kind: d.kind,
+                        fields: fields.iter().map(|f| f.field.as_str()).collect(),
+                        route,
+                        manual: !cap.update,
                     };
-                    if cap.update {
-                        (Action::Update, differs)
+                    let action = if cap.update {
+                        Action::Update
                     } else {
-                        (
-                            Action::Manual,
-                            format!(
-                                "{differs}; the target's API cannot change it: change it by hand"
-                            ),
-                        )
-                    }
+                        Action::Manual
+                    };
+                    (action, why)
                 };
+                let reason = Reason::new(Some(d.source.clone()), why);
                 changes.push(Change {
                     action,
                     target: target_of(o, d.name.clone()),
                     fields,
-                    reason: Reason {
-                        code,
-                        source: Some(d.source.clone()),
-                        rule,
-                    },
+                    reason,
                     operation: d.operation.clone(),
                     precondition: seen(o),
                     notes: Vec::new(),
@@ -429,12 +407,7 @@ pub fn diff(
                 action: Action::Delete,
                 target,
                 fields: vanishing_fields(o, pseudo),
-                reason: Reason {
-                    code: ReasonCode::Prune,
-                    source: None,
-                    rule: "managed by careplane but no longer declared, and --prune was given"
-                        .into(),
-                },
+                reason: Reason::new(None, Why::Prune),
                 operation: Operation::Object,
                 precondition: seen(o),
                 notes: Vec::new(),
@@ -461,11 +434,7 @@ pub fn diff(
                     action: Action::Update,
                     target,
                     fields,
-                    reason: Reason {
-                        code: ReasonCode::Retire,
-                        source: None,
-                        rule: "retire: no longer declared, --prune was given, and the target has no DELETE (emptied and renamed instead)".into(),
-                    },
+                    reason: Reason::new(None, Why::Retire),
                     operation: Operation::Object,
                     precondition: seen(o),
                     notes: Vec::new(),
@@ -488,6 +457,13 @@ pub fn diff(
                 .map(|id| (c.target.resource_type.clone(), id))
         })
         .collect();
+    let take_over = |kind| {
+        caps.target()
+            .retire
+            .iter()
+            .find(|r| r.kind == kind)
+            .and_then(|r| r.take_over)
+    };
     for o in &observed.objects {
         let key = (o.resource_type.clone(), o.id.clone());
         if matched.contains(&key) || touched.contains(&key) {
@@ -515,9 +491,16 @@ pub fn diff(
                             o.resource_type,
                             o.id
                         ),
-                        help: Some(
-                            "declare that team here too, take the value off it on the target, or (Canvas) set manageAllTeams and plan with --prune to retire it".into(),
-                        ),
+                        help: Some(match take_over(o.kind) {
+                            Some(t) => format!(
+                                "declare that {} here too, take the value off it on the target, or {t}",
+                                o.kind.label()
+                            ),
+                            None => format!(
+                                "declare that {} here too, or take the value off it on the target",
+                                o.kind.label()
+                            ),
+                        }),
                     });
                 }
             }
@@ -545,7 +528,7 @@ pub fn diff(
         }
     }
     note_moves(&mut changes, dialect);
-    note_missing_roles(&mut changes);
+    note_manual_references(&mut changes, dialect);
     changes.sort_by(|a, b| {
         (a.target.kind.level(), &a.target.kind, &a.target.name).cmp(&(
             b.target.kind.level(),
@@ -560,53 +543,57 @@ pub fn diff(
     }
 }
 
-/// A role assignment that gives a role the target does not show yet (a checklist item)
-/// will fail until a person creates the role: say so on the assignment.
-fn note_missing_roles(changes: &mut [Change]) {
-    let pending: BTreeMap<String, String> = changes
-        .iter()
-        .filter(|c| {
-            c.action == Action::Manual
-                && c.target.kind == crate::vocab::ObjectKind::Role
-                && c.precondition.absent
-        })
-        .filter_map(|c| {
-            let code = c
-                .fields
-                .iter()
-                .find(|f| f.field == "code")?
-                .after
-                .as_ref()?
-                .as_str()?
-                .to_owned();
-            Some((code, c.target.name.clone()))
-        })
-        .collect();
-    if pending.is_empty() {
-        return;
-    }
-    for c in changes.iter_mut().filter(|c| {
-        c.target.kind == crate::vocab::ObjectKind::RoleAssignment && c.action.is_change()
-    }) {
-        let wanted: Vec<String> = c
-            .fields
+/// A change that names an object the target does not show yet and that only a person can
+/// create (a checklist item: a role, on targets where roles are made by hand) will be
+/// refused until that person has: say so on the change. Which kinds name which is the
+/// capability table's `references`.
+fn note_manual_references(changes: &mut [Change], dialect: &dyn Dialect) {
+    for r in dialect.capabilities().target().references {
+        let pending: BTreeMap<String, String> = changes
             .iter()
-            .filter(|f| f.field == "roles")
-            .flat_map(|f| {
-                f.after
-                    .as_ref()
-                    .map(items)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
+            .filter(|c| {
+                c.action == Action::Manual && c.target.kind == r.to && c.precondition.absent
+            })
+            .filter_map(|c| {
+                let key = c
+                    .fields
+                    .iter()
+                    .find(|f| f.field == r.key)?
+                    .after
+                    .as_ref()?
+                    .as_str()?
+                    .to_owned();
+                Some((key, c.target.name.clone()))
             })
             .collect();
-        for code in wanted {
-            if let Some(role) = pending.get(&code) {
-                c.notes.push(format!(
-                    "needs role {code} ('{role}'), which the target does not show yet: create it first (manual checklist), or this write will be refused"
-                ));
+        if pending.is_empty() {
+            continue;
+        }
+        for c in changes
+            .iter_mut()
+            .filter(|c| c.target.kind == r.from && c.action.is_change())
+        {
+            let wanted: Vec<String> = c
+                .fields
+                .iter()
+                .filter(|f| f.field == r.field)
+                .flat_map(|f| {
+                    f.after
+                        .as_ref()
+                        .map(items)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for key in wanted {
+                if let Some(name) = pending.get(&key) {
+                    c.notes.push(format!(
+                        "needs {} {key} ('{name}'), which the target does not show yet: create it first (manual checklist), or this write will be refused",
+                        r.to.label()
+                    ));
+                }
             }
         }
     }

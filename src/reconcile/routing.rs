@@ -120,10 +120,6 @@ pub fn objects(
             additive: vec!["labels"],
             max_removal_share: None,
             only_declared: true,
-            explain: Some(format!(
-                "routing rule '{}' (order {}) is the first to match this open task",
-                r.name, r.order
-            )),
             operation: crate::vocab::Operation::RouteTask {
                 rule: r.name.clone(),
                 order: r.order,

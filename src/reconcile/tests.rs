@@ -1354,7 +1354,7 @@ fn an_exclusive_value_held_by_a_team_the_manifests_do_not_declare_stops_the_plan
         vec![Diagnostic {
             source: at(5),
             message: format!("responsibilities value {PAYMENTS} is held by team 'Legacy' (Group/g3), which these manifests do not declare, and the target allows one holder"),
-            help: Some("declare that team here too, take the value off it on the target, or (Canvas) set manageAllTeams and plan with --prune to retire it".into()),
+            help: Some("declare that team here too, take the value off it on the target, or set manageAllTeams and plan with --prune to retire it".into()),
         }]
     );
 }

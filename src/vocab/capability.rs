@@ -53,6 +53,8 @@ pub struct TargetCapability {
     pub match_fields: &'static [(ObjectKind, &'static str)],
     /// Objects the target cannot delete but careplane may retire with `--prune`.
     pub retire: Vec<Retire>,
+    /// References between kinds that the target checks when it accepts a write.
+    pub references: &'static [Reference],
     /// A task can carry careplane's "routed by" mark (`routedBy`), so routing happens once
     /// per task. Without it, a task that already has a team or an owner counts as routed.
     pub task_marker: bool,
@@ -81,6 +83,18 @@ pub struct PatientReads {
     pub changed_since: bool,
 }
 
+/// Objects of kind `from` name objects of kind `to` in their list field `field`, by the
+/// value of `to`'s field `key`, and the target refuses a write that names one it does not
+/// have. When such an object can only be created by hand (a checklist item), reconcile
+/// notes on each change that names it that the write waits for that person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    pub from: ObjectKind,
+    pub field: &'static str,
+    pub to: ObjectKind,
+    pub key: &'static str,
+}
+
 /// How an object of one kind is retired where the target has no DELETE: emptied and
 /// renamed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -91,6 +105,9 @@ pub struct Retire {
     pub prefix: String,
     /// List fields emptied.
     pub clear: &'static [&'static str],
+    /// What a person does so that careplane may retire such an object it does not manage
+    /// (shown when one stands in the way), if anything.
+    pub take_over: Option<&'static str>,
 }
 
 /// The capability table of a dialect: per object kind, and for the target as a whole.

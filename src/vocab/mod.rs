@@ -12,7 +12,8 @@ pub mod ownership;
 pub mod staff;
 
 pub use capability::{
-    Capabilities, CareTeams, Identity, KindCapability, PatientReads, Retire, TargetCapability,
+    Capabilities, CareTeams, Identity, KindCapability, PatientReads, Reference, Retire,
+    TargetCapability,
 };
 pub use kind::ObjectKind;
 pub use object::{DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised};

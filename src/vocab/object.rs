@@ -36,10 +36,8 @@ pub struct DesiredObject {
     /// Compare only the fields declared here (a routing rule sets some of a task's fields
     /// and says nothing about the others).
     pub only_declared: bool,
-    /// Why the object is wanted, when it is not simply declared (the routing rule that
-    /// matched a task).
-    pub explain: Option<String>,
-    /// What apply does with it ([`Operation::Object`] unless a rule routes a task).
+    /// What apply does with it ([`Operation::Object`] unless a rule routes a task; the
+    /// routing rule is then also why the object is wanted).
     pub operation: super::Operation,
 }
 
