@@ -52,7 +52,7 @@ impl Sim {
             let mut sim = Sim {
                 base: format!("http://127.0.0.1:{port}"),
                 child,
-                client: reqwest::Client::new(),
+                client: super::client(),
                 rt: super::runtime(),
                 token: std::cell::RefCell::new(None),
             };

@@ -41,6 +41,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The tests' own HTTP client: a fresh connection per request. A pooled connection that
+/// the server closed while idle (Node's keep-alive timeout is 5 s) fails the next request
+/// with IncompleteMessage, which made tests flaky.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// Plain HTTP to the test server, independent of careplane's own client.
 pub struct Server {
     pub base: String,
@@ -53,7 +63,7 @@ impl Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Server {
             base: fhir_url(),
-            client: reqwest::Client::new(),
+            client: client(),
             rt: runtime(),
         }
     }
