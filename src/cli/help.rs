@@ -425,3 +425,54 @@ pub fn man() -> String {
         "",
     )
 }
+
+pub fn plugin_group() -> String {
+    page(
+        &[
+            (
+                "careplane plugin build clinic --out careplane_clinic",
+                "write the rules as a Canvas plugin package",
+            ),
+            (
+                "careplane plugin build clinic --target canvas --out careplane_clinic",
+                "with team and patient-group ids read from a Canvas target",
+            ),
+        ],
+        &[("0", "done"), ("1", "see the subcommand's --help")],
+        &[],
+        "Subcommands: build. See `careplane plugin build --help`.\n",
+    )
+}
+
+pub fn plugin() -> String {
+    page(
+        &[
+            (
+                "careplane plugin build clinic --out careplane_clinic",
+                "write the package; teams are looked up by name inside Canvas, patient groups are left alone",
+            ),
+            (
+                "careplane plugin build clinic --target canvas --out careplane_clinic",
+                "resolve team and patient-group ids from the target's live state",
+            ),
+            (
+                "canvas validate careplane_clinic && canvas install careplane_clinic",
+                "check and install it with the Canvas SDK's own CLI (PyPI package `canvas`)",
+            ),
+        ],
+        &[
+            ("0", "the package was written"),
+            (
+                "1",
+                "invalid manifests, a rule the plugin cannot run inside Canvas (file:line:col), or the target could not be read",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "The package: CANVAS_MANIFEST.json, careplane's fixed handler (handlers/careplane_rules.py,\nthe same in every build) and the rules as data (careplane_rules.json). Routing runs on\nTASK_CREATED only; patient groups on patient, consent, identifier and address events.\n",
+    )
+}

@@ -1,0 +1,143 @@
+//! `careplane plugin build [DIR] [--target NAME] --out PLUGIN_DIR`: write the manifests'
+//! routing and patient-group rules as a Canvas plugin package (see [`crate::plugin`]).
+//! Exit 0 written, 1 on invalid manifests, refused rules or an unreachable target.
+
+use std::path::{Path, PathBuf};
+
+use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error};
+use crate::ops::OpsError;
+use crate::plugin;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Write a Canvas plugin package from the routing and patient-group rules.
+    #[command(after_long_help = super::help::plugin())]
+    Build(BuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// A Canvas target named in the project file: team and patient-group ids are read from
+    /// it. Without it the package names teams only, and touches no patient group.
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Set a manifest variable, `NAME=VALUE` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// The plugin package directory to write (created; the files careplane writes are
+    /// replaced). Name it after the plugin (`careplane_<project>`) for `canvas validate`.
+    #[arg(long, value_name = "PLUGIN_DIR")]
+    pub out: PathBuf,
+}
+
+pub async fn run(a: Args) -> u8 {
+    match a.command {
+        PluginCommand::Build(b) => build(b).await,
+    }
+}
+
+async fn build(b: BuildArgs) -> u8 {
+    let dir = default_dir(b.dir);
+    let targs = TargetArgs {
+        target: b.target.clone(),
+        server: None,
+        vars: b.vars.clone(),
+    };
+    let m = match crate::ops::validate(&dir, &targs.load_options()) {
+        Ok(m) => m,
+        Err(e) => {
+            print_error(&OpsError::Load(e), &dir);
+            return EXIT_ERROR;
+        }
+    };
+    super::print_skipped(&m);
+    let resolved = match &b.target {
+        None => plugin::Resolved::default(),
+        Some(name) => {
+            let target = match crate::target::resolve(&dir, &m.project, Some(name)) {
+                Ok(t) => t,
+                Err(e) => {
+                    print_error(&OpsError::Target(e), &dir);
+                    return EXIT_ERROR;
+                }
+            };
+            if !plugin::live::runs_plugins(&target) {
+                err(&format!(
+                    "error: target '{name}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
+                    target.info.dialect
+                ));
+                return EXIT_ERROR;
+            }
+            match plugin::live::resolve(&m, &target).await {
+                Ok(r) => r,
+                Err(e) => {
+                    print_error(&e, &dir);
+                    return EXIT_ERROR;
+                }
+            }
+        }
+    };
+    let package = match plugin::build(&m, &resolved) {
+        Ok(p) => p,
+        Err(e) => {
+            print_error(&OpsError::Unplannable(e), &dir);
+            return EXIT_ERROR;
+        }
+    };
+    if let Err(e) = write_package(&b.out, &package) {
+        err(&format!(
+            "error: cannot write the plugin package to {}: {e}\n",
+            b.out.display()
+        ));
+        return EXIT_ERROR;
+    }
+    if b.out.file_name().and_then(|n| n.to_str()) != Some(package.name.as_str()) {
+        note(&format!(
+            "note: the plugin is named {}; `canvas validate` wants the directory named the same\n",
+            package.name
+        ));
+    }
+    for u in &package.unresolved {
+        note(&format!(
+            "note: {u} has no id {}; the plugin {}\n",
+            if resolved.target.is_some() {
+                "on the target (apply first)"
+            } else {
+                "(no --target given)"
+            },
+            if u.starts_with("team") {
+                "looks the team up by name inside Canvas"
+            } else {
+                "leaves that group alone"
+            }
+        ));
+    }
+    out(&format!(
+        "wrote plugin {} to {}: {} routing rule(s), {} patient group(s), content sha256 {}\n",
+        package.name,
+        b.out.display(),
+        package.routing_rules,
+        package.group_rules,
+        package.hash
+    ));
+    EXIT_OK
+}
+
+fn write_package(out_dir: &Path, p: &plugin::Package) -> std::io::Result<()> {
+    for (rel, text) in &p.files {
+        let path = out_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        crate::output::write_file(&path, text)?;
+    }
+    Ok(())
+}
