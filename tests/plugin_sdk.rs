@@ -5,8 +5,13 @@
 //! pytest tests (tests/plugin/) on the SDK's event and effect types and test database.
 //! When the SDK is not installed these tests fail saying so (never skipped as passed).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::canvas::{CLIENT_ID, CLIENT_SECRET, Sim};
+use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -134,4 +139,147 @@ fn the_handler_passes_its_tests_on_the_sdk() {
     let all = shown(&o);
     assert!(o.status.success(), "{all}");
     assert!(all.contains(" passed"), "{all}");
+}
+
+/// Manifests with the guide's routing rule and opt-out group, on a Canvas target at `sim`.
+fn canvas_project(sim: &Sim, dir: &Path) {
+    common::write(
+        dir,
+        &[
+            ("careplane.yaml", sim.project_file("")),
+            (
+                "rules.yaml",
+                "apiVersion: careplane.dev/v1\nkind: Team\nmetadata: {name: bhc}\nspec: {displayName: Behavioral Health Coordinators}\n---\n\
+apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata: {name: psych}\nspec:\n  match: {description: \"Refer patient to Psychiatry (TBD)\"}\n  set: {team: bhc, addLabels: [Internal Referral]}\n---\n\
+apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata: {name: care-management}\nspec:\n  displayName: Care management (opt-out)\n  rule: {not: {consent: {code: A0001, status: rejected}}}\n"
+                    .into(),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn build_with_a_canvas_target_resolves_the_ids_plan_would_write_and_no_others() {
+    let sim = Sim::start();
+    let ids = sim.seed(json!({"resources": [
+        {"resourceType": "Group", "type": "practitioner", "actual": true, "name": "Behavioral Health Coordinators"},
+        {"resourceType": "Group", "type": "person", "actual": true, "name": "Some other group"},
+        {"resourceType": "Group", "type": "person", "actual": true, "name": "Care management (opt-out)"}
+    ]}));
+    let tmp = tempfile::tempdir().unwrap();
+    canvas_project(&sim, tmp.path());
+    let out = tmp.path().join("careplane_clinic");
+    let o = careplane()
+        .args(["plugin", "build"])
+        .arg(tmp.path())
+        .args(["--target", "canvas", "--out"])
+        .arg(&out)
+        .env("SIM_ID", CLIENT_ID)
+        .env("SIM_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("careplane_rules.json")).unwrap())
+            .unwrap();
+    assert_eq!(data["target"], "canvas");
+    assert_eq!(
+        data["routing"][0]["set"]["team"]["groupId"],
+        ids[0].as_str()
+    );
+    // the declared group, matched by name as plan matches Canvas groups; the other group
+    // appears nowhere in the package
+    assert_eq!(data["groups"][0]["groupId"], ids[2].as_str());
+    assert!(
+        !std::fs::read_to_string(out.join("careplane_rules.json"))
+            .unwrap()
+            .contains(&ids[1])
+    );
+    assert!(!text(&o.stdout).contains(CLIENT_SECRET) && !text(&o.stderr).contains(CLIENT_SECRET));
+}
+
+#[test]
+fn build_refuses_a_target_that_does_not_run_plugins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = careplane()
+        .args(["plugin", "build"])
+        .arg(root().join("examples/clinic"))
+        .args(["--target", "local", "--out"])
+        .arg(tmp.path().join("careplane_clinic"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", shown(&o));
+    assert!(
+        text(&o.stderr).contains("plugins run inside Canvas only"),
+        "{}",
+        shown(&o)
+    );
+    assert!(!tmp.path().join("careplane_clinic").exists());
+}
+
+/// The simulator's plugin endpoints answer the SDK's own CLI (`canvas install`, `list`,
+/// `disable`, a second `install` that updates, `uninstall`) as canvas_cli expects.
+#[test]
+fn the_sdk_cli_installs_lists_disables_and_updates_the_package_on_the_simulator() {
+    let canvas = venv_bin("canvas");
+    let sim = Sim::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".canvas")).unwrap();
+    // canvas_cli/apps/auth/utils.py: credentials.ini, one section per instance host
+    std::fs::write(
+        home.join(".canvas/credentials.ini"),
+        format!("[127.0.0.1]\nclient_id={CLIENT_ID}\nclient_secret={CLIENT_SECRET}\n"),
+    )
+    .unwrap();
+    let out = build_clinic(tmp.path());
+    let cli = |args: &[&str]| {
+        let o = Command::new(&canvas)
+            .args(args)
+            .args(["--host", &sim.base])
+            .current_dir(tmp.path())
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "canvas {args:?}: {}", shown(&o));
+        text(&o.stdout)
+    };
+    let dir = out.to_str().unwrap();
+    assert!(cli(&["install", dir]).contains("uploaded"));
+    let version = {
+        let m: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("CANVAS_MANIFEST.json")).unwrap(),
+        )
+        .unwrap();
+        m["plugin_version"].as_str().unwrap().to_owned()
+    };
+    assert!(cli(&["list"]).contains(&format!("careplane_clinic@{version}\tenabled")));
+    cli(&["disable", "careplane_clinic"]);
+    assert_eq!(
+        sim_get(&sim, "/__sim/plugin/careplane_clinic").1["is_enabled"],
+        false
+    );
+    // a second install of the same name: 409, then extract-metadata and an update
+    assert!(cli(&["install", dir]).contains("already exists, updating instead"));
+    let (status, stored) = sim_get(&sim, "/__sim/plugin/careplane_clinic");
+    assert_eq!(status, 200);
+    assert_eq!(
+        stored["files"]["careplane_rules.json"].as_str().unwrap(),
+        std::fs::read_to_string(out.join("careplane_rules.json")).unwrap()
+    );
+    assert_eq!(
+        stored["is_enabled"], true,
+        "install --enable is the default"
+    );
+    cli(&["uninstall", "careplane_clinic"]);
+    assert_eq!(sim_get(&sim, "/__sim/plugin/careplane_clinic").0, 404);
+}
+
+fn sim_get(sim: &Sim, path: &str) -> (u16, Value) {
+    let rt = common::runtime();
+    rt.block_on(async {
+        let r = reqwest::get(format!("{}{path}", sim.base)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
 }

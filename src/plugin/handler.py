@@ -14,7 +14,8 @@ Two handlers:
 - MaintainPatientGroups, on the patient, consent, identifier and address events that can
   change a rule's inputs: evaluates every group rule for the event's patient and adds or
   deactivates that one patient. Guards, as careplane's own apply:
-    * only groups whose id careplane resolved from its own (tagged) groups are touched;
+    * only groups with an id in the data file are touched: the groups the manifests
+      declare, resolved at build time exactly as `careplane apply` finds them;
     * an `additive` group never loses anyone;
     * an `authoritative` group loses at most `maxRemovalShare` of its active members per
       UTC day through this plugin (counted in the plugin cache; when the cache cannot be
@@ -269,7 +270,7 @@ class MaintainPatientGroups(BaseHandler):
         for rule in rules.get("groups", []):
             group_id = rule.get("groupId")
             if not group_id:
-                # Never touch a group careplane has not resolved as its own.
+                # Never touch a group careplane did not resolve from the manifests.
                 continue
             if not PatientGroup.objects.filter(id=group_id).exists():
                 log.warning("careplane: group %s is not on this instance; skipped" % rule["name"])

@@ -1,8 +1,8 @@
 //! The one I/O step of `plugin build --target`: read the target's live state once and
-//! resolve the FHIR ids of careplane's own teams and patient groups, matched as plan
-//! matches them (the dialect's identity: the recorded manifest name, or the name the
-//! server shows). A patient group is resolved only when careplane manages it, so the
-//! plugin never touches a group careplane does not own.
+//! resolve the FHIR ids of the teams and patient groups the manifests declare, matched
+//! exactly as plan matches them (the dialect's identity: the manifest name careplane
+//! recorded, or, on Canvas, which cannot hold a mark, the name the server shows). These are
+//! the objects `careplane apply` writes; the plugin touches no other group.
 
 use crate::manifest::Manifests;
 use crate::observe;
@@ -28,14 +28,13 @@ pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved,
     .await
     .map_err(OpsError::Observe)?;
     let caps = target.dialect.capabilities();
-    let find = |kind: ObjectKind, name: &str, shown: &str, must_manage: bool| {
+    let find = |kind: ObjectKind, name: &str, shown: &str| {
         let identity = caps.of(kind).map(|c| c.identity);
         observed
             .objects
             .iter()
             .find(|o| {
                 o.kind == kind
-                    && (o.managed || !must_manage)
                     && match identity {
                         Some(Identity::ManifestName) => o.name.as_deref() == Some(name),
                         _ => o.natural_key.as_deref() == Some(shown),
@@ -48,12 +47,12 @@ pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved,
         ..Resolved::default()
     };
     for t in &m.desired.teams {
-        if let Some(id) = find(ObjectKind::Team, &t.name, &t.display_name, false) {
+        if let Some(id) = find(ObjectKind::Team, &t.name, &t.display_name) {
             r.teams.insert(t.name.clone(), id);
         }
     }
     for g in &m.desired.patient_groups {
-        if let Some(id) = find(ObjectKind::PatientGroup, &g.name, &g.display_name, true) {
+        if let Some(id) = find(ObjectKind::PatientGroup, &g.name, &g.display_name) {
             r.groups.insert(g.name.clone(), id);
         }
     }
