@@ -283,3 +283,53 @@ fn sim_get(sim: &Sim, path: &str) -> (u16, Value) {
         (status, r.json().await.unwrap_or(Value::Null))
     })
 }
+
+#[test]
+fn a_rebuild_over_a_package_shows_the_rule_level_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build_clinic(tmp.path());
+    let dir = tmp.path().join("clinic");
+    for f in [
+        "careplane.yaml",
+        "teams.yaml",
+        "routing.yaml",
+        "patient-groups.yaml",
+        "roles.yaml",
+        "care-team-roles.yaml",
+        "staff.yaml",
+        "values.yaml",
+    ] {
+        let from = root().join("examples/clinic").join(f);
+        if from.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(&from, dir.join(f)).unwrap();
+        }
+    }
+    let rebuild = || {
+        let o = careplane()
+            .args(["-q", "plugin", "build"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        text(&o.stdout)
+    };
+    assert!(rebuild().contains("(no change from the package that was there)"));
+    let routing = std::fs::read_to_string(dir.join("routing.yaml")).unwrap();
+    std::fs::write(
+        dir.join("routing.yaml"),
+        routing.replace(
+            "addLabels: [Internal Referral]",
+            "addLabels: [Internal Referral, Psychiatry]",
+        ),
+    )
+    .unwrap();
+    let o = rebuild();
+    assert!(o.contains("(updated the package that was there)"), "{o}");
+    assert!(
+        o.ends_with("  ~ routing rule psychiatry-referrals: set.addLabels\n"),
+        "{o}"
+    );
+}

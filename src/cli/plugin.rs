@@ -92,6 +92,7 @@ async fn build(b: BuildArgs) -> u8 {
             return EXIT_ERROR;
         }
     };
+    let before = previous(&b.out);
     if let Err(e) = write_package(&b.out, &package) {
         err(&format!(
             "error: cannot write the plugin package to {}: {e}\n",
@@ -120,15 +121,45 @@ async fn build(b: BuildArgs) -> u8 {
             }
         ));
     }
+    let change = match &before {
+        None => "new package".to_owned(),
+        Some((version, _)) if version.as_deref() == package.rules_version() => {
+            "no change from the package that was there".to_owned()
+        }
+        Some(_) => "updated the package that was there".to_owned(),
+    };
     out(&format!(
-        "wrote plugin {} to {}: {} routing rule(s), {} patient group(s), content sha256 {}\n",
+        "wrote plugin {} to {} ({change}): {} routing rule(s), {} patient group(s), content sha256 {}\n",
         package.name,
         b.out.display(),
         package.routing_rules,
         package.group_rules,
         package.hash
     ));
+    if let Some((version, Some(old))) = &before
+        && version.as_deref() != package.rules_version()
+    {
+        let diff = plugin::rule_diff(old, &package.rules);
+        if diff.is_empty() {
+            out("  rules unchanged (the handler or the manifest changed)\n");
+        }
+        for c in diff {
+            out(&format!("  {c}\n"));
+        }
+    }
     EXIT_OK
+}
+
+/// The plugin version and rules of a package already in `dir`, if there is one.
+fn previous(dir: &Path) -> Option<(Option<String>, Option<serde_json::Value>)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("CANVAS_MANIFEST.json")).ok()?)
+            .ok()?;
+    let version = manifest["plugin_version"].as_str().map(str::to_owned);
+    let rules = std::fs::read_to_string(dir.join(plugin::DATA_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    Some((version, rules))
 }
 
 fn write_package(out_dir: &Path, p: &plugin::Package) -> std::io::Result<()> {

@@ -181,3 +181,40 @@ fn the_content_hash_follows_the_rules() {
         b.files["CANVAS_MANIFEST.json"]
     );
 }
+
+#[test]
+fn the_rule_level_diff_names_rules_and_fields_never_patient_ids() {
+    let base = team_and_rule() + "---\n" + &group("    active: true\n");
+    let old = build(&manifests(&base), &Resolved::default())
+        .unwrap()
+        .rules;
+    let changed = base
+        .replace("Internal Referral", "Psychiatry")
+        .replace("include: [p-in]", "include: [p-in, p-secret]")
+        .replace("name: psych}", "name: psych2}");
+    let new = build(&manifests(&changed), &Resolved::default())
+        .unwrap()
+        .rules;
+    let diff: Vec<String> = rule_diff(&old, &new)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        diff,
+        [
+            "+ routing rule psych2",
+            "- routing rule psych",
+            "~ patient group cm: include",
+        ]
+    );
+    let labels_only = base.replace("Internal Referral", "Psychiatry");
+    let new = build(&manifests(&labels_only), &Resolved::default())
+        .unwrap()
+        .rules;
+    let diff: Vec<String> = rule_diff(&old, &new)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(diff, ["~ routing rule psych: set.addLabels"]);
+    assert!(rule_diff(&old, &old).is_empty());
+}
