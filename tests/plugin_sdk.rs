@@ -333,3 +333,118 @@ fn a_rebuild_over_a_package_shows_the_rule_level_change() {
         "{o}"
     );
 }
+
+/// `curl`, as a test tool independent of careplane's client: (HTTP status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let o = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is needed");
+    let t = text(&o.stdout);
+    let (body, code) = t.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn status_reports_a_missing_disabled_or_changed_plugin_and_exits_2() {
+    let sim = Sim::start();
+    sim.seed(json!({"resources": [
+        {"resourceType": "Group", "type": "practitioner", "actual": true, "name": "Behavioral Health Coordinators"},
+        {"resourceType": "Group", "type": "person", "actual": true, "name": "Care management (opt-out)"}
+    ]}));
+    let tmp = tempfile::tempdir().unwrap();
+    canvas_project(&sim, tmp.path());
+    let out = tmp.path().join("careplane_clinic");
+    let run = |args: &[&str]| {
+        let o = careplane()
+            .args(["-q", "plugin"])
+            .args(args)
+            .arg(tmp.path())
+            .args(["--target", "canvas"])
+            .env("SIM_ID", CLIENT_ID)
+            .env("SIM_SECRET", CLIENT_SECRET)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o.stdout), shown(&o))
+    };
+    let (code, _, all) = run(&["build", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{all}");
+    let (code, stdout, all) = run(&["status"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(stdout.contains("not installed on target 'canvas'"), "{all}");
+
+    // install it as `canvas install` does: POST /plugin-io/plugins/ with the tar.gz
+    let tgz = tmp.path().join("pkg.tar.gz");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (_, tok) = curl(&[
+        "-d",
+        &format!(
+            "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"
+        ),
+        &format!("{}/auth/token/", sim.base),
+    ]);
+    let token: Value = serde_json::from_str(&tok).unwrap();
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        token["access_token"].as_str().unwrap()
+    );
+    let plugins = format!("{}/plugin-io/plugins/", sim.base);
+    let (code, body) = curl(&[
+        "-H",
+        &bearer,
+        "-F",
+        &format!("package=@{}", tgz.display()),
+        &plugins,
+    ]);
+    assert_eq!(code, 201, "{body}");
+    let (code, stdout, all) = run(&["status"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("in sync"), "{all}");
+
+    // disabled on the instance
+    let one = format!("{plugins}careplane_clinic/");
+    assert_eq!(
+        curl(&["-X", "PATCH", "-H", &bearer, "-d", "is_enabled=False", &one]).0,
+        200
+    );
+    let (code, stdout, all) = run(&["status"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert_eq!(
+        stdout, "plugin careplane_clinic: disabled on the instance\n",
+        "{all}"
+    );
+
+    // enabled again, and a rule's label changes in the manifests
+    assert_eq!(
+        curl(&["-X", "PATCH", "-H", &bearer, "-d", "is_enabled=True", &one]).0,
+        200
+    );
+    let rules = std::fs::read_to_string(tmp.path().join("rules.yaml")).unwrap();
+    std::fs::write(
+        tmp.path().join("rules.yaml"),
+        rules.replace("addLabels: [Internal Referral]", "addLabels: [Psychiatry]"),
+    )
+    .unwrap();
+    let (code, stdout, all) = run(&["status"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        stdout.contains("changed: installed version 1.0.0+"),
+        "{all}"
+    );
+
+    // removed on the instance
+    assert_eq!(curl(&["-X", "DELETE", "-H", &bearer, &one]).0, 204);
+    let (code, stdout, all) = run(&["status"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(stdout.contains("not installed"), "{all}");
+    assert!(!all.contains(CLIENT_SECRET));
+}

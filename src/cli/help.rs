@@ -440,7 +440,7 @@ pub fn plugin_group() -> String {
         ],
         &[("0", "done"), ("1", "see the subcommand's --help")],
         &[],
-        "Subcommands: build. See `careplane plugin build --help`.\n",
+        "Subcommands: build, status. See `careplane plugin build --help`.\n",
     )
 }
 
@@ -474,5 +474,35 @@ pub fn plugin() -> String {
             "CAREPLANE_MAX_MANIFEST_BYTES",
         ],
         "The package: CANVAS_MANIFEST.json, careplane's fixed handler (handlers/careplane_rules.py,\nthe same in every build) and the rules as data (careplane_rules.json). Routing runs on\nTASK_CREATED only; patient groups on patient, consent, identifier and address events.\n",
+    )
+}
+
+pub fn plugin_status() -> String {
+    page(
+        &[(
+            "careplane plugin status clinic --target canvas",
+            "is the plugin the manifests build installed, enabled and current?",
+        )],
+        &[
+            (
+                "0",
+                "installed, enabled, the same version (content) the manifests build",
+            ),
+            (
+                "1",
+                "invalid manifests, or the target or its plugin API could not be read",
+            ),
+            (
+                "2",
+                "drift: not installed (or removed), changed, or disabled",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "The plugin API is the instance's /plugin-io/plugins/ (as the SDK's `canvas list` reads it),\non the host of the target's token URL. The plugin_version follows the package's content.\n",
     )
 }

@@ -19,6 +19,22 @@ pub enum PluginCommand {
     /// Write a Canvas plugin package from the routing and patient-group rules.
     #[command(after_long_help = super::help::plugin())]
     Build(BuildArgs),
+    /// Compare the plugin installed on a Canvas target with the one the manifests build.
+    /// Exit 0 in sync, 2 drift (missing, changed, disabled), 1 error.
+    #[command(after_long_help = super::help::plugin_status())]
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Manifest directory (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// The Canvas target named in the project file.
+    #[arg(long, short = 't')]
+    pub target: String,
+    /// Set a manifest variable, `NAME=VALUE` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
+    pub vars: Vec<(String, String)>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,32 +57,44 @@ pub struct BuildArgs {
 pub async fn run(a: Args) -> u8 {
     match a.command {
         PluginCommand::Build(b) => build(b).await,
+        PluginCommand::Status(s) => status(s).await,
     }
 }
 
-async fn build(b: BuildArgs) -> u8 {
-    let dir = default_dir(b.dir);
+/// The package the manifests build for `target` (ids resolved from it), or the exit code.
+async fn package_for(
+    dir: &Path,
+    target: Option<&str>,
+    vars: &[(String, String)],
+) -> Result<
+    (
+        crate::manifest::Manifests,
+        plugin::Package,
+        plugin::Resolved,
+    ),
+    u8,
+> {
     let targs = TargetArgs {
-        target: b.target.clone(),
+        target: target.map(str::to_owned),
         server: None,
-        vars: b.vars.clone(),
+        vars: vars.to_vec(),
     };
-    let m = match crate::ops::validate(&dir, &targs.load_options()) {
+    let m = match crate::ops::validate(dir, &targs.load_options()) {
         Ok(m) => m,
         Err(e) => {
-            print_error(&OpsError::Load(e), &dir);
-            return EXIT_ERROR;
+            print_error(&OpsError::Load(e), dir);
+            return Err(EXIT_ERROR);
         }
     };
     super::print_skipped(&m);
-    let resolved = match &b.target {
+    let resolved = match target {
         None => plugin::Resolved::default(),
         Some(name) => {
-            let target = match crate::target::resolve(&dir, &m.project, Some(name)) {
+            let target = match crate::target::resolve(dir, &m.project, Some(name)) {
                 Ok(t) => t,
                 Err(e) => {
-                    print_error(&OpsError::Target(e), &dir);
-                    return EXIT_ERROR;
+                    print_error(&OpsError::Target(e), dir);
+                    return Err(EXIT_ERROR);
                 }
             };
             if !plugin::live::runs_plugins(&target) {
@@ -74,23 +102,72 @@ async fn build(b: BuildArgs) -> u8 {
                     "error: target '{name}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
                     target.info.dialect
                 ));
-                return EXIT_ERROR;
+                return Err(EXIT_ERROR);
             }
             match plugin::live::resolve(&m, &target).await {
                 Ok(r) => r,
                 Err(e) => {
-                    print_error(&e, &dir);
-                    return EXIT_ERROR;
+                    print_error(&e, dir);
+                    return Err(EXIT_ERROR);
                 }
             }
         }
     };
-    let package = match plugin::build(&m, &resolved) {
-        Ok(p) => p,
+    match plugin::build(&m, &resolved) {
+        Ok(p) => Ok((m, p, resolved)),
         Err(e) => {
-            print_error(&OpsError::Unplannable(e), &dir);
+            print_error(&OpsError::Unplannable(e), dir);
+            Err(EXIT_ERROR)
+        }
+    }
+}
+
+async fn status(a: StatusArgs) -> u8 {
+    let dir = default_dir(a.dir);
+    let (m, package, _) = match package_for(&dir, Some(&a.target), &a.vars).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let installed = match plugin::live::installed(&m, &a.target).await {
+        Ok(i) => i,
+        Err(e) => {
+            err(&format!("error: {e}\n"));
             return EXIT_ERROR;
         }
+    };
+    let drift = plugin::live::compare(&package, &installed);
+    let version = package.rules_version().unwrap_or_default();
+    if drift.is_empty() {
+        out(&format!(
+            "plugin {}: in sync (version {version}, enabled)\n",
+            package.name
+        ));
+        return EXIT_OK;
+    }
+    for d in &drift {
+        out(&match d {
+            plugin::live::PluginDrift::Missing => format!(
+                "plugin {}: not installed on target '{}' (build it and `canvas install` it)\n",
+                package.name, a.target
+            ),
+            plugin::live::PluginDrift::Changed { installed } => format!(
+                "plugin {}: changed: installed version {}, the manifests build {version}\n",
+                package.name,
+                installed.as_deref().unwrap_or("(none)")
+            ),
+            plugin::live::PluginDrift::Disabled => {
+                format!("plugin {}: disabled on the instance\n", package.name)
+            }
+        });
+    }
+    super::EXIT_CHANGES
+}
+
+async fn build(b: BuildArgs) -> u8 {
+    let dir = default_dir(b.dir);
+    let (_, package, resolved) = match package_for(&dir, b.target.as_deref(), &b.vars).await {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let before = previous(&b.out);
     if let Err(e) = write_package(&b.out, &package) {

@@ -58,3 +58,168 @@ pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved,
     }
     Ok(r)
 }
+
+/// One plugin as the instance's plugin API lists it (canvas_cli `list`: name, version,
+/// is_enabled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    pub name: String,
+    pub version: Option<String>,
+    pub enabled: bool,
+}
+
+/// How the installed plugin differs from the package the manifests build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginDrift {
+    /// Not installed (never, or removed on the instance).
+    Missing,
+    /// Installed with other content (its `plugin_version` follows the content hash).
+    Changed { installed: Option<String> },
+    /// Installed and disabled.
+    Disabled,
+}
+
+/// Pure: the drift of `built` against what the instance lists.
+pub fn compare(built: &super::Package, installed: &[Installed]) -> Vec<PluginDrift> {
+    let Some(live) = installed.iter().find(|p| p.name == built.name) else {
+        return vec![PluginDrift::Missing];
+    };
+    let mut out = Vec::new();
+    if live.version.as_deref() != built.rules_version() {
+        out.push(PluginDrift::Changed {
+            installed: live.version.clone(),
+        });
+    }
+    if !live.enabled {
+        out.push(PluginDrift::Disabled);
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginApiError {
+    #[error("target '{0}' is not a Canvas target in the project file")]
+    NotCanvas(String),
+    #[error("environment variable {0} (the target's {1}) is not set")]
+    MissingEnv(String, &'static str),
+    #[error("the plugin API at {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("the plugin API could not be reached: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("getting a token failed: {0}")]
+    Token(#[source] crate::fhir::FhirError),
+    #[error("the plugin list has more than {0} pages")]
+    TooManyPages(usize),
+}
+
+/// The instance's plugin API base and credentials, from the target's spec. canvas_cli
+/// (`plugin_url`) calls `<host>/plugin-io/plugins/` on the EMR host, whose `/auth/token/`
+/// issues the token: careplane uses the origin of the target's token URL (by default
+/// `https://<instance>.canvasmedical.com`).
+fn plugin_api(
+    spec: &crate::manifest::types::TargetSpec,
+    name: &str,
+) -> Result<(String, crate::fhir::auth::Auth), PluginApiError> {
+    use crate::fhir::auth::{Auth, OAuth2};
+    use secrecy::SecretString;
+    if spec.target_type != crate::manifest::types::TargetType::Canvas {
+        return Err(PluginApiError::NotCanvas(name.into()));
+    }
+    let env = |var: &str, what: &'static str| {
+        std::env::var(var).map_err(|_| PluginApiError::MissingEnv(var.into(), what))
+    };
+    let instance = spec.instance.as_deref().unwrap_or_default();
+    let emr = format!("https://{instance}.canvasmedical.com");
+    let oauth = spec.auth.as_ref().and_then(|a| a.oauth2.as_ref());
+    if let Some(var) = spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.bearer_token_env.as_deref())
+    {
+        let host = spec.url.clone().unwrap_or(emr);
+        return Ok((
+            host,
+            Auth::Bearer(SecretString::from(env(var, "bearer token")?)),
+        ));
+    }
+    let token_url = oauth
+        .and_then(|o| o.token_url.clone())
+        .unwrap_or_else(|| format!("{emr}/auth/token/"));
+    let host = url::Url::parse(&token_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or(emr);
+    let (id_env, secret_env, scope) = match oauth {
+        Some(o) => (
+            o.client_id_env.clone(),
+            o.client_secret_env.clone(),
+            o.scope.clone(),
+        ),
+        None => (
+            "CANVAS_CLIENT_ID".into(),
+            "CANVAS_CLIENT_SECRET".into(),
+            None,
+        ),
+    };
+    let auth = Auth::oauth2(OAuth2 {
+        token_url,
+        client_id: env(&id_env, "OAuth2 client id")?,
+        client_secret: SecretString::from(env(&secret_env, "OAuth2 client secret")?),
+        scope,
+    });
+    auth.register_secrets();
+    Ok((host, auth))
+}
+
+/// The plugins installed on a Canvas target (GET /plugin-io/plugins/, following `next`).
+pub async fn installed(m: &Manifests, target: &str) -> Result<Vec<Installed>, PluginApiError> {
+    use secrecy::ExposeSecret;
+    let spec = m
+        .project
+        .targets
+        .get(target)
+        .ok_or_else(|| PluginApiError::NotCanvas(target.into()))?;
+    let (host, auth) = plugin_api(spec, target)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(PluginApiError::Http)?;
+    let token = auth
+        .token(&client, None)
+        .await
+        .map_err(PluginApiError::Token)?;
+    let mut next = Some(format!("{}/plugin-io/plugins/", host.trim_end_matches('/')));
+    let mut out = Vec::new();
+    const MAX_PAGES: usize = 100;
+    for _ in 0..MAX_PAGES {
+        let Some(url) = next.take() else {
+            return Ok(out);
+        };
+        let mut req = client.get(&url);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t.expose_secret());
+        }
+        let r = req.send().await.map_err(PluginApiError::Http)?;
+        if !r.status().is_success() {
+            return Err(PluginApiError::Status {
+                url: crate::target::public_url(&url::Url::parse(&url).map_err(|_| {
+                    PluginApiError::Status {
+                        url: String::new(),
+                        status: r.status().as_u16(),
+                    }
+                })?),
+                status: r.status().as_u16(),
+            });
+        }
+        let body: serde_json::Value = r.json().await.map_err(PluginApiError::Http)?;
+        for p in body["results"].as_array().into_iter().flatten() {
+            out.push(Installed {
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+                version: p["version"].as_str().map(str::to_owned),
+                enabled: p["is_enabled"].as_bool().unwrap_or(false),
+            });
+        }
+        next = body["next"].as_str().map(str::to_owned);
+    }
+    Err(PluginApiError::TooManyPages(MAX_PAGES))
+}

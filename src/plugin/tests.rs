@@ -218,3 +218,37 @@ fn the_rule_level_diff_names_rules_and_fields_never_patient_ids() {
     assert_eq!(diff, ["~ routing rule psych: set.addLabels"]);
     assert!(rule_diff(&old, &old).is_empty());
 }
+
+#[test]
+fn compare_names_missing_changed_and_disabled() {
+    use live::{Installed, PluginDrift, compare};
+    let p = build(&manifests(&team_and_rule()), &Resolved::default()).unwrap();
+    let v = p.rules_version().map(str::to_owned);
+    let live = |version: Option<String>, enabled| Installed {
+        name: p.name.clone(),
+        version,
+        enabled,
+    };
+    assert_eq!(compare(&p, &[]), [PluginDrift::Missing]);
+    assert!(compare(&p, &[live(v.clone(), true)]).is_empty());
+    assert_eq!(
+        compare(&p, &[live(v.clone(), false)]),
+        [PluginDrift::Disabled]
+    );
+    assert_eq!(
+        compare(&p, &[live(Some("1.0.0+old".into()), false)]),
+        [
+            PluginDrift::Changed {
+                installed: Some("1.0.0+old".into())
+            },
+            PluginDrift::Disabled
+        ]
+    );
+    // another plugin of another name is not ours
+    let other = Installed {
+        name: "someone_else".into(),
+        version: v,
+        enabled: true,
+    };
+    assert_eq!(compare(&p, &[other]), [PluginDrift::Missing]);
+}
