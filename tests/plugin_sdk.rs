@@ -448,3 +448,94 @@ fn status_reports_a_missing_disabled_or_changed_plugin_and_exits_2() {
     assert!(stdout.contains("not installed"), "{all}");
     assert!(!all.contains(CLIENT_SECRET));
 }
+
+#[test]
+fn install_uploads_the_package_through_the_plugin_api_then_updates_only_on_change() {
+    let sim = Sim::start();
+    sim.seed(json!({"resources": [
+        {"resourceType": "Group", "type": "practitioner", "actual": true, "name": "Behavioral Health Coordinators"},
+        {"resourceType": "Group", "type": "person", "actual": true, "name": "Care management (opt-out)"}
+    ]}));
+    let tmp = tempfile::tempdir().unwrap();
+    canvas_project(&sim, tmp.path());
+    let run = |args: &[&str]| {
+        let o = careplane()
+            .args(["-q", "plugin"])
+            .args(args)
+            .arg(tmp.path())
+            .args(["--target", "canvas"])
+            .env("SIM_ID", CLIENT_ID)
+            .env("SIM_SECRET", CLIENT_SECRET)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o.stdout), shown(&o))
+    };
+    // no terminal and no --auto-approve: refused, nothing installed
+    let (code, _, all) = run(&["install"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert_eq!(sim_get(&sim, "/__sim/plugin/careplane_clinic").0, 404);
+
+    let (code, stdout, all) = run(&["install", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("will install version 1.0.0+"), "{all}");
+    assert_eq!(run(&["status"]).0, Some(0));
+    // the archive careplane wrote unpacks (gzip + ustar) to exactly the package's files
+    let out = tmp.path().join("careplane_clinic");
+    assert_eq!(run(&["build", "--out", out.to_str().unwrap()]).0, Some(0));
+    let (_, stored) = sim_get(&sim, "/__sim/plugin/careplane_clinic");
+    assert_eq!(stored["is_enabled"], true);
+    let names: Vec<&str> = stored["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "CANVAS_MANIFEST.json",
+            "README.md",
+            "__init__.py",
+            "careplane_rules.json",
+            "handlers/__init__.py",
+            "handlers/careplane_rules.py"
+        ]
+    );
+    for f in names {
+        assert_eq!(
+            stored["files"][f].as_str().unwrap(),
+            std::fs::read_to_string(out.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // unchanged: nothing to do
+    let (code, stdout, _) = run(&["install", "--auto-approve"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("nothing to do"), "{stdout}");
+
+    // a rule's label changes: an update (PATCH), then in sync again
+    let rules = std::fs::read_to_string(tmp.path().join("rules.yaml")).unwrap();
+    std::fs::write(
+        tmp.path().join("rules.yaml"),
+        rules.replace("addLabels: [Internal Referral]", "addLabels: [Psychiatry]"),
+    )
+    .unwrap();
+    let before = sim.stats()["requests"]["POST plugin-io"].clone();
+    let (code, stdout, all) = run(&["install", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("will update"), "{all}");
+    assert_eq!(
+        sim.stats()["requests"]["POST plugin-io"],
+        before,
+        "an update, not a second install"
+    );
+    assert_eq!(run(&["status"]).0, Some(0));
+    let (_, stored) = sim_get(&sim, "/__sim/plugin/careplane_clinic");
+    assert!(
+        stored["files"]["careplane_rules.json"]
+            .as_str()
+            .unwrap()
+            .contains("Psychiatry")
+    );
+}

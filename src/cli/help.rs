@@ -440,7 +440,7 @@ pub fn plugin_group() -> String {
         ],
         &[("0", "done"), ("1", "see the subcommand's --help")],
         &[],
-        "Subcommands: build, status. See `careplane plugin build --help`.\n",
+        "Subcommands: build, status, install. See `careplane plugin build --help`.\n",
     )
 }
 
@@ -504,5 +504,28 @@ pub fn plugin_status() -> String {
             "CAREPLANE_MAX_MANIFEST_BYTES",
         ],
         "The plugin API is the instance's /plugin-io/plugins/ (as the SDK's `canvas list` reads it),\non the host of the target's token URL. The plugin_version follows the package's content.\n",
+    )
+}
+
+pub fn plugin_install() -> String {
+    page(
+        &[(
+            "careplane plugin install clinic --target canvas",
+            "install (or update) the plugin the manifests build, after a yes on the terminal",
+        )],
+        &[
+            ("0", "installed, updated, or already in sync"),
+            (
+                "1",
+                "invalid manifests, refused rules, no confirmation, or the plugin API refused",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "As `canvas install` does: POST /plugin-io/plugins/ with the package (tar.gz), or PATCH\n/plugin-io/plugins/<name>/ when it is installed; always enabled.\n",
     )
 }

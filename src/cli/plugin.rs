@@ -23,6 +23,18 @@ pub enum PluginCommand {
     /// Exit 0 in sync, 2 drift (missing, changed, disabled), 1 error.
     #[command(after_long_help = super::help::plugin_status())]
     Status(StatusArgs),
+    /// Install or update the plugin on a Canvas target (enabled), through its plugin API.
+    #[command(after_long_help = super::help::plugin_install())]
+    Install(InstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub status: StatusArgs,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +70,7 @@ pub async fn run(a: Args) -> u8 {
     match a.command {
         PluginCommand::Build(b) => build(b).await,
         PluginCommand::Status(s) => status(s).await,
+        PluginCommand::Install(i) => install(i).await,
     }
 }
 
@@ -248,4 +261,60 @@ fn write_package(out_dir: &Path, p: &plugin::Package) -> std::io::Result<()> {
         crate::output::write_file(&path, text)?;
     }
     Ok(())
+}
+
+async fn install(a: InstallArgs) -> u8 {
+    let s = a.status;
+    let dir = default_dir(s.dir);
+    let (m, package, _) = match package_for(&dir, Some(&s.target), &s.vars).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let api = match plugin::live::PluginApi::connect(&m, &s.target).await {
+        Ok(api) => api,
+        Err(e) => {
+            err(&format!("error: {e}\n"));
+            return EXIT_ERROR;
+        }
+    };
+    let installed = match api.list().await {
+        Ok(i) => i,
+        Err(e) => {
+            err(&format!("error: {e}\n"));
+            return EXIT_ERROR;
+        }
+    };
+    let drift = plugin::live::compare(&package, &installed);
+    if drift.is_empty() {
+        out(&format!(
+            "plugin {}: in sync on target '{}'; nothing to do\n",
+            package.name, s.target
+        ));
+        return EXIT_OK;
+    }
+    let fresh = drift.contains(&plugin::live::PluginDrift::Missing);
+    let what = if fresh { "install" } else { "update" };
+    out(&format!(
+        "plugin {}: will {what} version {} on target '{}' (enabled)\n",
+        package.name,
+        package.rules_version().unwrap_or_default(),
+        s.target
+    ));
+    if !super::confirmed(
+        a.auto_approve,
+        "plugin install",
+        &format!("{what} the plugin on '{}'?", s.target),
+    ) {
+        return EXIT_ERROR;
+    }
+    match api.upload(&package, fresh).await {
+        Ok(()) => {
+            out(&format!("plugin {}: {what}ed\n", package.name));
+            EXIT_OK
+        }
+        Err(e) => {
+            err(&format!("error: {e}; the plugin was not changed\n"));
+            EXIT_ERROR
+        }
+    }
 }

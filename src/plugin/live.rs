@@ -170,56 +170,128 @@ fn plugin_api(
     Ok((host, auth))
 }
 
-/// The plugins installed on a Canvas target (GET /plugin-io/plugins/, following `next`).
-pub async fn installed(m: &Manifests, target: &str) -> Result<Vec<Installed>, PluginApiError> {
-    use secrecy::ExposeSecret;
-    let spec = m
-        .project
-        .targets
-        .get(target)
-        .ok_or_else(|| PluginApiError::NotCanvas(target.into()))?;
-    let (host, auth) = plugin_api(spec, target)?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(PluginApiError::Http)?;
-    let token = auth
-        .token(&client, None)
-        .await
-        .map_err(PluginApiError::Token)?;
-    let mut next = Some(format!("{}/plugin-io/plugins/", host.trim_end_matches('/')));
-    let mut out = Vec::new();
-    const MAX_PAGES: usize = 100;
-    for _ in 0..MAX_PAGES {
-        let Some(url) = next.take() else {
-            return Ok(out);
-        };
-        let mut req = client.get(&url);
-        if let Some(t) = &token {
-            req = req.bearer_auth(t.expose_secret());
-        }
-        let r = req.send().await.map_err(PluginApiError::Http)?;
-        if !r.status().is_success() {
-            return Err(PluginApiError::Status {
-                url: crate::target::public_url(&url::Url::parse(&url).map_err(|_| {
-                    PluginApiError::Status {
-                        url: String::new(),
-                        status: r.status().as_u16(),
-                    }
-                })?),
-                status: r.status().as_u16(),
-            });
-        }
-        let body: serde_json::Value = r.json().await.map_err(PluginApiError::Http)?;
-        for p in body["results"].as_array().into_iter().flatten() {
-            out.push(Installed {
-                name: p["name"].as_str().unwrap_or_default().to_owned(),
-                version: p["version"].as_str().map(str::to_owned),
-                enabled: p["is_enabled"].as_bool().unwrap_or(false),
-            });
-        }
-        next = body["next"].as_str().map(str::to_owned);
+/// A connection to a Canvas target's plugin API.
+pub struct PluginApi {
+    base: String,
+    client: reqwest::Client,
+    token: Option<secrecy::SecretString>,
+}
+
+impl PluginApi {
+    pub async fn connect(m: &Manifests, target: &str) -> Result<PluginApi, PluginApiError> {
+        let spec = m
+            .project
+            .targets
+            .get(target)
+            .ok_or_else(|| PluginApiError::NotCanvas(target.into()))?;
+        let (host, auth) = plugin_api(spec, target)?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(PluginApiError::Http)?;
+        let token = auth
+            .token(&client, None)
+            .await
+            .map_err(PluginApiError::Token)?;
+        Ok(PluginApi {
+            base: format!("{}/plugin-io/plugins/", host.trim_end_matches('/')),
+            client,
+            token,
+        })
     }
-    Err(PluginApiError::TooManyPages(MAX_PAGES))
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        use secrecy::ExposeSecret;
+        let req = self.client.request(method, url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose_secret()),
+            None => req,
+        }
+    }
+
+    async fn check(r: reqwest::Response) -> Result<reqwest::Response, PluginApiError> {
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let url = url::Url::parse(r.url().as_str())
+            .map(|u| crate::target::public_url(&u))
+            .unwrap_or_default();
+        Err(PluginApiError::Status {
+            url,
+            status: r.status().as_u16(),
+        })
+    }
+
+    /// The installed plugins (GET, following `next`; canvas_cli `list`).
+    pub async fn list(&self) -> Result<Vec<Installed>, PluginApiError> {
+        let mut next = Some(self.base.clone());
+        let mut out = Vec::new();
+        const MAX_PAGES: usize = 100;
+        for _ in 0..MAX_PAGES {
+            let Some(url) = next.take() else {
+                return Ok(out);
+            };
+            let r = self
+                .request(reqwest::Method::GET, &url)
+                .send()
+                .await
+                .map_err(PluginApiError::Http)?;
+            let body: serde_json::Value = Self::check(r)
+                .await?
+                .json()
+                .await
+                .map_err(PluginApiError::Http)?;
+            for p in body["results"].as_array().into_iter().flatten() {
+                out.push(Installed {
+                    name: p["name"].as_str().unwrap_or_default().to_owned(),
+                    version: p["version"].as_str().map(str::to_owned),
+                    enabled: p["is_enabled"].as_bool().unwrap_or(false),
+                });
+            }
+            next = body["next"].as_str().map(str::to_owned);
+        }
+        Err(PluginApiError::TooManyPages(MAX_PAGES))
+    }
+
+    /// Uploads the package, enabled: POST when `fresh` (canvas_cli `install`), else PATCH
+    /// `<name>/` with the package (canvas_cli `update`, what `install` falls back to on 409).
+    pub async fn upload(&self, p: &super::Package, fresh: bool) -> Result<(), PluginApiError> {
+        let boundary = format!("careplane-{}", &p.hash[..24]);
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"is_enabled\"\r\n\r\nTrue\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"{}.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n",
+                p.name
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&super::archive::tar_gz(&p.files));
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (method, url) = if fresh {
+            (reqwest::Method::POST, self.base.clone())
+        } else {
+            (reqwest::Method::PATCH, format!("{}{}/", self.base, p.name))
+        };
+        let r = self
+            .request(method, &url)
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(PluginApiError::Http)?;
+        Self::check(r).await.map(|_| ())
+    }
+}
+
+/// The plugins installed on a Canvas target.
+pub async fn installed(m: &Manifests, target: &str) -> Result<Vec<Installed>, PluginApiError> {
+    PluginApi::connect(m, target).await?.list().await
 }

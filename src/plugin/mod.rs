@@ -476,6 +476,7 @@ pub fn content_hash(files: &BTreeMap<String, String>) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+pub mod archive;
 pub mod live;
 
 #[cfg(test)]
