@@ -121,8 +121,14 @@ mod tests {
     #[test]
     fn gnu_tar_reads_the_archive() {
         let mut files = BTreeMap::new();
-        files.insert("CANVAS_MANIFEST.json".to_owned(), "{\"name\": \"x\"}\n".to_owned());
-        files.insert("handlers/careplane_rules.py".to_owned(), "y = 2\n".repeat(20_000));
+        files.insert(
+            "CANVAS_MANIFEST.json".to_owned(),
+            "{\"name\": \"x\"}\n".to_owned(),
+        );
+        files.insert(
+            "handlers/careplane_rules.py".to_owned(),
+            "y = 2\n".repeat(20_000),
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.tar.gz");
         std::fs::write(&path, tar_gz(&files)).unwrap();
