@@ -18,6 +18,7 @@ pub mod observe;
 pub mod ops;
 pub mod output;
 pub mod plan;
+pub mod plugin;
 pub mod reconcile;
 pub mod render;
 pub mod rules;

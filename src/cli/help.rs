@@ -466,3 +466,107 @@ pub fn man() -> String {
         "",
     )
 }
+
+pub fn plugin_group() -> String {
+    page(
+        &[
+            (
+                "careplane plugin build clinic --out careplane_clinic",
+                "write the rules as a Canvas plugin package",
+            ),
+            (
+                "careplane plugin build clinic --target canvas --out careplane_clinic",
+                "with team and patient-group ids read from a Canvas target",
+            ),
+        ],
+        &[("0", "done"), ("1", "see the subcommand's --help")],
+        &[],
+        "Subcommands: build, status, install. See `careplane plugin build --help`.\n",
+    )
+}
+
+pub fn plugin() -> String {
+    page(
+        &[
+            (
+                "careplane plugin build clinic --out careplane_clinic",
+                "write the package; teams are looked up by name inside Canvas, patient groups are left alone",
+            ),
+            (
+                "careplane plugin build clinic --target canvas --out careplane_clinic",
+                "resolve team and patient-group ids from the target's live state",
+            ),
+            (
+                "canvas validate careplane_clinic && canvas install careplane_clinic",
+                "check and install it with the Canvas SDK's own CLI (PyPI package `canvas`)",
+            ),
+        ],
+        &[
+            ("0", "the package was written"),
+            (
+                "1",
+                "invalid manifests, a rule the plugin cannot run inside Canvas (file:line:col), or the target could not be read",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "The package: CANVAS_MANIFEST.json, careplane's fixed handler (handlers/careplane_rules.py,\nthe same in every build) and the rules as data (careplane_rules.json). Routing runs on\nTASK_CREATED only; patient groups on patient, consent, identifier and address events.\n",
+    )
+}
+
+pub fn plugin_status() -> String {
+    page(
+        &[(
+            "careplane plugin status clinic --target canvas",
+            "is the plugin the manifests build installed, enabled and current?",
+        )],
+        &[
+            (
+                "0",
+                "installed, enabled, the same version (content) the manifests build",
+            ),
+            (
+                "1",
+                "invalid manifests, or the target or its plugin API could not be read",
+            ),
+            (
+                "2",
+                "drift: not installed (or removed), changed, or disabled",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "The plugin API is the instance's /plugin-io/plugins/ (as the SDK's `canvas list` reads it),\non the host of the target's token URL. The plugin_version follows the package's content.\n",
+    )
+}
+
+pub fn plugin_install() -> String {
+    page(
+        &[(
+            "careplane plugin install clinic --target canvas",
+            "install (or update) the plugin the manifests build, after a yes on the terminal",
+        )],
+        &[
+            ("0", "installed, updated, or already in sync"),
+            (
+                "1",
+                "invalid manifests, refused rules, no confirmation, or the plugin API refused",
+            ),
+        ],
+        &[
+            "CANVAS_CLIENT_ID",
+            "CANVAS_CLIENT_SECRET",
+            "CAREPLANE_LOG",
+            "CAREPLANE_MAX_MANIFEST_BYTES",
+        ],
+        "As `canvas install` does: POST /plugin-io/plugins/ with the package (tar.gz), or PATCH\n/plugin-io/plugins/<name>/ when it is installed; always enabled.\n",
+    )
+}

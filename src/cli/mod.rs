@@ -11,6 +11,7 @@ pub mod import;
 pub mod init;
 pub mod meta;
 pub mod plan;
+pub mod plugin;
 pub mod reconcile;
 pub mod schema;
 pub mod show;
@@ -113,6 +114,9 @@ pub enum Command {
     /// Start a project: a project file, a first team, Values, the schema and a CI workflow.
     #[command(after_long_help = help::init())]
     Init(init::Args),
+    /// Build the rules into a Canvas plugin (routing and patient groups run inside Canvas).
+    #[command(after_long_help = help::plugin_group(), subcommand_required = true)]
+    Plugin(plugin::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_long_help = help::completions())]
     Completions(meta::CompletionsArgs),
@@ -269,6 +273,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Reconcile(a) => reconcile::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Test(a) => test::run(a),
+        Command::Plugin(a) => plugin::run(a).await,
         Command::Show(a) => show::run(a),
         Command::Init(a) => init::run(a),
         Command::Completions(a) => meta::completions(a),

@@ -58,6 +58,7 @@ function reset() { // POST /__sim/reset empties everything
     stats: { tokensIssued: 0, requests: {} },
     faults: [],
     idCounter: 0,
+    plugins: new Map(), // plugin name -> {name, version, is_enabled, files, variables, created, modified}
   };
 }
 reset();
@@ -544,6 +545,135 @@ function fhir(req, res, url, text) {
   fail(405, `${req.method} is not supported on ${url.pathname}`); // §1 Errors 405 not-supported
 }
 
+// ---------------------------------------------------------------- plugin API (not FHIR)
+// The instance's plugin endpoints as the canvas-plugins SDK's CLI calls them: PyPI `canvas`
+// 0.261.0, canvas_cli/apps/plugin/plugin.py (cited as "plugin.py <function>"). plugin_url()
+// builds <host>/plugin-io/plugins/<paths>/ (trailing slash). Bearer token as for FHIR
+// (canvas_cli/apps/auth/utils.py request_api_token: the same /auth/token/, scope
+// system/Plugins.*). Response fields other than the ones the CLI reads are simulator's choice.
+//   POST   /plugin-io/plugins/                    install (plugin.py install): multipart `package`
+//          (tar.gz), `is_enabled`, `secret`* -> 201; 409 when the name is installed
+//   POST   /plugin-io/plugins/extract-metadata/   (plugin.py _get_name_from_metadata) -> 200 {name}
+//   GET    /plugin-io/plugins/                    (plugin.py list) -> 200 {results:[{name,version,is_enabled}], next}
+//   PATCH  /plugin-io/plugins/<name>/             (plugin.py update/enable/disable): `package`?,
+//          `is_enabled`?, `secret`* as multipart or form -> 200
+//   DELETE /plugin-io/plugins/<name>/?force=      (plugin.py uninstall) -> 204
+//   GET    /plugin-io/plugins/<name>/metadata/    (plugin.py list_secrets) -> 200 {variables:[...]}
+const zlib = require('node:zlib');
+const PLUGIN_PAGE = Number(process.env.SIM_PLUGIN_PAGE || 20); // page size: simulator's choice
+function multipart(req, raw) { // -> { fields: {name: [string]}, files: {name: Buffer} }
+  const ct = req.headers['content-type'] || '';
+  const out = { fields: {}, files: {} };
+  const add = (k, v) => { (out.fields[k] = out.fields[k] || []).push(v); };
+  if (ct.startsWith('application/x-www-form-urlencoded')) {
+    for (const [k, v] of new URLSearchParams(raw.toString('utf8'))) add(k, v);
+    return out;
+  }
+  const m = /boundary=(?:"([^"]+)"|([^;]+))/.exec(ct);
+  if (!ct.startsWith('multipart/form-data') || !m) { if (raw.length) fail(400, 'Expected multipart/form-data'); return out; }
+  const delim = Buffer.from(`--${m[1] || m[2]}`);
+  let pos = raw.indexOf(delim);
+  while (pos >= 0) {
+    const start = pos + delim.length;
+    if (raw.slice(start, start + 2).toString() === '--') break;
+    const next = raw.indexOf(delim, start);
+    if (next < 0) break;
+    const part = raw.slice(start + 2, next - 2); // skip CRLF after the delimiter and before the next
+    const sep = part.indexOf('\r\n\r\n');
+    const head = part.slice(0, sep).toString('utf8');
+    const body = part.slice(sep + 4);
+    const name = (/name="([^"]*)"/.exec(head) || [])[1];
+    if (name !== undefined) { if (/filename="/.test(head)) out.files[name] = body; else add(name, body.toString('utf8')); }
+    pos = next;
+  }
+  return out;
+}
+function untar(gz) { // tar.gz (ustar / pax, as Python's tarfile writes) -> {path: text}
+  let tar;
+  try { tar = zlib.gunzipSync(gz); } catch (e) { return fail(400, `The package is not a gzip file: ${e.message}`); }
+  const files = {};
+  let off = 0;
+  let paxPath = null;
+  while (off + 512 <= tar.length) {
+    const h = tar.slice(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const str = (a, b) => h.slice(a, b).toString('utf8').replace(/\0.*$/s, '');
+    const size = parseInt(str(124, 136).trim() || '0', 8);
+    const type = str(156, 157) || '0';
+    const prefix = str(345, 500);
+    let name = paxPath || (prefix ? `${prefix}/${str(0, 100)}` : str(0, 100));
+    paxPath = null;
+    const data = tar.slice(off + 512, off + 512 + size);
+    if (type === 'x') { const pm = /\d+ path=([^\n]*)\n/.exec(data.toString('utf8')); paxPath = pm ? pm[1] : null; }
+    else if (type === '0' || type === '\0') files[name.replace(/^\.\//, '')] = data.toString('utf8');
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return files;
+}
+function pluginPackage(parts) {
+  const pkg = parts.files.package;
+  if (!pkg) fail(400, 'A package file is required');
+  const files = untar(pkg);
+  if (!('CANVAS_MANIFEST.json' in files)) fail(400, 'The package has no CANVAS_MANIFEST.json at its root');
+  let manifest;
+  try { manifest = JSON.parse(files['CANVAS_MANIFEST.json']); } catch (e) { return fail(400, `CANVAS_MANIFEST.json is not JSON: ${e.message}`); }
+  if (!isObj(manifest) || !nonEmpty(manifest.name)) fail(400, 'CANVAS_MANIFEST.json has no name');
+  return { manifest, files };
+}
+const truthy = (v) => v !== undefined && ['true', '1'].includes(String(v).toLowerCase()); // requests sends True/False
+function renderPlugin(p) {
+  return { name: p.name, version: p.version, is_enabled: p.is_enabled, created: p.created, modified: p.modified };
+}
+function plugins(req, res, url, raw) {
+  const segs = url.pathname.split('/').filter(Boolean).slice(2); // after plugin-io/plugins
+  state.stats.requests[`${req.method} plugin-io`] = (state.stats.requests[`${req.method} plugin-io`] || 0) + 1;
+  if (!authorized(req)) fail(401, 'Authentication credentials were not provided or are invalid');
+  const base = `http://${req.headers.host}/plugin-io/plugins/`;
+  if (segs.length === 0 && req.method === 'GET') {
+    const all = [...state.plugins.values()];
+    const page = Math.max(1, Number(url.searchParams.get('page') || 1));
+    const slice = all.slice((page - 1) * PLUGIN_PAGE, page * PLUGIN_PAGE);
+    const next = page * PLUGIN_PAGE < all.length ? `${base}?page=${page + 1}` : null;
+    return send(res, 200, { count: all.length, next, previous: null, results: slice.map(renderPlugin) });
+  }
+  if (segs.length === 0 && req.method === 'POST') {
+    const parts = multipart(req, raw);
+    const { manifest, files } = pluginPackage(parts);
+    if (state.plugins.has(manifest.name)) return send(res, 409, { detail: `Plugin ${manifest.name} already exists` });
+    const at = now();
+    const enabled = parts.fields.is_enabled ? truthy(parts.fields.is_enabled[0]) : true;
+    state.plugins.set(manifest.name, { name: manifest.name, version: String(manifest.plugin_version || ''), is_enabled: enabled,
+      files, variables: parts.fields.secret || [], created: at, modified: at });
+    return send(res, 201, renderPlugin(state.plugins.get(manifest.name)));
+  }
+  if (segs.length === 1 && segs[0] === 'extract-metadata' && req.method === 'POST') {
+    const { manifest } = pluginPackage(multipart(req, raw));
+    return send(res, 200, { name: manifest.name, version: manifest.plugin_version, sdk_version: manifest.sdk_version });
+  }
+  const p = state.plugins.get(segs[0]);
+  if (!p) fail(404, `Unknown plugin '${segs[0]}'`);
+  if (segs.length === 2 && segs[1] === 'metadata' && req.method === 'GET') {
+    return send(res, 200, { name: p.name, variables: (p.files['CANVAS_MANIFEST.json'] && JSON.parse(p.files['CANVAS_MANIFEST.json']).variables || [])
+      .map((v) => ({ name: v.name, sensitive: !!v.sensitive, is_set: p.variables.some((s) => Buffer.from(s, 'base64').toString().startsWith(`${v.name}=`)) })) });
+  }
+  if (segs.length !== 1) fail(404, `Unknown plugin route '${url.pathname}'`);
+  if (req.method === 'PATCH') {
+    const parts = multipart(req, raw);
+    if (parts.files.package) {
+      const { manifest, files } = pluginPackage(parts);
+      if (manifest.name !== p.name) fail(400, `The package is plugin ${manifest.name}, not ${p.name}`);
+      p.files = files;
+      p.version = String(manifest.plugin_version || '');
+    }
+    if (parts.fields.is_enabled) p.is_enabled = truthy(parts.fields.is_enabled[0]);
+    if (parts.fields.secret) p.variables = parts.fields.secret;
+    p.modified = now();
+    return send(res, 200, renderPlugin(p));
+  }
+  if (req.method === 'DELETE') { state.plugins.delete(p.name); res.writeHead(204); return res.end(); }
+  fail(405, `${req.method} is not supported on ${url.pathname}`);
+}
+
 // ---------------------------------------------------------------- auth + control endpoints
 function token(req, res, text) { // §1 OAuth2: form-encoded client_credentials; no refresh token
   if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed' });
@@ -594,6 +724,8 @@ function control(req, res, url, text) {
     state.faults.push({ method: f.method, type: f.type, status: f.status, times: Number.isInteger(f.times) ? f.times : 1, retryAfter: f.retryAfter });
     return send(res, 200, { queued: true });
   }
+  const pm = /^GET \/__sim\/plugin\/([^/]+)$/.exec(route);
+  if (pm) { const p = state.plugins.get(decodeURIComponent(pm[1])); return p ? send(res, 200, p) : send(res, 404, operationOutcome(404, `Unknown plugin '${pm[1]}'`)); }
   const m = /^GET \/__sim\/resource\/([A-Za-z]+)\/([^/]+)$/.exec(route);
   if (m) {
     const r = state.store[m[1]] && state.store[m[1]].get(decodeURIComponent(m[2]));
@@ -618,8 +750,10 @@ const server = http.createServer((req, res) => {
     res.on('finish', () => console.log(`${new Date().toISOString()} ${req.method} ${req.url} -> ${res.statusCode}`));
     try {
       if (size > 10 * 1024 * 1024) fail(413, 'Request body too large');
-      const text = Buffer.concat(chunks).toString('utf8');
+      const raw = Buffer.concat(chunks);
+      const text = raw.toString('utf8');
       const url = new URL(req.url, 'http://sim.invalid');
+      if (/^\/plugin-io\/plugins(\/|$)/.test(url.pathname)) return plugins(req, res, url, raw);
       if (url.pathname.startsWith('/__sim/')) return control(req, res, url, text);
       if (url.pathname.replace(/\/+$/, '') === '/auth/token') return token(req, res, text); // §1: on the EMR host in real Canvas
       return fhir(req, res, url, text);

@@ -292,5 +292,22 @@ req PUT "/CareTeam/$PT1" "$(ct $PT1 '[{"role":[{"coding":[{"system":"INTERNAL","
 expect "any care-team role accepted when careTeamRoles were never seeded" 200
 req POST /__sim/reset
 
+echo "== plugin API (canvas_cli's plugin endpoints)"
+TOKEN=""
+req GET /plugin-io/plugins/; expect "plugin list needs a token" 401
+TOKEN="$(get_token)"
+req GET /plugin-io/plugins/; expect "no plugins installed" 200 'b.results.length === 0 && b.next === null'
+mkdir -p "$TMP/pkg" && printf '{"name":"smoke_plugin","plugin_version":"0.0.1"}' > "$TMP/pkg/CANVAS_MANIFEST.json"
+tar -czf "$TMP/pkg.tar.gz" -C "$TMP/pkg" CANVAS_MANIFEST.json
+STATUS=$(curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -F "package=@$TMP/pkg.tar.gz" -F is_enabled=True "$BASE/plugin-io/plugins/")
+expect "install a package (multipart)" 201 'b.name === "smoke_plugin" && b.is_enabled === true'
+STATUS=$(curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -F "package=@$TMP/pkg.tar.gz" "$BASE/plugin-io/plugins/")
+expect "installing the same name again -> 409" 409
+req PATCH /plugin-io/plugins/smoke_plugin/ '' --data 'is_enabled=False'; expect "disable" 200 'b.is_enabled === false'
+req GET /plugin-io/plugins/; expect "listed disabled" 200 'b.results[0].name === "smoke_plugin" && b.results[0].is_enabled === false'
+req DELETE /plugin-io/plugins/smoke_plugin/; expect "uninstall -> 204" 204
+req GET /plugin-io/plugins/; expect "gone" 200 'b.results.length === 0'
+req POST /__sim/reset
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

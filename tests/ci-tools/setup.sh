@@ -5,6 +5,8 @@
 #   (the static musl build is separate: tests/ci-tools/static-build.sh)
 #   - kubernetes-validate and kubectl (PyPI, pinned in requirements.txt) in
 #     target/ci-tools/venv                       tests/kubernetes_examples.rs
+#   - the Canvas SDK (PyPI `canvas`, pinned in tests/plugin/requirements.txt) in
+#     target/ci-tools/canvas-venv                tests/plugin_sdk.rs
 # Idempotent; tests/run.sh runs it. A tool that cannot be installed is reported here and
 # its test then fails saying so (never skipped as passed).
 set -uo pipefail
@@ -36,6 +38,19 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
     cp "$REQ" "$VENV/requirements.txt"
   else
     say "could not install kubernetes-validate / kubectl from PyPI"
+    status=1
+  fi
+fi
+
+CANVAS_VENV="$ROOT/target/ci-tools/canvas-venv"
+CANVAS_REQ="$ROOT/tests/plugin/requirements.txt"
+if ! cmp -s "$CANVAS_REQ" "$CANVAS_VENV/requirements.txt" 2>/dev/null; then
+  say "creating $CANVAS_VENV (pinned: tests/plugin/requirements.txt)"
+  rm -rf "$CANVAS_VENV"
+  if python3 -m venv "$CANVAS_VENV" && "$CANVAS_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$CANVAS_REQ"; then
+    cp "$CANVAS_REQ" "$CANVAS_VENV/requirements.txt"
+  else
+    say "could not install the Canvas SDK (canvas) from PyPI"
     status=1
   fi
 fi
