@@ -130,21 +130,129 @@ fn check_formats_json_and_github_and_skips() {
 }
 
 #[test]
-fn validate_shows_findings_as_warnings_and_never_fails_on_them() {
+fn validate_fails_on_error_findings_and_shows_warnings() {
     let files = [("m.yaml", BROKEN.to_string())];
     let (code, _, err) = run(&files, &["validate", "--format", "plain"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("m.yaml:31:9: warning: CP104 routing-rule-shadowed"),
+        err.contains("m.yaml:31:9: error: CP104 routing-rule-shadowed"),
         "{err}"
     );
     assert!(
         err.contains("m.yaml:13:9: warning: CP102 team-empty"),
         "{err}"
     );
+    assert!(
+        err.contains("error: 1 care-model finding(s) at level error"),
+        "{err}"
+    );
     let (code, _, err) = run(&files, &["validate", "--format", "plain", "--no-checks"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("CP1"), "{err}");
+    // warnings alone never fail validate (the error suppressed with a reason)
+    let marked = BROKEN.replace(
+        "  name: refills-vip\n",
+        "  name: refills-vip # careplane:ignore CP104 reason: reviewed in January\n",
+    );
+    let (code, _, err) = run(&[("m.yaml", marked)], &["validate", "--format", "plain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: CP102"), "{err}");
+    assert!(!err.contains("CP104"), "{err}");
+}
+
+#[test]
+fn validate_json_lists_the_findings() {
+    let files = [("m.yaml", BROKEN.to_string())];
+    let (code, out, _) = run(&files, &["validate", "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["checks"]["errors"], 1);
+    assert_eq!(v["checks"]["warnings"], 2);
+    assert_eq!(v["findings"][2]["id"], "CP104");
+    assert_eq!(v["findings"][2]["severity"], "error");
+    assert_eq!(v["findings"][2]["line"], 31);
+    assert_eq!(v["errors"], serde_json::json!([]));
+    let (code, out, _) = run(&files, &["validate", "--format", "json", "--no-checks"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["findings"], serde_json::json!([]));
+}
+
+const PROJECT: &str = "apiVersion: careplane.dev/v1
+kind: Project
+metadata:
+  name: clinic
+spec:
+  checks:
+";
+
+#[test]
+fn project_levels_change_what_fails() {
+    let project = format!("{PROJECT}    CP104: warning\n    team-empty: off\n    CP101: error\n");
+    let files = [("careplane.yaml", project), ("m.yaml", BROKEN.to_string())];
+    let (code, _, err) = run(&files, &["check", "--format", "plain"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("m.yaml:4:9: error: CP101"), "{err}");
+    assert!(err.contains("m.yaml:31:9: warning: CP104"), "{err}");
+    assert!(!err.contains("CP102"), "{err}");
+
+    let project = format!("{PROJECT}    CP104: warning\n    CP101: off\n");
+    let files = [("careplane.yaml", project), ("m.yaml", BROKEN.to_string())];
+    let (code, _, err) = run(&files, &["check", "--format", "plain"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&files, &["validate", "--format", "plain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("m.yaml:31:9: warning: CP104"), "{err}");
+}
+
+#[test]
+fn an_unknown_check_in_the_project_is_a_manifest_error_with_a_guess() {
+    let project = format!("{PROJECT}    CP1O4: warning\n");
+    let files = [("careplane.yaml", project), ("m.yaml", BROKEN.to_string())];
+    let (code, _, err) = run(&files, &["validate", "--format", "plain"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("careplane.yaml:7:5: error: 'CP1O4' in `checks` is not a check"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean 'CP104'?"), "{err}");
+    let project = format!("{PROJECT}    CP104: of\n");
+    let (code, _, err) = run(
+        &[("careplane.yaml", project), ("m.yaml", BROKEN.to_string())],
+        &["check", "--format", "plain"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("careplane.yaml:7:"), "{err}");
+}
+
+#[test]
+fn a_marker_with_a_reason_suppresses_one_line() {
+    // the finding points at `  name: refills-vip` (line 31)
+    let marked = BROKEN.replace(
+        "  name: refills-vip\n",
+        "  # careplane:ignore CP104 reason: kept while the VIP queue is reviewed\n  name: refills-vip\n",
+    );
+    let (code, _, err) = run(&[("m.yaml", marked)], &["check", "--format", "plain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("CP104"), "{err}");
+    assert!(
+        err.contains("2 finding(s): 0 error(s), 2 warning(s)"),
+        "{err}"
+    );
+
+    let bare = BROKEN.replace(
+        "  name: refills-vip\n",
+        "  name: refills-vip # careplane:ignore CP104\n",
+    );
+    let (code, _, err) = run(&[("m.yaml", bare)], &["check", "--format", "plain"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("m.yaml:31:21: warning: CP109 suppression-invalid: `careplane:ignore CP104` gives no reason, so it suppresses nothing"),
+        "{err}"
+    );
+    assert!(err.contains("m.yaml:31:9: error: CP104"), "{err}");
 }
 
 #[test]
