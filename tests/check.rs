@@ -267,3 +267,138 @@ fn the_example_clinic_has_no_error_findings() {
     assert_eq!(v["errors"], 0, "{v}");
     assert_eq!(v["warnings"], 0, "{v}");
 }
+
+/// `check --target` against the Canvas simulator: every live check finds its problem,
+/// and `plan` shows the same findings as warnings without failing.
+#[test]
+fn live_checks_against_the_canvas_simulator() {
+    use common::canvas::{CLIENT_ID, CLIENT_SECRET, Sim, practitioner, practitioner_id};
+    use serde_json::json;
+    let sim = Sim::start();
+    // staff 0 holds MA (declared by no Role), 1 RN, 2 FD (front desk, no RoleAssignment),
+    // 3 is not schedulable, 4 inactive
+    let mut staff: Vec<serde_json::Value> = (0..5)
+        .map(|i| match i {
+            0 => practitioner(i, &["MA"]),
+            1 => practitioner(i, &["RN"]),
+            2 => practitioner(i, &["FD"]),
+            _ => practitioner(i, &["RN"]),
+        })
+        .collect();
+    staff[4]["active"] = json!(false);
+    let pcp = json!({"coding": [{"system": "http://snomed.info/sct", "code": "453231000124104"}]});
+    let rn = json!({"coding": [{"system": "http://snomed.info/sct", "code": "224535009"}]});
+    let lead = |b: bool| json!([{"url": "http://schemas.canvasmedical.com/fhir/extensions/careteam-lead", "valueBoolean": b}]);
+    let pid = format!("{:032x}", 0xabc0_u64);
+    sim.seed(json!({
+        "resources": staff,
+        "nonSchedulable": [practitioner_id(3)],
+        "roles": ["MD", "RN", "MA", "FD"],
+        "careTeamRoles": [
+            {"system": "http://snomed.info/sct", "code": "453231000124104", "display": "Primary care provider"},
+            {"system": "http://snomed.info/sct", "code": "224535009", "display": "Registered nurse"}]
+    }));
+    sim.seed(json!({"resources": [
+        {"resourceType": "Patient", "id": pid, "active": true, "name": [{"family": "Secretname", "given": ["T"]}], "birthDate": "1970-01-01"},
+        // someone changed the lead by hand: the nurse leads, the PCP does not
+        {"resourceType": "CareTeam", "subject": {"reference": format!("Patient/{pid}")}, "participant": [
+            {"role": [pcp], "member": {"reference": format!("Practitioner/{}", practitioner_id(1))}, "extension": lead(false)},
+            {"role": [rn], "member": {"reference": format!("Practitioner/{}", practitioner_id(0))}, "extension": lead(true)}]}
+    ]}));
+    let role = |name: &str, code: &str, domain: &str| {
+        format!(
+            "apiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: {name}\nspec:\n  code: {code}\n  display: {name}\n  domain: {domain}\n---\n"
+        )
+    };
+    let manifests = format!(
+        "{}{}{}apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: pcp\nspec:\n  code: {{code: \"453231000124104\", display: Primary care provider}}\n---\napiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: results\nspec:\n  responsibilities: [COMMUNICATE_DIAGNOSTIC_RESULTS_TO_PATIENT]\n  members:\n    - npi: \"1000000001\"\n    - npi: \"1000000002\"\n    - npi: \"1000000003\"\n    - npi: \"1000000004\"\n---\napiVersion: careplane.dev/v1\nkind: RoleAssignment\nmetadata:\n  name: nurse-one\nspec:\n  practitioner: {{npi: \"1000000001\"}}\n  roles: [nurse]\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: refills\nspec:\n  order: 1\n  match:\n    description: Refill request\n  set:\n    team: results\n    owner: {{npi: \"1000000099\"}}\n---\napiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: active\nspec:\n  rule:\n    active: true\n---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: pcp-one\nspec:\n  practitioner: {{npi: \"1000000001\"}}\n  careTeamRole: pcp\n  patients: {{group: active}}\n  lead: true\n",
+        role("nurse", "RN", "clinical"),
+        role("front-desk", "FD", "administrative"),
+        role("physician", "MD", "clinical"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("careplane.yaml", sim.project_file("")),
+            ("m.yaml", manifests),
+        ],
+    );
+    let run = |args: &[&str]| {
+        let out = careplane()
+            .args(args)
+            .arg(dir.path())
+            .env("SIM_ID", CLIENT_ID)
+            .env("SIM_SECRET", CLIENT_SECRET)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["check", "--target", "canvas", "--format", "json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let found: Vec<(String, u64)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"].as_str().unwrap().starts_with("CP2"))
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("CP205", 4),  // MA, at the first Role
+        ("CP206", 22), // physician (MD): nobody holds it
+        ("CP203", 43), // front desk on the results team (roles on Canvas only)
+        ("CP202", 44), // not schedulable
+        ("CP201", 45), // inactive
+        ("CP207", 65), // the owner npi does not exist
+        ("CP204", 78), // the lead changed by hand
+    ];
+    assert_eq!(
+        found,
+        expect
+            .iter()
+            .map(|(i, l)| (i.to_string(), *l))
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+    let text = |id: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        text("CP204"),
+        "care-team assignment 'pcp-one' makes npi 1000000001 the lead, and of the care teams where they are 'pcp', someone else is the lead on 1 (changed outside careplane)"
+    );
+    assert!(
+        text("CP202")
+            .starts_with("npi 1000000003 is a member of team 'results', and is not schedulable")
+    );
+    // no patient: neither the id nor the name
+    assert!(!out.contains(&pid) && !out.contains("Secretname"), "{out}");
+
+    // plan: the same live findings as warnings, never failing the plan
+    let (code, out, err) = run(&["plan", "--target", "canvas"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for id in ["CP201", "CP202", "CP203", "CP204", "CP205", "CP207"] {
+        assert!(err.contains(&format!("warning[{id} ")), "{id}: {err}");
+    }
+    assert!(!err.contains("CP206"), "notes stay in check: {err}");
+    assert!(!err.contains(&pid) && !err.contains("Secretname"), "{err}");
+    assert!(!out.contains("Secretname"), "{out}");
+}
