@@ -284,6 +284,34 @@ pub fn manifests(observed: &Observed) -> BTreeMap<String, String> {
         ));
     }
 
+    // Plain configuration kinds: the fields are the manifest's spec, as read back.
+    for e in crate::manifest::kinds::REGISTRY.iter().filter(|e| e.plain) {
+        let Some(kind) = ObjectKind::of_manifest_kind(e.kind) else {
+            continue;
+        };
+        for o in by_kind(kind) {
+            let name = names
+                .entry(e.kind)
+                .or_default()
+                .take(o.name.as_deref().unwrap_or(&o.id));
+            // JSON values are YAML (flow style)
+            let spec: String = o
+                .fields
+                .iter()
+                .map(|(k, v)| format!("  {k}: {v}\n"))
+                .collect();
+            let spec = if spec.is_empty() {
+                "  {}\n".to_owned()
+            } else {
+                spec
+            };
+            files
+                .entry(format!("{}.yaml", kind.slug()))
+                .or_default()
+                .push(doc(e.kind, &name, None, &spec));
+        }
+    }
+
     let mut out: BTreeMap<String, String> = files
         .into_iter()
         .map(|(f, docs)| (f, format!("{HEADER}{}", docs.join("---\n"))))

@@ -342,6 +342,77 @@ pub mod util {
         }
     }
 }
+/// Every desired object on this target: the dialect's [`Dialect::desired`] plus the objects
+/// of plain configuration kinds (`DesiredState::config`), which every dialect takes the
+/// same way: their manifest fields verbatim, for the dialect's mapping to encode. A plain
+/// kind the dialect has no capability row for is refused, one diagnostic per document.
+pub fn desired(
+    dialect: &dyn Dialect,
+    state: &DesiredState,
+    staff: &StaffIndex,
+    groups: &Memberships,
+) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
+    let config = config_objects(state, dialect.capabilities(), dialect.name());
+    match (dialect.desired(state, staff, groups), config) {
+        (Ok(mut out), Ok(config)) => {
+            out.extend(config);
+            Ok(out)
+        }
+        (Err(mut a), Err(b)) => {
+            a.extend(b);
+            Err(a)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+/// The objects of plain configuration kinds as desired objects, or a diagnostic for each
+/// one whose kind `caps` has no row for.
+pub fn config_objects(
+    state: &DesiredState,
+    caps: &Capabilities,
+    dialect: &str,
+) -> Result<Vec<DesiredObject>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for o in &state.config {
+        let kind = ObjectKind::of_manifest_kind(o.kind).filter(|k| caps.of(*k).is_some());
+        let Some(kind) = kind else {
+            errors.push(Diagnostic {
+                source: o.source.clone(),
+                message: format!(
+                    "kind {} is not supported on this target (dialect {dialect})",
+                    o.kind
+                ),
+                help: Some(
+                    "remove the document, or limit it to the targets that support it with `metadata.targets`"
+                        .into(),
+                ),
+            });
+            continue;
+        };
+        out.push(DesiredObject {
+            kind,
+            name: o.name.clone(),
+            natural_key: None,
+            fields: o.fields.clone(),
+            field_sources: o.field_sources.clone(),
+            source: o.source.clone(),
+            labels: BTreeMap::new(),
+            additive: vec![],
+            max_removal_share: None,
+            only_declared: false,
+            explain: None,
+            operation: Default::default(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 /// The mapping half of a dialect.
 pub trait Dialect: Send + Sync {
     /// Short name shown in plans (`fhir-r4`, `canvas`).

@@ -46,6 +46,52 @@ pub fn catalog_url(project: &str, kind: ObjectKind) -> String {
     format!("https://careplane.dev/fhir/CodeSystem/{project}/{what}")
 }
 
+/// A plain configuration kind R4 stores as one resource of its own: each manifest field
+/// is one top-level element, written and read back as is. A new plain kind is one row
+/// (its capability row, search and encode/decode all follow from it).
+pub struct PlainMapping {
+    pub kind: ObjectKind,
+    pub resource_type: &'static str,
+    /// (manifest field, FHIR element).
+    pub fields: &'static [(&'static str, &'static str)],
+}
+
+/// The plain configuration kinds R4 stores.
+pub const PLAIN: &[PlainMapping] = &[];
+
+fn plain(kind: ObjectKind) -> Option<&'static PlainMapping> {
+    PLAIN.iter().find(|p| p.kind == kind)
+}
+
+impl PlainMapping {
+    /// The managed fields of a live resource.
+    fn decode(&self, r: &Value) -> Fields {
+        self.fields
+            .iter()
+            .filter_map(|(field, element)| Some(((*field).to_owned(), r.get(*element)?.clone())))
+            .collect()
+    }
+
+    /// `r` with the given fields set (`None`: removed).
+    fn encode(&self, r: &mut Value, fields: &BTreeMap<String, Option<Value>>) {
+        for (field, element) in self.fields {
+            let Some(v) = fields.get(*field) else {
+                continue;
+            };
+            if let Some(o) = r.as_object_mut() {
+                match v {
+                    Some(v) if !v.is_null() => {
+                        o.insert((*element).to_owned(), v.clone());
+                    }
+                    _ => {
+                        o.remove(*element);
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub struct R4 {
     caps: Capabilities,
 }
@@ -62,9 +108,10 @@ impl Default for R4 {
             exclusive: &[],
             manual_hint: None,
         };
+        let plain_kinds = PLAIN.iter().map(|p| all(p.kind, p.resource_type));
         R4 {
             caps: Capabilities(
-                vec![
+                [
                     all(ObjectKind::RoleCatalog, "CodeSystem"),
                     all(ObjectKind::CareTeamRoleCatalog, "CodeSystem"),
                     all(ObjectKind::Team, "Group"),
@@ -90,7 +137,10 @@ impl Default for R4 {
                         exclusive: &[],
                         manual_hint: None,
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(plain_kinds)
+                .collect(),
                 TargetCapability {
                     // any resource type can be stored: one Provenance per apply
                     provenance: true,
@@ -284,8 +334,6 @@ impl R4 {
                     .collect();
                 f.insert("members".into(), sorted_strings(members));
             }
-            // R4 keeps roles in catalogs: these kinds are not in its capability table.
-            ObjectKind::Role | ObjectKind::CareTeamRole => {}
             ObjectKind::RoleAssignment => {
                 f.insert(
                     "practitioner".into(),
@@ -314,6 +362,13 @@ impl R4 {
                     r.get("active").cloned().unwrap_or(json!(true)),
                 );
             }
+            // plain kinds (`PLAIN`); roles and care-team roles are not in R4's table (R4
+            // keeps them in catalogs)
+            _ => {
+                if let Some(p) = plain(kind) {
+                    return p.decode(r);
+                }
+            }
         }
         f
     }
@@ -330,7 +385,7 @@ impl Dialect for R4 {
 
     fn queries(&self, project: &str) -> Vec<(Purpose, Query)> {
         let owned = format!("{TAG_SYSTEM}|{project}");
-        vec![
+        let mut queries = vec![
             (
                 Purpose::Staff,
                 Query::new("Practitioner").param("_elements", "identifier,telecom,active"),
@@ -345,9 +400,20 @@ impl Dialect for R4 {
             ),
             (
                 Purpose::Objects,
-                Query::new("PractitionerRole").param("_tag", owned),
+                Query::new("PractitionerRole").param("_tag", owned.clone()),
             ),
-        ]
+        ];
+        // one search per resource type the plain kinds use
+        let mut types: Vec<&str> = PLAIN.iter().map(|p| p.resource_type).collect();
+        types.sort_unstable();
+        types.dedup();
+        queries.extend(types.into_iter().map(|rt| {
+            (
+                Purpose::Objects,
+                Query::new(rt).param("_tag", owned.clone()),
+            )
+        }));
+        queries
     }
 
     fn desired(
@@ -624,9 +690,9 @@ impl Dialect for R4 {
             ObjectKind::Team => {
                 json!({"resourceType": "Group", "type": "practitioner", "actual": true})
             }
-            // Not in R4's capability table (roles live in catalogs): never planned.
-            ObjectKind::Role | ObjectKind::CareTeamRole => json!({"resourceType": "Basic"}),
             ObjectKind::RoleAssignment => json!({"resourceType": "PractitionerRole"}),
+            // plain kinds; roles and care-team roles are not in R4's table: never planned
+            _ => json!({"resourceType": plain(kind).map_or("Basic", |p| p.resource_type)}),
         };
         r["meta"] = json!({"tag": [tag(project)]});
         r["identifier"] = json!([identifier(project, kind, name)]);
@@ -815,8 +881,6 @@ impl R4 {
                     set_or_remove(&mut r, "member", members);
                 }
             }
-            // R4 keeps roles in catalogs: these kinds are not in its capability table.
-            ObjectKind::Role | ObjectKind::CareTeamRole => {}
             ObjectKind::RoleAssignment => {
                 if let Some(v) = fields.get("practitioner") {
                     match v.as_ref().and_then(Value::as_str) {
@@ -853,6 +917,12 @@ impl R4 {
                             .map(|c| json!({"coding": [{"system": system, "code": c}]})),
                     );
                     set_or_remove(&mut r, "code", codes);
+                }
+            }
+            // plain kinds; roles and care-team roles are not in R4's table (catalogs)
+            _ => {
+                if let Some(p) = plain(kind) {
+                    p.encode(&mut r, fields);
                 }
             }
         }

@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod ignore;
+pub mod kinds;
 pub mod schema;
 pub mod suggest;
 pub mod types;
@@ -19,12 +20,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{CareTeamRole, DesiredState, Located, Role, RoleAssignment, Source, Team};
-use types::{
-    CareTeamAssignmentSpec, CareTeamRoleSpec, Metadata, PatientGroupSpec, ProjectSpec,
-    RESERVED_KINDS, RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec, TargetType,
-    TeamSpec,
-};
+use crate::model::{DesiredState, Source};
+use types::{Metadata, ProjectSpec, TargetType};
 use yaml::{Document, Pos};
 
 /// One problem in the manifests, with where it is and what to do about it.
@@ -231,7 +228,7 @@ fn is_foreign(v: &serde_json::Value) -> bool {
             // a careplane kind under a misspelt careplane apiVersion is an error, never
             // skipped: a manifest must not vanish (and be pruned) over a typo
             let kind = v.get("kind").and_then(serde_json::Value::as_str);
-            let careplane_kind = kind.is_some_and(|k| types::KINDS.contains(&k));
+            let careplane_kind = kind.is_some_and(kinds::is_kind);
             let lookalike = a.to_lowercase().contains("careplane")
                 || suggest::closest(a, [concat!("careplane.dev/", "v1")]).is_some();
             let ours = a.starts_with(API_GROUP) || (careplane_kind && lookalike);
@@ -240,7 +237,7 @@ fn is_foreign(v: &serde_json::Value) -> bool {
         Some(_) => false,
         None => {
             let kind = v.get("kind").and_then(serde_json::Value::as_str);
-            (v.is_object() || v.is_array()) && !kind.is_some_and(|k| types::KINDS.contains(&k))
+            (v.is_object() || v.is_array()) && !kind.is_some_and(kinds::is_kind)
         }
     }
 }
@@ -326,8 +323,10 @@ fn build(
         }
     }
 
-    let mut desired = DesiredState::default();
-    let mut project: Option<(ProjectSpec, String, Source)> = None;
+    let mut out = kinds::Building {
+        desired: DesiredState::default(),
+        project: None,
+    };
     let mut names: HashMap<(String, String), Source> = HashMap::new();
     for d in &valid {
         let kind = d.doc.value["kind"].as_str().unwrap_or_default().to_owned();
@@ -378,217 +377,22 @@ fn build(
             );
             continue;
         }
-        let spec = d.doc.value["spec"].clone();
-        let doc_src = d.at("");
-        macro_rules! typed {
-            ($t:ty) => {
-                match serde_json::from_value::<$t>(spec.clone()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        ck.error(d.at("/spec"), format!("invalid spec: {e}"), "");
-                        continue;
-                    }
-                }
-            };
-        }
-        match kind.as_str() {
-            "Project" => {
-                let spec = typed!(ProjectSpec);
-                if let Some((_, _, first)) = &project {
-                    ck.error(
-                        doc_src.clone(),
-                        format!("a second Project document (the first is at {first})"),
-                        "keep one Project document per manifest directory",
-                    );
-                    continue;
-                }
-                check_project(&mut ck, d, &spec);
-                project = Some((spec, metadata.name.clone(), doc_src));
-            }
-            "Role" => {
-                let spec = typed!(RoleSpec);
-                desired.roles.push(Role {
-                    name: metadata.name,
-                    code: spec.code,
-                    display: spec.display,
-                    abbreviation: spec.abbreviation,
-                    domain: spec.domain,
-                    privilege_level: spec.privilege_level,
-                    role_type: spec.role_type,
-                    auth_groups: spec.auth_groups,
-                    source: name_src,
-                });
-            }
-            "CareTeamRole" => {
-                let spec = typed!(CareTeamRoleSpec);
-                desired.care_team_roles.push(CareTeamRole {
-                    name: metadata.name,
-                    system: spec.code.system,
-                    code: spec.code.code,
-                    display: spec.code.display,
-                    source: d.at("/spec/code/code"),
-                });
-            }
-            "Team" => {
-                let spec = typed!(TeamSpec);
-                desired.teams.push(Team {
-                    display_name: spec.display_name.unwrap_or_else(|| metadata.name.clone()),
-                    name: metadata.name,
-                    responsibilities: spec
-                        .responsibilities
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, value)| Located {
-                            value,
-                            source: d.at(&format!("/spec/responsibilities/{i}")),
-                        })
-                        .collect(),
-                    members: spec
-                        .members
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, value)| Located {
-                            value,
-                            source: d.at(&format!("/spec/members/{i}")),
-                        })
-                        .collect(),
-                    source: name_src,
-                });
-            }
-            "RoleAssignment" => {
-                let spec = typed!(RoleAssignmentSpec);
-                desired.assignments.push(RoleAssignment {
-                    name: metadata.name,
-                    practitioner: Located {
-                        value: spec.practitioner,
-                        source: d.at("/spec/practitioner"),
-                    },
-                    roles: spec
-                        .roles
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, value)| Located {
-                            value,
-                            source: d.at(&format!("/spec/roles/{i}")),
-                        })
-                        .collect(),
-                    source: name_src,
-                });
-            }
-            "Values" => {}
-            "CareTeamAssignment" => {
-                let spec = typed!(CareTeamAssignmentSpec);
-                if spec.patients.group.is_some() == spec.patients.rule.is_some() {
-                    ck.error(
-                        d.at("/spec/patients"),
-                        format!("care-team assignment '{}' needs exactly one of patients.group and patients.rule", metadata.name),
-                        "select patients by a declared PatientGroup or by a rule",
-                    );
-                }
-                desired.care_team_assignments.push(crate::model::CareTeamAssignment {
-                    practitioner: Located {
-                        value: spec.practitioner,
-                        source: d.at("/spec/practitioner"),
-                    },
-                    role: spec.care_team_role,
-                    group: spec.patients.group,
-                    rule: spec.patients.rule,
-                    lead: spec.lead,
-                    authoritative: spec.authoritative,
-                    max_removal_share: spec.max_removal_share.unwrap_or(0.2),
-                    name: metadata.name,
-                    source: name_src,
-                });
-            }
-            "RuleTest" => {
-                let spec = typed!(RuleTestSpec);
-                desired.rule_tests.push(crate::model::RuleTest {
-                    name: metadata.name,
-                    fixtures: spec.fixtures.into_iter().map(serde_json::Value::Object).collect(),
-                    expect: spec.expect,
-                    source: name_src,
-                });
-            }
-            "RoutingRule" => {
-                let spec = typed!(RoutingRuleSpec);
-                let m = &spec.matches;
-                if m.description.is_none() && m.description_matches.is_none() && m.label.is_none() && m.patient_group.is_none() {
-                    ck.error(
-                        d.at("/spec/match"),
-                        format!("routing rule '{}' matches every open task", metadata.name),
-                        "say which tasks: description, descriptionMatches, label or patientGroup",
-                    );
-                }
-                if let Some(re) = &m.description_matches
-                    && let Err(e) = regex::Regex::new(re)
-                {
-                    ck.error(
-                        d.at("/spec/match/descriptionMatches"),
-                        format!("not a regular expression: {}", e.to_string().lines().last().unwrap_or_default()),
-                        "fix the pattern (Rust regex syntax)",
-                    );
-                }
-                if spec.set.team.is_none() && spec.set.owner.is_none() && spec.set.add_labels.is_empty() {
-                    ck.error(
-                        d.at("/spec/set"),
-                        format!("routing rule '{}' sets nothing", metadata.name),
-                        "set a team, an owner or labels to add",
-                    );
-                }
-                desired.routing_rules.push(crate::model::RoutingRule {
-                    order: spec.order.unwrap_or(100),
-                    description: spec.matches.description,
-                    description_matches: spec.matches.description_matches,
-                    label: spec.matches.label,
-                    patient_group: spec.matches.patient_group,
-                    team: spec.set.team,
-                    owner: spec.set.owner.map(|value| Located {
-                        value,
-                        source: d.at("/spec/set/owner"),
-                    }),
-                    add_labels: spec.set.add_labels,
-                    mode: spec.routing.map(|r| r.mode).unwrap_or_default(),
-                    name: metadata.name,
-                    source: name_src,
-                });
-            }
-            "PatientGroup" => {
-                let spec = typed!(PatientGroupSpec);
-                let located = |list: Vec<String>, field: &str| -> Vec<Located<String>> {
-                    list.into_iter()
-                        .enumerate()
-                        .map(|(i, value)| Located {
-                            value,
-                            source: d.at(&format!("/spec/{field}/{i}")),
-                        })
-                        .collect()
-                };
-                if spec.rule.is_none() && spec.include.is_empty() {
-                    ck.error(
-                        d.at("/spec"),
-                        format!("patient group '{}' has neither a rule nor include", metadata.name),
-                        "add `rule:` (who belongs) or `include:` (patient ids)",
-                    );
-                }
-                desired.patient_groups.push(crate::model::PatientGroup {
-                    display_name: spec.display_name.unwrap_or_else(|| metadata.name.clone()),
-                    mode: spec.mode,
-                    max_removal_share: spec.max_removal_share.unwrap_or(0.2),
-                    rule: spec.rule,
-                    include: located(spec.include, "include"),
-                    exclude: located(spec.exclude, "exclude"),
-                    name: metadata.name,
-                    source: name_src,
-                });
-            }
-            k if RESERVED_KINDS.contains(&k) => ck.error(
-                d.at("/kind"),
-                format!("kind {k} is reserved for rule support, which this version of careplane does not apply"),
-                "remove the document for now; it would otherwise be silently ignored",
-            ),
-            _ => {}
-        }
+        // the schema check let only registered kinds through
+        let Some(entry) = kinds::entry(&kind) else {
+            continue;
+        };
+        (entry.build)(&mut kinds::Ctx {
+            kind: entry.kind,
+            name: metadata.name,
+            doc: d,
+            ck: &mut ck,
+            out: &mut out,
+        });
     }
+    let kinds::Building {
+        mut desired,
+        project,
+    } = out;
     desired
         .routing_rules
         .sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));

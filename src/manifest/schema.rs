@@ -1,76 +1,23 @@
 //! The manifest JSON Schema (draft-07, the newest yaml-language-server validates with).
 //!
-//! Built from the `spec` types in `types.rs`. The root schema dispatches on `kind` with
+//! Built from the registry of kinds (`kinds.rs`): each kind's `spec` type and description. The root schema dispatches on `kind` with
 //! `if`/`then`, so an editor (and `validate`) reports errors against the right kind instead
 //! of a useless "not valid under any of the schemas".
 
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use super::types::{
-    API_VERSION, CareTeamAssignmentSpec, CareTeamRoleSpec, KINDS, Metadata, PatientGroupSpec,
-    ProjectSpec, ReservedSpec, RoleAssignmentSpec, RoleSpec, RoutingRuleSpec, RuleTestSpec,
-    TeamSpec, ValuesSpec,
-};
+use super::kinds::{self, REGISTRY};
+use super::types::{API_VERSION, Metadata, ReservedSpec};
 
 /// The draft-07 JSON Schema of a manifest document.
 pub fn manifest_schema() -> Value {
     let mut generator = SchemaSettings::draft07().into_generator();
     let metadata = generator.subschema_for::<Metadata>();
-    let specs: Vec<(&str, Value, &str)> = vec![
-        (
-            "Project",
-            generator.subschema_for::<ProjectSpec>().to_value(),
-            "The project file: project name (the ownership tag) and named targets.",
-        ),
-        (
-            "Values",
-            generator.subschema_for::<ValuesSpec>().to_value(),
-            "Variable values for one environment (`NAME: value`), used as ${NAME} in manifests.",
-        ),
-        (
-            "Role",
-            generator.subschema_for::<RoleSpec>().to_value(),
-            "A staff role: internal code, display name, domain, default auth groups.",
-        ),
-        (
-            "CareTeamRole",
-            generator.subschema_for::<CareTeamRoleSpec>().to_value(),
-            "A role a staff member can play in a patient's care team.",
-        ),
-        (
-            "Team",
-            generator.subschema_for::<TeamSpec>().to_value(),
-            "A team of staff that owns responsibilities.",
-        ),
-        (
-            "RoleAssignment",
-            generator.subschema_for::<RoleAssignmentSpec>().to_value(),
-            "Gives one staff member their roles.",
-        ),
-        (
-            "CareTeamAssignment",
-            generator
-                .subschema_for::<CareTeamAssignmentSpec>()
-                .to_value(),
-            "Puts a staff member on the care teams of selected patients in a care-team role.",
-        ),
-        (
-            "RuleTest",
-            generator.subschema_for::<RuleTestSpec>().to_value(),
-            "A test of the rules: fixtures and expected results (`careplane test`).",
-        ),
-        (
-            "RoutingRule",
-            generator.subschema_for::<RoutingRuleSpec>().to_value(),
-            "Routes open tasks to a team, an owner and labels; the first matching rule wins.",
-        ),
-        (
-            "PatientGroup",
-            generator.subschema_for::<PatientGroupSpec>().to_value(),
-            "A patient group whose members follow a rule over live patient data.",
-        ),
-    ];
+    let specs: Vec<(&str, Option<Value>, &str)> = REGISTRY
+        .iter()
+        .map(|e| (e.kind, e.schema.map(|s| s(&mut generator)), e.description))
+        .collect();
     let reserved = generator.subschema_for::<ReservedSpec>().to_value();
     let mut definitions = generator.take_definitions(true);
     if let Some(v) = definitions
@@ -84,17 +31,14 @@ pub fn manifest_schema() -> Value {
     }
     debug_assert!(metadata.get("$ref").is_some());
     let mut all_of = Vec::new();
-    for kind in KINDS {
-        let (spec, description) = specs
-            .iter()
-            .find(|(k, _, _)| k == kind)
-            .map(|(_, s, d)| (s.clone(), (*d).to_owned()))
-            .unwrap_or_else(|| {
-                (
-                    reserved.clone(),
-                    format!("{kind}: reserved for rule support (not in this version)."),
-                )
-            });
+    for (kind, spec, description) in specs {
+        let (spec, description) = match spec {
+            Some(spec) => (spec, description.to_owned()),
+            None => (
+                reserved.clone(),
+                format!("{kind}: reserved for rule support (not in this version)."),
+            ),
+        };
         let doc = json!({
             "description": description,
             "type": "object",
@@ -122,7 +66,7 @@ pub fn manifest_schema() -> Value {
         "required": ["apiVersion", "kind"],
         "properties": {
             "apiVersion": {"const": API_VERSION, "description": "Always careplane.dev/v1."},
-            "kind": {"enum": KINDS},
+            "kind": {"enum": kinds::names()},
         },
         "allOf": all_of,
         "definitions": definitions,
@@ -154,8 +98,8 @@ impl KindValidators {
         };
         let mut root_only = schema.clone();
         root_only.as_object_mut().unwrap().remove("allOf");
-        let kinds = KINDS
-            .iter()
+        let kinds = kinds::names()
+            .into_iter()
             .map(|k| {
                 let mut s = schema.clone();
                 let o = s.as_object_mut().unwrap();

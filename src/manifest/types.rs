@@ -16,20 +16,7 @@ pub use crate::model::rule::{
 
 pub const API_VERSION: &str = "careplane.dev/v1";
 
-/// Kinds careplane knows. The last three are reserved for rule support.
-pub const KINDS: &[&str] = &[
-    "Project",
-    "Values",
-    "RuleTest",
-    "Role",
-    "CareTeamRole",
-    "Team",
-    "RoleAssignment",
-    "PatientGroup",
-    "CareTeamAssignment",
-    "RoutingRule",
-];
-pub const RESERVED_KINDS: &[&str] = &[];
+// The kinds careplane knows are rows of the registry, `manifest::kinds::REGISTRY`.
 
 /// Every document's `metadata`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

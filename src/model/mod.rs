@@ -207,6 +207,24 @@ pub struct RuleTest {
     pub source: Source,
 }
 
+/// An object of a plain configuration kind: one manifest document that becomes one object
+/// on the target, its fields written as the manifest spells them (no references to
+/// resolve, no patients). Such kinds are carried generically, so adding one needs no model
+/// type and no [`DesiredState`] field: the manifest registry (`manifest::kinds`) builds it
+/// and each dialect maps it (or says it does not support the kind).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigObject {
+    /// The manifest kind (`kind:`), e.g. `Location`.
+    pub kind: &'static str,
+    /// `metadata.name`.
+    pub name: String,
+    /// The spec's top-level fields (defaults filled in), by their manifest names.
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Where each field was written.
+    pub field_sources: std::collections::BTreeMap<String, Source>,
+    pub source: Source,
+}
+
 /// Everything the manifests declare, after validation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredState {
@@ -222,6 +240,8 @@ pub struct DesiredState {
     /// Tests of the rules (`careplane test`); plans ignore them.
     pub rule_tests: Vec<RuleTest>,
     pub care_team_assignments: Vec<CareTeamAssignment>,
+    /// Objects of plain configuration kinds, in manifest order.
+    pub config: Vec<ConfigObject>,
 }
 
 impl DesiredState {

@@ -87,7 +87,7 @@ pub fn plan(
         &staff,
         &care_team_roles,
     );
-    let mut wanted = dialect.desired(desired, &observed.staff, &memberships)?;
+    let mut wanted = crate::dialect::desired(dialect, desired, &observed.staff, &memberships)?;
     let (routed, waiting) = routing::objects(
         desired,
         dialect,
