@@ -10,7 +10,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Responsibility, Role, RoleDomain, RoleType, Source};
+use crate::model::{CareModelDecl, Responsibility, Role, RoleDomain, Source};
+pub use crate::model::{FitRule, LabelCatalog};
 
 /// `kind: CareModel`: who may hold which responsibilities and care-team roles.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -32,26 +33,6 @@ pub struct CareModelSpec {
     /// (Canvas: administrative staff cannot join patient care teams).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub care_team_roles: Vec<FitRule>,
-}
-
-/// One fit rule: staff fit when at least one of their roles is in one of `domains` (all
-/// when empty) and, if `types` is given, of one of `types`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FitRule {
-    /// A responsibility code or care-team role name; `*` matches any run of characters.
-    #[serde(rename = "match")]
-    #[schemars(length(min = 1))]
-    pub pattern: String,
-    /// Role domains that may hold it (any of them). Empty or absent: every domain.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub domains: Vec<RoleDomain>,
-    /// Role types that may hold it (any of them). Empty or absent: every type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub types: Vec<RoleType>,
-    /// Why, in a sentence: findings quote it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 /// `kind: Labels`: the task labels the clinic uses (Canvas: Settings → Task labels).
@@ -124,6 +105,16 @@ impl CareModel {
             )],
             source: None,
         }
+    }
+
+    /// The rules a CareModel document declares.
+    pub fn from_decl(d: &CareModelDecl) -> Self {
+        let spec = CareModelSpec {
+            replace_defaults: d.replace_defaults,
+            responsibilities: d.responsibilities.clone(),
+            care_team_roles: d.care_team_roles.clone(),
+        };
+        Self::from_spec(&spec, d.source.clone())
     }
 
     /// The rules a CareModel document sets (declared at `source`).
@@ -229,11 +220,4 @@ pub fn glob(pattern: &str, s: &str) -> bool {
         }
     }
     true
-}
-
-/// The declared label catalog.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LabelCatalog {
-    pub labels: Vec<String>,
-    pub source: Source,
 }

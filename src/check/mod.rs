@@ -237,8 +237,20 @@ pub fn configured(
 }
 
 /// The checks' inputs the manifests declare (CareModel, Labels), defaults otherwise.
-pub fn inputs(_m: &crate::manifest::Manifests) -> Inputs {
-    Inputs::default()
+pub fn inputs(m: &crate::manifest::Manifests) -> Inputs {
+    inputs_of(&m.desired)
+}
+
+/// The checks' inputs a desired model declares.
+pub fn inputs_of(d: &DesiredState) -> Inputs {
+    Inputs {
+        care_model: d
+            .care_model
+            .as_ref()
+            .map(CareModel::from_decl)
+            .unwrap_or_default(),
+        labels: d.labels.clone(),
+    }
 }
 
 /// [`configured`] with the manifests' project levels and files.
