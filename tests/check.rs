@@ -402,3 +402,26 @@ fn live_checks_against_the_canvas_simulator() {
     assert!(!err.contains(&pid) && !err.contains("Secretname"), "{err}");
     assert!(!out.contains("Secretname"), "{out}");
 }
+
+/// examples/broken-care-model shows every offline finding, with the project's levels
+/// (CP103 raised to warning, team-empty to error) and one marker with a reason (the
+/// shadowed 'refills-legacy' is not listed) and one without (CP109).
+#[test]
+fn the_broken_care_model_example() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/broken-care-model");
+    let out = careplane()
+        .args(["check", "--format", "plain", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    insta::assert_snapshot!("broken_care_model", err);
+    // validate fails on the same errors
+    let out = careplane()
+        .args(["validate", "--format", "plain", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

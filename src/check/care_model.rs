@@ -52,6 +52,9 @@ pub struct CareModel {
     pub care_team_roles: Vec<FitRule>,
     /// The CareModel document, when one is declared.
     pub source: Option<Source>,
+    /// How many of the rules (at the front of each list) the document declares; the rest
+    /// are shipped.
+    pub declared: (usize, usize),
 }
 
 impl Default for CareModel {
@@ -104,6 +107,7 @@ impl CareModel {
                 "administrative staff cannot join patient care teams",
             )],
             source: None,
+            declared: (0, 0),
         }
     }
 
@@ -124,6 +128,7 @@ impl CareModel {
                 responsibilities: vec![],
                 care_team_roles: vec![],
                 source: None,
+                declared: (0, 0),
             }
         } else {
             CareModel::shipped()
@@ -132,6 +137,7 @@ impl CareModel {
             .splice(0..0, spec.responsibilities.clone());
         m.care_team_roles.splice(0..0, spec.care_team_roles.clone());
         m.source = Some(source);
+        m.declared = (spec.responsibilities.len(), spec.care_team_roles.len());
         m
     }
 
@@ -148,11 +154,15 @@ impl CareModel {
         self.care_team_roles.iter().find(|f| glob(&f.pattern, name))
     }
 
-    /// Where the rules come from, for messages.
-    pub fn origin(&self) -> String {
-        match &self.source {
-            Some(s) => format!("the CareModel at {s}"),
-            None => "careplane's shipped care model".into(),
+    /// Where a rule comes from, for messages: the CareModel document or the shipped rules.
+    pub fn origin(&self, rule: &FitRule) -> String {
+        let declared = self.responsibilities[..self.declared.0]
+            .iter()
+            .chain(&self.care_team_roles[..self.declared.1])
+            .any(|r| std::ptr::eq(r, rule));
+        match (&self.source, declared) {
+            (Some(s), true) => format!("the CareModel at {s}"),
+            _ => "careplane's shipped care model".into(),
         }
     }
 }

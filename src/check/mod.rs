@@ -487,7 +487,7 @@ fn care_team_role_unfit(d: &DesiredState, model: &CareModel, out: &mut Vec<Findi
                 a.role,
                 names.join(", "),
                 rule.wants(),
-                model.origin(),
+                model.origin(rule),
                 rule.reason
                     .clone()
                     .unwrap_or_else(|| format!("rule '{}'", rule.pattern))
@@ -597,7 +597,7 @@ pub(crate) fn unfit_message(
         resp.code(),
         roles.join(", "),
         rule.wants(),
-        model.origin(),
+        model.origin(rule),
         rule.reason
             .as_deref()
             .map(|r| format!(": {r}"))
