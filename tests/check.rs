@@ -425,3 +425,60 @@ fn the_broken_care_model_example() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `check --target` on a file store (the R4 dialect): inactive staff on a team and an
+/// owner that does not resolve; `plan` shows them as warnings and still plans.
+#[test]
+fn live_checks_on_a_file_store() {
+    let staff = |id: &str, npi: &str, active: bool| {
+        format!(
+            "{{\"resourceType\":\"Practitioner\",\"id\":\"{id}\",\"active\":{active},\"identifier\":[{{\"system\":\"http://hl7.org/fhir/sid/us-npi\",\"value\":\"{npi}\"}}]}}\n"
+        )
+    };
+    let project = "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: clinic\nspec:\n  defaultTarget: local\n  targets:\n    local:\n      type: file\n      path: store\n";
+    let manifests = "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: results\nspec:\n  responsibilities: [COMMUNICATE_DIAGNOSTIC_RESULTS_TO_PATIENT]\n  members:\n    - npi: \"1000000001\"\n    - npi: \"1000000002\"\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: refills\nspec:\n  order: 1\n  match:\n    description: Refill request\n  set:\n    team: results\n    owner: {npi: \"1000000099\"}\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("careplane.yaml", project.to_owned()),
+            ("m.yaml", manifests.to_owned()),
+            (
+                "store/Practitioner.ndjson",
+                staff("a1", "1000000001", true) + &staff("b2", "1000000002", false),
+            ),
+        ],
+    );
+    let run = |args: &[&str]| {
+        let out = careplane().args(args).arg(dir.path()).output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", dir.path().display()), ""),
+        )
+    };
+    let (code, err) = run(&[
+        "check", "--target", "local", "--format", "plain", "--skip", "CP101",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("m.yaml:9:7: warning: CP201 staff-inactive: npi 1000000002 is a member of team 'results', and is inactive on the target"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("m.yaml:21:12: error: CP207 staff-unresolved: routing rule 'refills' gives tasks to owner npi 1000000099, and no staff member on the target has it"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("2 finding(s): 1 error(s), 1 warning(s), 0 note(s); the target was read, nothing was written."),
+        "{err}"
+    );
+    // without --target: offline only
+    let (code, err) = run(&["check", "--format", "plain", "--skip", "CP101"]);
+    assert_eq!(code, 0, "{err}");
+    // plan: warnings, and the plan
+    let (code, err) = run(&["plan", "--target", "local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning[CP201 staff-inactive]"), "{err}");
+    assert!(err.contains("warning[CP207 staff-unresolved]"), "{err}");
+}
