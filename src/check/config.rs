@@ -105,11 +105,14 @@ pub fn markers(files: &BTreeMap<String, String>) -> Vec<Marker> {
     let mut out = Vec::new();
     for (file, text) in files {
         for (i, line) in text.lines().enumerate() {
-            let Some(hash) = line.find('#') else { continue };
-            let comment = line[hash + 1..].trim_start();
-            let Some(rest) = comment.strip_prefix(MARKER) else {
+            // `# careplane:ignore`, after any `#` a quoted value may hold
+            let Some(at) = line.find(MARKER) else {
                 continue;
             };
+            let Some(hash) = line[..at].trim_end().strip_suffix('#').map(str::len) else {
+                continue;
+            };
+            let rest = &line[at + MARKER.len()..];
             let col = line[..hash].chars().count() as u64 + 1;
             let (names, reason) = match rest.find("reason:") {
                 Some(at) => (&rest[..at], Some(rest[at + "reason:".len()..].trim())),

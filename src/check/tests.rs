@@ -514,6 +514,9 @@ fn a_marker_with_a_reason_suppresses_the_finding_on_its_line_or_the_next() {
     // on it, by name
     let on = "a\nb\n  name: night # careplane:ignore team-empty reason: seasonal\n";
     assert!(configured(run(&d), &none, &files(on)).is_empty());
+    // after a `#` in a quoted value
+    let quoted = "a\nb\n  name: \"night #2\" # careplane:ignore CP102 reason: seasonal\n";
+    assert!(configured(run(&d), &none, &files(quoted)).is_empty());
     // two lines above: too far
     let far = "# careplane:ignore CP102 reason: x\nb\n  name: night\n";
     assert_eq!(ids_of(&configured(run(&d), &none, &files(far))), ["CP102"]);
