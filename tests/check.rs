@@ -482,3 +482,43 @@ fn live_checks_on_a_file_store() {
     assert!(err.contains("warning[CP201 staff-inactive]"), "{err}");
     assert!(err.contains("warning[CP207 staff-unresolved]"), "{err}");
 }
+
+/// A CareModel rule that writes out a responsibility must name one of the 11; a second
+/// CareModel or Labels document is refused; a label listed twice too.
+#[test]
+fn care_model_and_labels_documents_are_checked_when_loaded() {
+    let doc = |kind: &str, name: &str, spec: &str| {
+        format!(
+            "apiVersion: careplane.dev/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{spec}---\n"
+        )
+    };
+    let files = [(
+        "m.yaml",
+        doc(
+            "CareModel",
+            "a",
+            "  responsibilities:\n    - match: COMMUNICATE_DIAGNOSTIC_RESULT_TO_PATIENT\n      domains: [clinical]\n    - match: REVIEW_*_RESULTS\n      domains: [clinical]\n",
+        ) + &doc("CareModel", "b", "  careTeamRoles: []\n")
+            + &doc("Labels", "l", "  labels: [Urgent, Routine, Urgent]\n"),
+    )];
+    let (code, _, err) = run(&files, &["validate", "--format", "plain"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("m.yaml:7:14: error: care-model rule 'COMMUNICATE_DIAGNOSTIC_RESULT_TO_PATIENT' is not a responsibility"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean 'COMMUNICATE_DIAGNOSTIC_RESULTS_TO_PATIENT'?"),
+        "{err}"
+    );
+    // a pattern may match none of today's responsibilities
+    assert!(!err.contains("REVIEW_*_RESULTS"), "{err}");
+    assert!(
+        err.contains("error: a second CareModel document (the first is at m.yaml:4:9)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: label 'Urgent' is listed twice"),
+        "{err}"
+    );
+}
