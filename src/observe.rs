@@ -21,6 +21,50 @@ pub struct Observed {
     pub patients: std::collections::BTreeMap<String, crate::rules::PatientFacts>,
     /// Open tasks (only when routing rules are declared).
     pub tasks: Vec<crate::rules::TaskFacts>,
+    /// Practitioner ids with `active: false` (for the live care-model checks).
+    pub staff_inactive: std::collections::BTreeSet<String>,
+    /// Active care teams read (Canvas always; R4 when care-team assignments or rules need
+    /// them), as participants (`Practitioner/<id>`, role `system|code`, lead): no patient.
+    pub care_teams: Vec<Vec<(String, String, bool)>>,
+}
+
+/// The participants of active care teams, for the live checks (a lead is a participant
+/// extension whose url ends in `lead`, as both dialects write it, set to true).
+fn care_team_participants<'a>(
+    resources: impl Iterator<Item = &'a serde_json::Value>,
+) -> Vec<Vec<(String, String, bool)>> {
+    let mut seen = std::collections::HashSet::new();
+    resources
+        .filter(|r| {
+            r["resourceType"] == "CareTeam" && r["status"].as_str().unwrap_or("active") == "active"
+        })
+        .filter(|r| seen.insert(r["id"].as_str().unwrap_or_default().to_owned()))
+        .map(|r| {
+            r["participant"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let who = p.pointer("/member/reference")?.as_str()?.to_owned();
+                    let role = p
+                        .pointer("/role/0/coding/0")
+                        .map(|c| {
+                            format!(
+                                "{}|{}",
+                                c["system"].as_str().unwrap_or_default(),
+                                c["code"].as_str().unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default();
+                    let lead = p["extension"].as_array().into_iter().flatten().any(|e| {
+                        e["url"].as_str().is_some_and(|u| u.ends_with("lead"))
+                            && e["valueBoolean"] == true
+                    });
+                    Some((who, role, lead))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 pub use crate::rules::RuleReads;
@@ -131,6 +175,12 @@ pub async fn observe(
         }
     }
     observed.staff = StaffIndex::from_practitioners(&staff);
+    observed.staff_inactive = staff
+        .iter()
+        .filter(|r| r["active"] == false)
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    observed.care_teams = care_team_participants(all.iter().chain(patient_data.iter()));
     observed.patients = crate::rules::facts(&patient_data);
     if reads.tasks {
         observed.tasks = crate::rules::task_facts(&all);

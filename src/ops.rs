@@ -93,6 +93,92 @@ pub async fn plan_since(
     opts: diff::Options,
     tasks_since: Option<String>,
 ) -> Result<(Plan, Stats), OpsError> {
+    plan_observed(m, target, opts, tasks_since)
+        .await
+        .map(|(plan, stats, _)| (plan, stats))
+}
+
+/// `plan_with`, and the live care-model checks on what the plan read (`plan` shows them
+/// as warnings; they never fail it). One more search on targets that need it for
+/// schedulable staff (Canvas); if that search fails, those checks are left out.
+pub async fn plan_checked(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    opts: diff::Options,
+) -> Result<(Plan, Stats, Vec<crate::check::Finding>), OpsError> {
+    let (plan, stats, observed) = plan_observed(m, target, opts, None).await?;
+    let non_schedulable = non_schedulable(target, &observed).await.ok().flatten();
+    Ok((plan, stats, live_findings(m, &observed, non_schedulable)))
+}
+
+/// `careplane check --target`: the offline checks and the live ones (reading the target
+/// as `plan` does; nothing is written).
+pub async fn check_live(
+    m: &Manifests,
+    target: &ResolvedTarget,
+) -> Result<Vec<crate::check::Finding>, OpsError> {
+    let reads = crate::rules::needed_reads(&m.desired);
+    let observed = observe::observe(
+        &target.store,
+        target.dialect.as_ref(),
+        &m.desired.project,
+        reads,
+    )
+    .await
+    .map_err(OpsError::Observe)?;
+    let non_schedulable = non_schedulable(target, &observed)
+        .await
+        .map_err(OpsError::Observe)?;
+    Ok(live_findings(m, &observed, non_schedulable))
+}
+
+fn live_findings(
+    m: &Manifests,
+    observed: &observe::Observed,
+    non_schedulable: Option<std::collections::BTreeSet<String>>,
+) -> Vec<crate::check::Finding> {
+    let inputs = crate::check::inputs(m);
+    let snapshot = crate::check::live::Snapshot::from_observed(observed, non_schedulable);
+    let found = crate::check::live::run(&m.desired, &inputs.care_model, &snapshot);
+    crate::check::configured(found, &m.project.checks, &m.files)
+}
+
+/// Staff the target does not list as schedulable, where it has the notion: Canvas's
+/// Practitioner search leaves non-schedulable staff out unless asked (canvas-api.md §5),
+/// so active staff missing from a plain search are the non-schedulable ones. `None`
+/// elsewhere.
+async fn non_schedulable(
+    target: &ResolvedTarget,
+    observed: &observe::Observed,
+) -> Result<Option<std::collections::BTreeSet<String>>, FhirError> {
+    if target.dialect.name() != "canvas" {
+        return Ok(None);
+    }
+    let listed = target
+        .store
+        .search(&crate::fhir::Query::new("Practitioner").param("active", "true"))
+        .await?;
+    let schedulable: std::collections::BTreeSet<&str> =
+        listed.iter().filter_map(|r| r["id"].as_str()).collect();
+    Ok(Some(
+        observed
+            .staff
+            .ids
+            .iter()
+            .filter(|id| {
+                !observed.staff_inactive.contains(*id) && !schedulable.contains(id.as_str())
+            })
+            .cloned()
+            .collect(),
+    ))
+}
+
+async fn plan_observed(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    opts: diff::Options,
+    tasks_since: Option<String>,
+) -> Result<(Plan, Stats, observe::Observed), OpsError> {
     let prune = opts.prune;
     let started = Instant::now();
     let before = target.store.request_count();
@@ -124,6 +210,7 @@ pub async fn plan_since(
             requests: target.store.request_count() - before,
             elapsed: started.elapsed(),
         },
+        observed,
     ))
 }
 

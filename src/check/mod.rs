@@ -10,9 +10,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{
-    DesiredState, PractitionerRef, Responsibility, RoleDomain, RoutingRule, Source,
-};
+pub mod care_model;
+pub mod config;
+pub mod live;
+
+use crate::model::{DesiredState, PractitionerRef, Responsibility, RoutingRule, Source};
+pub use care_model::{CareModel, FitRule, LabelCatalog};
 
 /// How much a finding matters: `error` fails `check` (exit 1); `validate` shows every
 /// finding as a warning and never fails on one.
@@ -86,7 +89,67 @@ pub const CHECKS: &[(&str, &str, Severity, &str)] = &[
         "CP106",
         "administrative-on-care-team",
         Severity::Error,
-        "a care-team assignment names staff whose declared roles are all administrative",
+        "a care-team assignment names staff none of whose declared roles may hold the care-team role (CareModel; shipped: administrative roles are not on care teams)",
+    ),
+    (
+        "CP107",
+        "label-unknown",
+        Severity::Warning,
+        "a routing rule matches or adds a label outside the declared label catalog (Labels)",
+    ),
+    (
+        "CP108",
+        "role-unfit-for-responsibility",
+        Severity::Warning,
+        "a team member's declared roles may not hold one of the team's responsibilities (CareModel)",
+    ),
+    (
+        "CP109",
+        "suppression-invalid",
+        Severity::Warning,
+        "a `careplane:ignore` comment gives no reason or names no check, so it suppresses nothing",
+    ),
+    (
+        "CP201",
+        "staff-inactive",
+        Severity::Warning,
+        "live: a team member, routing owner or care-team assignment names staff who are inactive on the target",
+    ),
+    (
+        "CP202",
+        "staff-not-schedulable",
+        Severity::Warning,
+        "live (Canvas): a team member or routing owner is not schedulable, so Canvas hides them from staff pickers",
+    ),
+    (
+        "CP203",
+        "live-role-unfit",
+        Severity::Warning,
+        "live: a team member without a RoleAssignment holds roles on the target that may not hold one of the team's responsibilities (CareModel)",
+    ),
+    (
+        "CP204",
+        "care-team-lead-changed",
+        Severity::Warning,
+        "live: on care teams where a `lead: true` assignment's staff member is, someone else is the lead (changed outside careplane)",
+    ),
+    (
+        "CP205",
+        "role-undeclared",
+        Severity::Warning,
+        "live (where staff hold roles): a role code staff hold on the target that no Role declares",
+    ),
+    (
+        "CP206",
+        "role-unheld",
+        Severity::Info,
+        "live (where staff hold roles): a declared Role nobody on the target holds",
+    ),
+    (
+        "CP207",
+        "staff-unresolved",
+        Severity::Error,
+        "live: a routing rule's owner is not exactly one staff member on the target (routing resolves it only when a task matches)",
     ),
 ];
 
@@ -126,17 +189,73 @@ pub fn canvas_effect(r: Responsibility) -> Option<&'static str> {
     }
 }
 
-/// Run every offline check, findings in manifest order (file, line, col, then id).
+/// What the checks read besides the desired model: the fit rules and the label catalog.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub care_model: CareModel,
+    /// `None`: no Labels document, labels are not checked.
+    pub labels: Option<LabelCatalog>,
+}
+
+/// Run every offline check with the shipped care model, findings in manifest order.
 pub fn run(d: &DesiredState) -> Vec<Finding> {
+    run_with(d, &Inputs::default())
+}
+
+/// Run every offline check, findings in manifest order (file, line, col, then id).
+pub fn run_with(d: &DesiredState, inputs: &Inputs) -> Vec<Finding> {
     let mut out = Vec::new();
     responsibility_unowned(d, &mut out);
     team_empty(d, &mut out);
     care_team_role_unused(d, &mut out);
     routing_rule_shadowed(d, &mut out);
     care_team_lead_duplicate(d, &mut out);
-    administrative_on_care_team(d, &mut out);
-    out.sort_by(|a, b| a.source.cmp(&b.source).then(a.id.cmp(b.id)));
+    care_team_role_unfit(d, &inputs.care_model, &mut out);
+    if let Some(labels) = &inputs.labels {
+        label_unknown(d, labels, &mut out);
+    }
+    role_unfit_for_responsibility(d, &inputs.care_model, &mut out);
+    sort(&mut out);
     out
+}
+
+/// Manifest order: file, line, col, then id.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| a.source.cmp(&b.source).then(a.id.cmp(b.id)));
+}
+
+/// Every check [`run_with`] runs, then the project's levels (`checks:` in the Project
+/// document) and the `careplane:ignore` markers in `files`.
+pub fn configured(
+    findings: Vec<Finding>,
+    levels: &BTreeMap<String, config::Level>,
+    files: &BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let mut out = config::with_levels(config::suppress(findings, files), levels);
+    sort(&mut out);
+    out
+}
+
+/// The checks' inputs the manifests declare (CareModel, Labels), defaults otherwise.
+pub fn inputs(m: &crate::manifest::Manifests) -> Inputs {
+    inputs_of(&m.desired)
+}
+
+/// The checks' inputs a desired model declares.
+pub fn inputs_of(d: &DesiredState) -> Inputs {
+    Inputs {
+        care_model: d
+            .care_model
+            .as_ref()
+            .map(CareModel::from_decl)
+            .unwrap_or_default(),
+        labels: d.labels.clone(),
+    }
+}
+
+/// [`configured`] with the manifests' project levels and files.
+pub fn configure(findings: Vec<Finding>, m: &crate::manifest::Manifests) -> Vec<Finding> {
+    configured(findings, &m.project.checks, &m.files)
 }
 
 /// Findings without those whose id or slug is in `skip`.
@@ -158,7 +277,7 @@ pub fn is_check(s: &str) -> bool {
         .any(|(id, slug, _, _)| s.eq_ignore_ascii_case(id) || s.eq_ignore_ascii_case(slug))
 }
 
-fn finding(id: &'static str, source: &Source, message: String, help: String) -> Finding {
+pub(crate) fn finding(id: &'static str, source: &Source, message: String, help: String) -> Finding {
     let (_, slug, severity, _) = CHECKS
         .iter()
         .find(|c| c.0 == id)
@@ -346,26 +465,144 @@ fn roles_of<'a>(d: &'a DesiredState, who: &PractitionerRef) -> Vec<&'a crate::mo
         .collect()
 }
 
-/// CP106: staff with only administrative roles on patient care teams (README: an
-/// administrative role cannot join patient care teams).
-fn administrative_on_care_team(d: &DesiredState, out: &mut Vec<Finding>) {
+/// CP106: staff on patients' care teams whom the care model does not let hold the
+/// care-team role (shipped: administrative roles are not on care teams).
+fn care_team_role_unfit(d: &DesiredState, model: &CareModel, out: &mut Vec<Finding>) {
     for a in &d.care_team_assignments {
+        let Some(rule) = model.for_care_team_role(&a.role) else {
+            continue;
+        };
         let roles = roles_of(d, &a.practitioner.value);
-        if !roles.is_empty() && roles.iter().all(|r| r.domain == RoleDomain::Administrative) {
-            let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
-            out.push(finding(
-                "CP106",
-                &a.practitioner.source,
-                format!(
-                    "care-team assignment '{}' puts {} on patients' care teams, and their declared roles ({}) are all administrative",
-                    a.name,
-                    a.practitioner.value,
-                    names.join(", ")
+        if roles.is_empty() || roles.iter().any(|r| rule.admits(r)) {
+            continue;
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+        out.push(finding(
+            "CP106",
+            &a.practitioner.source,
+            format!(
+                "care-team assignment '{}' puts {} in care-team role '{}', and none of their declared roles ({}) is {} ({}: {})",
+                a.name,
+                a.practitioner.value,
+                a.role,
+                names.join(", "),
+                rule.wants(),
+                model.origin(rule),
+                rule.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("rule '{}'", rule.pattern))
+            ),
+            format!(
+                "assign staff who hold {}, or give this one such a role if they do that work",
+                rule.wants()
+            ),
+        ));
+    }
+}
+
+/// CP107: routing-rule labels outside the declared catalog.
+fn label_unknown(d: &DesiredState, labels: &LabelCatalog, out: &mut Vec<Finding>) {
+    let known = |l: &str| labels.labels.iter().any(|k| k == l);
+    for r in &d.routing_rules {
+        let used = r
+            .label
+            .iter()
+            .map(|l| ("matches", l))
+            .chain(r.add_labels.iter().map(|l| ("adds", l)));
+        for (how, l) in used {
+            if known(l) {
+                continue;
+            }
+            let guess = labels
+                .labels
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(l))
+                .map(String::as_str)
+                .or_else(|| {
+                    crate::manifest::suggest::closest(l, labels.labels.iter().map(String::as_str))
+                });
+            let help = match guess {
+                Some(g) => format!(
+                    "did you mean '{g}'? Fix the label, or add it to the Labels at {}",
+                    labels.source
                 ),
-                "assign a clinical or hybrid staff member, or give this one a clinical role if they do clinical work".into(),
+                None => format!(
+                    "add '{l}' to the Labels at {} (and to the target's task labels), or fix the rule",
+                    labels.source
+                ),
+            };
+            out.push(finding(
+                "CP107",
+                &r.source,
+                format!(
+                    "routing rule '{}' {how} label '{l}', which is not in the label catalog",
+                    r.name
+                ),
+                help,
             ));
         }
     }
+}
+
+/// CP108: team members whose declared roles may not hold one of the team's
+/// responsibilities.
+fn role_unfit_for_responsibility(d: &DesiredState, model: &CareModel, out: &mut Vec<Finding>) {
+    for t in &d.teams {
+        for m in &t.members {
+            let roles = roles_of(d, &m.value);
+            if roles.is_empty() {
+                continue;
+            }
+            if let Some((resp, rule)) = unfit(model, t, &roles) {
+                let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+                out.push(finding(
+                    "CP108",
+                    &m.source,
+                    unfit_message(t, &m.value, &names, resp, rule, model),
+                    format!(
+                        "move {} to a team that fits their roles, or move {} to a team of staff with {}",
+                        m.value,
+                        resp.code(),
+                        rule.wants()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The first of a team's responsibilities that none of `roles` may hold, and its rule.
+pub(crate) fn unfit<'a>(
+    model: &'a CareModel,
+    t: &crate::model::Team,
+    roles: &[&crate::model::Role],
+) -> Option<(Responsibility, &'a FitRule)> {
+    t.responsibilities.iter().find_map(|r| {
+        let rule = model.for_responsibility(r.value)?;
+        (!roles.iter().any(|role| rule.admits(role))).then_some((r.value, rule))
+    })
+}
+
+pub(crate) fn unfit_message(
+    t: &crate::model::Team,
+    who: &PractitionerRef,
+    roles: &[&str],
+    resp: Responsibility,
+    rule: &FitRule,
+    model: &CareModel,
+) -> String {
+    format!(
+        "{who} is on team '{}', which holds {}, and none of their roles ({}) is {} ({}{})",
+        t.name,
+        resp.code(),
+        roles.join(", "),
+        rule.wants(),
+        model.origin(rule),
+        rule.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    )
 }
 
 #[cfg(test)]

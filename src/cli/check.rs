@@ -1,5 +1,6 @@
-//! `careplane check [DIR]`: the care-model checks of [`crate::check`], offline. Exit 0
-//! without an error-level finding, 1 with one (or when the manifests do not load).
+//! `careplane check [DIR] [--target NAME]`: the care-model checks of [`crate::check`],
+//! offline, and with `--target` the live ones. Exit 0 without an error-level finding, 1
+//! with one (or when the manifests do not load or the target cannot be read).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     DiagnosticFormat, EXIT_ERROR, EXIT_OK, default_dir, err, note, out, print_diagnostics,
-    print_skipped,
+    print_error, print_skipped,
 };
 use crate::check::{self, Finding, Severity};
 use crate::manifest::LoadError;
@@ -24,7 +25,8 @@ pub struct Args {
     /// Leave out a check, by id or name (`CP103`, `care-team-role-unused`; repeatable).
     #[arg(long, value_name = "CHECK")]
     pub skip: Vec<String>,
-    /// Read variables from this target's Values (default: the default target).
+    /// Also run the live checks against this target (read only, as `plan` reads it), and
+    /// read variables from its Values.
     #[arg(long, short = 't')]
     pub target: Option<String>,
     /// Set a manifest variable, `NAME=VALUE` (repeatable).
@@ -32,7 +34,7 @@ pub struct Args {
     pub vars: Vec<(String, String)>,
 }
 
-pub fn run(a: Args) -> u8 {
+pub async fn run(a: Args) -> u8 {
     if let Some(bad) = a.skip.iter().find(|s| !check::is_check(s)) {
         err(&format!(
             "error: '{bad}' is not a check; the checks are {}\n",
@@ -45,8 +47,9 @@ pub fn run(a: Args) -> u8 {
         return super::EXIT_USAGE;
     }
     let dir = default_dir(a.dir);
+    let live = a.target.is_some();
     let opts = crate::manifest::LoadOptions {
-        target: a.target,
+        target: a.target.clone(),
         vars: a.vars,
     };
     let m = match ops::validate(&dir, &opts) {
@@ -63,15 +66,38 @@ pub fn run(a: Args) -> u8 {
     if a.format != DiagnosticFormat::Json {
         print_skipped(&m);
     }
-    let findings = check::without(check::run(&m.desired), &a.skip);
+    let mut findings = offline(&m);
+    if live {
+        let target = match crate::target::resolve(&dir, &m.project, a.target.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                print_error(&crate::ops::OpsError::from(e), &dir);
+                return EXIT_ERROR;
+            }
+        };
+        match ops::check_live(&m, &target).await {
+            Ok(more) => findings.extend(more),
+            Err(e) => {
+                print_error(&e, &dir);
+                return EXIT_ERROR;
+            }
+        }
+        check::sort(&mut findings);
+    }
+    let findings = check::without(findings, &a.skip);
     print(&findings, &dir, a.format, false);
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
     if a.format != DiagnosticFormat::Json {
+        let sent = if live {
+            "the target was read, nothing was written"
+        } else {
+            "nothing was sent to any server"
+        };
         note(&format!(
-            "{} finding(s): {errors} error(s), {} warning(s), {} note(s); nothing was sent to any server.\n",
+            "{} finding(s): {errors} error(s), {} warning(s), {} note(s); {sent}.\n",
             findings.len(),
             findings
                 .iter()
@@ -84,6 +110,11 @@ pub fn run(a: Args) -> u8 {
         ));
     }
     if errors > 0 { EXIT_ERROR } else { EXIT_OK }
+}
+
+/// The offline findings for loaded manifests, with the project's levels and markers.
+pub fn offline(m: &crate::manifest::Manifests) -> Vec<Finding> {
+    check::configure(check::run_with(&m.desired, &check::inputs(m)), m)
 }
 
 /// Print findings in `format` (`as_warnings`: every one as a warning, as `validate`
@@ -108,7 +139,7 @@ pub fn print(findings: &[Finding], dir: &Path, format: DiagnosticFormat, as_warn
     }
 }
 
-fn base(dir: &Path) -> String {
+pub(crate) fn base(dir: &Path) -> String {
     let d = dir.display().to_string();
     if d == "." || d.is_empty() {
         String::new()

@@ -144,13 +144,20 @@ pub fn check() -> String {
                 "careplane check clinic --skip CP103",
                 "leave out one check (by id or name)",
             ),
+            (
+                "careplane check clinic --target staging",
+                "also the live checks (reads staging, writes nothing)",
+            ),
         ],
         &[
             (
                 "0",
                 "no error-level finding (warnings and notes may be listed)",
             ),
-            ("1", "an error-level finding, or the manifests are invalid"),
+            (
+                "1",
+                "an error-level finding, the manifests are invalid, or the target cannot be read",
+            ),
         ],
         &["CAREPLANE_LOG", "CAREPLANE_MAX_MANIFEST_BYTES"],
         MANIFEST_VARS,
@@ -175,8 +182,14 @@ pub fn validate() -> String {
             ),
         ],
         &[
-            ("0", "the manifests are valid"),
-            ("1", "they are not (every problem is listed)"),
+            (
+                "0",
+                "the manifests are valid (care-model warnings may be listed)",
+            ),
+            (
+                "1",
+                "they are not (every problem is listed), or a care-model check found an error",
+            ),
         ],
         &["CAREPLANE_LOG", "CAREPLANE_MAX_MANIFEST_BYTES"],
         MANIFEST_VARS,

@@ -78,7 +78,7 @@ pub enum Command {
     /// Check manifests offline: schema, duplicates, references. Exit 0 clean, 1 on errors.
     #[command(after_long_help = help::validate())]
     Validate(validate::Args),
-    /// Check the care model offline (unowned responsibilities, empty teams, shadowed rules, ...).
+    /// Check the care model (unowned responsibilities, empty teams, shadowed rules, ...); live with --target.
     #[command(after_long_help = help::check())]
     Check(check::Args),
     /// Print the JSON Schema of manifests (or, with --plan, of plan files).
@@ -263,7 +263,7 @@ pub enum DiagnosticFormat {
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Validate(a) => validate::run(a),
-        Command::Check(a) => check::run(a),
+        Command::Check(a) => check::run(a).await,
         Command::Schema(a) => schema::run(a),
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,

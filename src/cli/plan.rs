@@ -183,17 +183,20 @@ pub async fn run(a: Args) -> u8 {
             adopt: a.adopt,
             route_existing: a.route_existing,
         };
-        let (plan, stats) = ops::plan_with(&m, &target, opts).await?;
+        let (plan, stats, mut findings) = ops::plan_checked(&m, &target, opts).await?;
+        // live care-model checks: warnings only, never failing the plan
+        findings.retain(|f| f.severity > crate::check::Severity::Info);
         let mut warnings = Vec::new();
         if let Some(path) = &a.out {
             crate::plan::file::write(&plan, path)?;
             warnings = unappliable(&plan, &m, &a.target);
         }
-        Ok::<_, OpsError>((plan, stats, warnings))
+        Ok::<_, OpsError>((plan, stats, warnings, findings))
     }
     .await;
     match result {
-        Ok((plan, stats, warnings)) => {
+        Ok((plan, stats, warnings, findings)) => {
+            super::check::print(&findings, &dir, super::DiagnosticFormat::Human, true);
             if a.show_members
                 && a.format == Format::Human
                 && !std::io::IsTerminal::is_terminal(&std::io::stdout())

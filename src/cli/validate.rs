@@ -6,8 +6,32 @@ use super::{
     DiagnosticFormat, EXIT_ERROR, EXIT_OK, default_dir, err, note, out, print_diagnostics,
     print_skipped,
 };
+use crate::check::{Finding, Severity};
 use crate::manifest::LoadError;
 use crate::ops;
+
+/// The `validate --format json` document with the findings added (`findings[]` as
+/// `check --format json` lists them, `checks` their counts); `valid` is false when one is
+/// an error.
+fn with_findings(doc: &str, findings: &[Finding], dir: &std::path::Path) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return doc.to_owned();
+    };
+    let checks: serde_json::Value =
+        serde_json::from_str(&super::check::json(findings, &super::check::base(dir)))
+            .unwrap_or_default();
+    if checks["errors"].as_u64().unwrap_or(0) > 0 {
+        v["valid"] = serde_json::Value::Bool(false);
+    }
+    v["findings"] = checks["findings"].clone();
+    v["checks"] = serde_json::json!({
+        "errors": checks["errors"],
+        "warnings": checks["warnings"],
+    });
+    let mut s = serde_json::to_string_pretty(&v).expect("json");
+    s.push('\n');
+    s
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,7 +47,8 @@ pub struct Args {
     /// Set a manifest variable, `NAME=VALUE` (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
     pub vars: Vec<(String, String)>,
-    /// Do not run the care-model checks of `careplane check` (shown as warnings).
+    /// Do not run the care-model checks of `careplane check` (errors fail validate,
+    /// warnings are shown).
     #[arg(long)]
     pub no_checks: bool,
 }
@@ -36,16 +61,31 @@ pub fn run(a: Args) -> u8 {
     };
     match ops::validate(&dir, &opts) {
         Ok(m) => {
+            // the care-model checks, with the project's levels and markers: errors fail
+            // validate, warnings do not; notes (info) only in `careplane check`
+            let findings: Vec<Finding> = if a.no_checks {
+                Vec::new()
+            } else {
+                let mut f = super::check::offline(&m);
+                f.retain(|f| f.severity > Severity::Info);
+                f
+            };
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
+            let code = if errors > 0 { EXIT_ERROR } else { EXIT_OK };
             if a.format == DiagnosticFormat::Json {
-                out(&crate::render::summary::validate(&m, &m.skipped));
-                return EXIT_OK;
+                out(&with_findings(
+                    &crate::render::summary::validate(&m, &m.skipped),
+                    &findings,
+                    &dir,
+                ));
+                return code;
             }
             print_skipped(&m);
-            if !a.no_checks && super::verbosity() >= super::Verbosity::Normal {
-                // errors and warnings, as warnings; notes only in `careplane check`
-                let mut findings = crate::check::run(&m.desired);
-                findings.retain(|f| f.severity > crate::check::Severity::Info);
-                super::check::print(&findings, &dir, a.format, true);
+            if errors > 0 || super::verbosity() >= super::Verbosity::Normal {
+                super::check::print(&findings, &dir, a.format, false);
             }
             let d = &m.desired;
             note(&format!(
@@ -57,7 +97,12 @@ pub fn run(a: Args) -> u8 {
                 d.teams.len(),
                 d.assignments.len()
             ));
-            EXIT_OK
+            if errors > 0 {
+                err(&format!(
+                    "error: {errors} care-model finding(s) at level error (see `careplane check`; set a check's level under `checks:` in the Project document, or suppress one line with `# careplane:ignore ID reason: ...`)\n"
+                ));
+            }
+            code
         }
         Err(LoadError::Invalid(e)) => {
             print_diagnostics(&e, &dir, a.format);

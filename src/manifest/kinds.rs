@@ -23,6 +23,7 @@ use super::types::{
     RoleSpec, RoutingRuleSpec, RuleTestSpec, TeamSpec, ValuesSpec,
 };
 use super::{Checker, Doc};
+use crate::check::care_model::{CareModelSpec, LabelsSpec};
 use crate::model::{
     CareTeamAssignment, CareTeamRole, ConfigObject, DesiredState, Located, PatientGroup, Role,
     RoleAssignment, RoutingRule, RuleTest, Source, Team,
@@ -191,6 +192,16 @@ pub const REGISTRY: &[KindEntry] = &[
         "Routes open tasks to a team, an owner and labels; the first matching rule wins.",
         routing_rule,
     ),
+    KindEntry::typed::<CareModelSpec>(
+        "CareModel",
+        "Fit rules for the care-model checks: which role domains and types may hold which responsibilities and care-team roles (optional; careplane ships defaults).",
+        care_model,
+    ),
+    KindEntry::typed::<LabelsSpec>(
+        "Labels",
+        "The task-label catalog: routing rules that match or add another label are flagged (optional; labels are unchecked without it).",
+        labels,
+    ),
 ];
 
 /// The registry row of `kind`.
@@ -331,6 +342,82 @@ fn rule_test(c: &mut Ctx<'_, '_>) {
         source: c.at("/metadata/name"),
     };
     c.out.desired.rule_tests.push(t);
+}
+
+/// The first CareModel / Labels document wins; a second one is an error at its name.
+fn second(c: &mut Ctx<'_, '_>, first: Option<&Source>) -> bool {
+    let Some(first) = first else { return false };
+    let message = format!("a second {} document (the first is at {first})", c.kind);
+    c.error(
+        "/metadata/name",
+        message,
+        "keep one per manifest directory (one set of rules for the care-model checks)",
+    );
+    true
+}
+
+fn care_model(c: &mut Ctx<'_, '_>) {
+    let Some(spec) = c.typed::<CareModelSpec>() else {
+        return;
+    };
+    let first = c.out.desired.care_model.as_ref().map(|m| m.source.clone());
+    if second(c, first.as_ref()) {
+        return;
+    }
+    // care-team roles are matched by name (any name); a responsibility written out must
+    // be one of the 11 (a pattern with `*` may match none yet, e.g. `REVIEW_*_RESULTS`)
+    let known: Vec<String> = crate::check::RESPONSIBILITIES
+        .iter()
+        .map(|x| x.code())
+        .collect();
+    for (i, r) in spec.responsibilities.iter().enumerate() {
+        if r.pattern.contains('*') || known.contains(&r.pattern) {
+            continue;
+        }
+        let hint = super::suggest::closest(&r.pattern, known.iter().map(String::as_str))
+            .map(|g| format!("did you mean '{g}'? "))
+            .unwrap_or_default();
+        let message = format!("care-model rule '{}' is not a responsibility", r.pattern);
+        c.error(
+            &format!("/spec/responsibilities/{i}/match"),
+            message,
+            &format!(
+                "{hint}write a responsibility code, or a pattern with `*` (e.g. `PROCESS_*_REQUESTS`)"
+            ),
+        );
+    }
+    let source = c.at("/metadata/name");
+    c.out.desired.care_model = Some(crate::model::CareModelDecl {
+        replace_defaults: spec.replace_defaults,
+        responsibilities: spec.responsibilities,
+        care_team_roles: spec.care_team_roles,
+        source,
+    });
+}
+
+fn labels(c: &mut Ctx<'_, '_>) {
+    let Some(spec) = c.typed::<LabelsSpec>() else {
+        return;
+    };
+    let first = c.out.desired.labels.as_ref().map(|m| m.source.clone());
+    if second(c, first.as_ref()) {
+        return;
+    }
+    for (i, l) in spec.labels.iter().enumerate() {
+        if spec.labels[..i].contains(l) {
+            let message = format!("label '{l}' is listed twice");
+            c.error(
+                &format!("/spec/labels/{i}"),
+                message,
+                "list each label once",
+            );
+        }
+    }
+    let source = c.at("/metadata/name");
+    c.out.desired.labels = Some(crate::model::LabelCatalog {
+        labels: spec.labels,
+        source,
+    });
 }
 
 fn routing_rule(c: &mut Ctx<'_, '_>) {
@@ -482,6 +569,8 @@ mod tests {
                 "spec: {practitioner: {id: a}, careTeamRole: x, patients: {group: x}}"
             }
             "RoutingRule" => "spec: {match: {label: x}, set: {team: x}}",
+            "CareModel" => "spec: {}",
+            "Labels" => "spec: {labels: [Urgent]}",
             other => panic!("no minimal document for {other}: add one to this test"),
         }
     }
@@ -558,6 +647,8 @@ mod tests {
                 "PatientGroup" => d.patient_groups.iter().any(|x| x.name == "only"),
                 "CareTeamAssignment" => d.care_team_assignments.iter().any(|x| x.name == "only"),
                 "RoutingRule" => d.routing_rules.iter().any(|x| x.name == "only"),
+                "CareModel" => d.care_model.is_some(),
+                "Labels" => d.labels.as_ref().is_some_and(|l| l.labels == ["Urgent"]),
                 _ => d
                     .config
                     .iter()

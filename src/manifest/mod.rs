@@ -619,6 +619,7 @@ impl ProjectSpec {
         ProjectSpec {
             default_target: None,
             targets: BTreeMap::new(),
+            checks: BTreeMap::new(),
         }
     }
 }
@@ -635,6 +636,11 @@ fn unexpected_field(message: &str) -> Option<String> {
 }
 
 fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
+    for key in spec.checks.keys() {
+        if let Some((message, help)) = crate::check::config::unknown_key(key) {
+            ck.error(d.key_at(&format!("/spec/checks/{key}")), message, help);
+        }
+    }
     for (name, t) in &spec.targets {
         let at = d.at(&format!("/spec/targets/{name}"));
         match t.target_type {

@@ -261,6 +261,10 @@ pub struct ProjectSpec {
     /// Named targets.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetSpec>,
+    /// Care-model checks: a level per check, by id or name (`CP101: error`,
+    /// `care-team-role-unused: off`). Unlisted checks keep their default severity.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, crate::check::config::Level>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

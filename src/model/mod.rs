@@ -242,6 +242,47 @@ pub struct DesiredState {
     pub care_team_assignments: Vec<CareTeamAssignment>,
     /// Objects of plain configuration kinds, in manifest order.
     pub config: Vec<ConfigObject>,
+    /// The fit rules of a `CareModel` document (the care-model checks' shipped rules
+    /// otherwise).
+    pub care_model: Option<CareModelDecl>,
+    /// The label catalog of a `Labels` document (labels unchecked otherwise).
+    pub labels: Option<LabelCatalog>,
+}
+
+/// One fit rule: staff fit when at least one of their roles is in one of `domains` (all
+/// when empty) and, if `types` is given, of one of `types`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FitRule {
+    /// A responsibility code or care-team role name; `*` matches any run of characters.
+    #[serde(rename = "match")]
+    #[schemars(length(min = 1))]
+    pub pattern: String,
+    /// Role domains that may hold it (any of them). Empty or absent: every domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<RoleDomain>,
+    /// Role types that may hold it (any of them). Empty or absent: every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<RoleType>,
+    /// Why, in a sentence: findings quote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A `CareModel` document: fit rules for the care-model checks (`crate::check`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CareModelDecl {
+    pub replace_defaults: bool,
+    pub responsibilities: Vec<FitRule>,
+    pub care_team_roles: Vec<FitRule>,
+    pub source: Source,
+}
+
+/// A `Labels` document: the task labels the clinic uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelCatalog {
+    pub labels: Vec<String>,
+    pub source: Source,
 }
 
 impl DesiredState {

@@ -1631,6 +1631,7 @@ fn manifests(desired: DesiredState) -> Manifests {
         project: ProjectSpec {
             default_target: None,
             targets: BTreeMap::new(),
+            checks: BTreeMap::new(),
         },
         checksum: "sha256:test".into(),
         files: BTreeMap::new(),
