@@ -1551,7 +1551,12 @@ mod tests {
     fn only_configuration_changes_make_a_saved_plan_stale() {
         let team = change(ObjectKind::Team, "Group", Some("t1"), Action::Update);
         assert!(checked_before_apply(&team));
-        let mut routed = change(ObjectKind::TaskRouting, "Task", Some("task1"), Action::Update);
+        let mut routed = change(
+            ObjectKind::TaskRouting,
+            "Task",
+            Some("task1"),
+            Action::Update,
+        );
         routed.operation = crate::vocab::Operation::RouteTask {
             rule: "labs".into(),
             order: 10,
@@ -1561,7 +1566,12 @@ mod tests {
             !checked_before_apply(&routed),
             "a routed task is an effect: a comment on it must not make the plan stale"
         );
-        let mut members = change(ObjectKind::PatientGroup, "Group", Some("g1"), Action::Update);
+        let mut members = change(
+            ObjectKind::PatientGroup,
+            "Group",
+            Some("g1"),
+            Action::Update,
+        );
         members.fields.push(crate::plan::FieldChange {
             field: "members".into(),
             before: None,

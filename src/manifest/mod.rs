@@ -485,6 +485,9 @@ fn build(
                         "select patients by a declared PatientGroup or by a rule",
                     );
                 }
+                if let Some(x) = spec.max_deviation {
+                    desired.max_deviation.insert(format!("CareTeamAssignment/{}", metadata.name), x);
+                }
                 desired.care_team_assignments.push(crate::model::CareTeamAssignment {
                     practitioner: Located {
                         value: spec.practitioner,
@@ -535,6 +538,9 @@ fn build(
                         "set a team, an owner or labels to add",
                     );
                 }
+                if let Some(x) = spec.max_deviation {
+                    desired.max_deviation.insert(format!("RoutingRule/{}", metadata.name), x);
+                }
                 desired.routing_rules.push(crate::model::RoutingRule {
                     order: spec.order.unwrap_or(100),
                     description: spec.matches.description,
@@ -569,6 +575,9 @@ fn build(
                         format!("patient group '{}' has neither a rule nor include", metadata.name),
                         "add `rule:` (who belongs) or `include:` (patient ids)",
                     );
+                }
+                if let Some(x) = spec.max_deviation {
+                    desired.max_deviation.insert(format!("PatientGroup/{}", metadata.name), x);
                 }
                 desired.patient_groups.push(crate::model::PatientGroup {
                     display_name: spec.display_name.unwrap_or_else(|| metadata.name.clone()),

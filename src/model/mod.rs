@@ -222,9 +222,20 @@ pub struct DesiredState {
     /// Tests of the rules (`careplane test`); plans ignore them.
     pub rule_tests: Vec<RuleTest>,
     pub care_team_assignments: Vec<CareTeamAssignment>,
+    /// `maxDeviation` of the rules that set one, by manifest kind and name
+    /// (`PatientGroup/care-management`); see [`DesiredState::max_deviation`].
+    pub max_deviation: std::collections::BTreeMap<String, rule::MaxDeviation>,
 }
 
 impl DesiredState {
+    /// The deviation a rule's recomputed effects may have from a reviewed preview
+    /// (`kind`: the manifest kind, `PatientGroup`, `CareTeamAssignment` or `RoutingRule`).
+    pub fn max_deviation(&self, kind: &str, name: &str) -> rule::MaxDeviation {
+        self.max_deviation
+            .get(&format!("{kind}/{name}"))
+            .copied()
+            .unwrap_or_default()
+    }
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.name == name)
     }

@@ -11,6 +11,7 @@
 //! `ops` only orchestrates: load, observe, reconcile, guard, apply.
 
 pub mod care_teams;
+pub mod effects;
 pub mod objects;
 pub mod routing;
 
@@ -164,5 +165,9 @@ pub fn plan(
         d.orphans,
     );
     plan.manifests_commit = opts.manifests_commit.clone();
+    plan.route_existing = opts.route_existing;
+    plan.effects = crate::plan::preview(&plan.changes, &|kind, rule| {
+        desired.max_deviation(crate::plan::rule_manifest_kind(kind), rule)
+    });
     Ok(plan)
 }
