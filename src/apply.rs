@@ -997,6 +997,9 @@ pub enum RecordResult {
     Refused,
     /// The plan had nothing to write.
     NoChanges,
+    /// `apply --plan`: the configuration was applied, and the effects of one or more
+    /// rules were held back by a guard (see `effects`).
+    HeldBack,
 }
 
 /// What happened to one change's write.
@@ -1083,6 +1086,10 @@ pub struct ApplyRecord {
     /// A refused saved plan: every stale object, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale: Vec<String>,
+    /// `apply --plan`: per rule, the effects the saved plan previewed against the ones
+    /// recomputed from live data, and whether they were applied or held back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<crate::plan::EffectCheck>,
     pub provenance: ProvenanceStatus,
 }
 
@@ -1175,6 +1182,7 @@ impl ApplyRecord {
             resources,
             withheld,
             stale: stale.iter().map(ToString::to_string).collect(),
+            effects: Vec::new(),
             provenance: ProvenanceStatus::NothingWritten,
         }
     }

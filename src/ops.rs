@@ -365,14 +365,188 @@ pub async fn apply_recorded_with(
         Some(&report),
         &[],
     );
-    record.provenance = if target.dialect.capabilities().provenance() {
-        apply::store_provenance(&record, &target.store).await
+    record.provenance = provenance(&record, target).await;
+    Applied { report, record }
+}
+
+/// What `apply --plan` did: the record (configuration and recomputed effects, one
+/// apply), the plan of what was attempted (the saved configuration, then the effects
+/// recomputed now) and, per rule, the reviewed effects against the fresh ones.
+pub struct AppliedSaved {
+    pub applied: Applied,
+    pub plan: Plan,
+}
+
+/// Apply a saved plan (`apply --plan`). The configuration layer is checked whole first
+/// ([`stale_objects`]: one stale object and nothing is written) and applied exactly; the
+/// patient lists a plan carries only as counts are not written with it. Then the effects
+/// of rules are recomputed from live data (a fresh observe, after the configuration is on
+/// the target, so a new rule's effects see its new team or group) and guarded per rule
+/// ([`reconcile::effects::guard`]): a rule whose fresh counts differ from the reviewed
+/// preview by more than its `maxDeviation`, or that would remove more than its
+/// `maxRemovalShare` (unless `allow_mass_removal`), is held back; the rest is applied.
+pub async fn apply_saved(
+    saved: &Plan,
+    m: &Manifests,
+    target: &ResolvedTarget,
+    agent: apply::Agent,
+    allow_mass_removal: bool,
+    control: &apply::Control<'_>,
+) -> AppliedSaved {
+    use crate::plan::{EffectCheck, EffectDecision, Layer};
+    let started = std::time::SystemTime::now();
+    let sha = crate::plan::file::checksum(saved);
+    let mut config: Vec<crate::plan::Change> = saved.configuration().cloned().collect();
+    for c in &mut config {
+        // a group's members are an effect: recomputed below, never written from a count
+        c.fields.retain(|f| f.membership.is_none());
+    }
+    let config = saved.with_changes(config);
+    let record_of = |plan: &Plan, report: Option<&Report>, stale: &[apply::ApplyError]| {
+        let mut r = apply::ApplyRecord::new(
+            plan,
+            agent.clone(),
+            true,
+            started,
+            std::time::SystemTime::now(),
+            report,
+            stale,
+        );
+        r.plan_sha256 = sha.clone();
+        r
+    };
+    let stale = stale_objects(&config, target).await;
+    if !stale.is_empty() {
+        let record = record_of(saved, None, &stale);
+        let report = Report {
+            outcomes: Vec::new(),
+            refused: stale,
+        };
+        return AppliedSaved {
+            applied: Applied { report, record },
+            plan: saved.clone(),
+        };
+    }
+    let configured = apply::apply_with(
+        &config,
+        &target.store,
+        target.dialect.as_ref(),
+        target.concurrency,
+        control,
+    )
+    .await;
+    let unguarded = |decision: EffectDecision| -> Vec<EffectCheck> {
+        saved
+            .effects
+            .iter()
+            .map(|e| EffectCheck {
+                kind: e.kind,
+                rule: e.rule.clone(),
+                declared_at: e.declared_at.clone(),
+                reviewed_adds: e.adds,
+                reviewed_removes: e.removes,
+                now_adds: 0,
+                now_removes: 0,
+                tolerance_adds: e.max_deviation.tolerance(e.adds),
+                tolerance_removes: e.max_deviation.tolerance(e.removes),
+                decision: decision.clone(),
+            })
+            .collect()
+    };
+    let stopped = control
+        .stop
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    let fresh = if stopped {
+        Err(None)
+    } else {
+        let opts = diff::Options {
+            prune: false,
+            adopt: false,
+            route_existing: saved.route_existing,
+        };
+        plan_with(m, target, opts)
+            .await
+            .map_err(|e| Some(e.to_string()))
+    };
+    let (effects, checks) = match fresh {
+        Ok((fresh, _)) => {
+            let effects: Vec<crate::plan::Change> = fresh
+                .changes
+                .iter()
+                .filter(|c| c.layer() == Layer::Effects && c.action.is_change())
+                .cloned()
+                .collect();
+            let now = crate::plan::preview(&effects, &|k, r| fresh.max_deviation(k, r));
+            let over = reconcile::effects::over_removal_limit(&effects, allow_mass_removal);
+            let checks = reconcile::effects::guard(&saved.effects, &now, &over);
+            let go: Vec<crate::plan::Change> = effects
+                .into_iter()
+                .filter(|c| {
+                    let (k, r) = reconcile::effects::rule_of(c);
+                    !checks
+                        .iter()
+                        .any(|x| x.kind == k && x.rule == r && x.held())
+                })
+                .collect();
+            (go, checks)
+        }
+        Err(None) => (Vec::new(), unguarded(EffectDecision::NotStarted)),
+        Err(Some(reason)) => (
+            Vec::new(),
+            unguarded(EffectDecision::NotRecomputed { reason }),
+        ),
+    };
+    let effects = saved.with_changes(effects);
+    let recomputed = apply::apply_with(
+        &effects,
+        &target.store,
+        target.dialect.as_ref(),
+        target.concurrency,
+        control,
+    )
+    .await;
+    let n = config.changes.len();
+    let mut all = config.changes;
+    all.extend(effects.changes);
+    let mut plan = saved.with_changes(all);
+    plan.effects = saved.effects.clone();
+    let mut outcomes = configured.outcomes;
+    outcomes.extend(recomputed.outcomes.into_iter().map(|mut o| {
+        o.change += n;
+        o
+    }));
+    let report = Report {
+        outcomes,
+        refused: Vec::new(),
+    };
+    let mut record = record_of(&plan, Some(&report), &[]);
+    if checks.iter().any(EffectCheck::held)
+        && matches!(
+            record.result,
+            apply::RecordResult::Applied | apply::RecordResult::NoChanges
+        )
+    {
+        record.result = apply::RecordResult::HeldBack;
+    }
+    record.effects = checks;
+    record.provenance = provenance(&record, target).await;
+    AppliedSaved {
+        applied: Applied { report, record },
+        plan,
+    }
+}
+
+async fn provenance(
+    record: &apply::ApplyRecord,
+    target: &ResolvedTarget,
+) -> apply::ProvenanceStatus {
+    if target.dialect.capabilities().provenance() {
+        apply::store_provenance(record, &target.store).await
     } else if record.wrote_anything() {
         apply::ProvenanceStatus::Unsupported
     } else {
         apply::ProvenanceStatus::NothingWritten
-    };
-    Applied { report, record }
+    }
 }
 
 /// Who applies: the project, and the caller the target's credentials name (the OAuth2

@@ -365,8 +365,12 @@ pub fn preview(
     limit: &dyn Fn(ObjectKind, &str) -> crate::model::rule::MaxDeviation,
 ) -> Vec<EffectPreview> {
     let mut out: Vec<EffectPreview> = Vec::new();
-    let mut entry = |kind: ObjectKind, rule: &str, source: Option<&Source>| -> usize {
-        match out.iter().position(|e| e.kind == kind && e.rule == rule) {
+    let mut add = |kind: ObjectKind,
+                   rule: &str,
+                   source: Option<&Source>,
+                   (adds, removes): (u64, u64),
+                   samples: (&[String], &[String])| {
+        let i = match out.iter().position(|e| e.kind == kind && e.rule == rule) {
             Some(i) => i,
             None => {
                 out.push(EffectPreview {
@@ -381,39 +385,43 @@ pub fn preview(
                 });
                 out.len() - 1
             }
+        };
+        let e = &mut out[i];
+        e.adds += adds;
+        e.removes += removes;
+        for (have, more) in [
+            (&mut e.sample_added, samples.0),
+            (&mut e.sample_removed, samples.1),
+        ] {
+            for s in more {
+                if have.len() < 5 && !have.contains(s) {
+                    have.push(s.clone());
+                }
+            }
         }
     };
-    let mut adds: Vec<(usize, u64, u64, Vec<String>, Vec<String>)> = Vec::new();
     for c in changes
         .iter()
         .filter(|c| c.action.is_change() && !matches!(c.action, Action::Delete | Action::Manual))
     {
         if let Operation::RouteTask { rule, .. } = &c.operation {
-            let i = entry(ObjectKind::TaskRouting, rule, c.reason.source.as_ref());
-            adds.push((i, 1, 0, Vec::new(), Vec::new()));
+            add(
+                ObjectKind::TaskRouting,
+                rule,
+                c.reason.source.as_ref(),
+                (1, 0),
+                (&[], &[]),
+            );
             continue;
         }
         for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
-            let i = entry(c.target.kind, &c.target.name, c.reason.source.as_ref());
-            adds.push((
-                i,
-                m.added as u64,
-                m.removed as u64,
-                m.sample_added.clone(),
-                m.sample_removed.clone(),
-            ));
-        }
-    }
-    for (i, a, r, sa, sr) in adds {
-        let e = &mut out[i];
-        e.adds += a;
-        e.removes += r;
-        for (have, more) in [(&mut e.sample_added, sa), (&mut e.sample_removed, sr)] {
-            for s in more {
-                if have.len() < 5 && !have.contains(&s) {
-                    have.push(s);
-                }
-            }
+            add(
+                c.target.kind,
+                &c.target.name,
+                c.reason.source.as_ref(),
+                (m.added as u64, m.removed as u64),
+                (&m.sample_added, &m.sample_removed),
+            );
         }
     }
     out.retain(|e| e.adds + e.removes > 0);
