@@ -307,13 +307,6 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
         let _ = writeln!(out);
     }
     let s = &p.summary;
-    if !p.effects.is_empty() {
-        let _ = writeln!(
-            out,
-            "Effects: {} rule(s) change memberships, care teams or task routing (recomputed when applied).",
-            p.effects.len()
-        );
-    }
     if !p.has_changes() {
         let _ = writeln!(
             out,
@@ -331,6 +324,13 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
             s.delete,
             s.manual,
             s.no_op
+        );
+    }
+    if !p.effects.is_empty() {
+        let _ = writeln!(
+            out,
+            "Effects: {} rule(s) change memberships, care teams or task routing (recomputed from live data when applied).",
+            p.effects.len()
         );
     }
     if let Some(st) = stats {
