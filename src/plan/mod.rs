@@ -335,6 +335,10 @@ pub struct EffectPreview {
     pub sample_removed: Vec<String>,
     /// The rule's `maxDeviation`: how far `apply --plan` may find the effects moved.
     pub max_deviation: crate::model::rule::MaxDeviation,
+    /// What a reviewer should know (a removal over the rule's limit, patients left alone
+    /// because someone else holds the role); counts only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl EffectPreview {
@@ -369,7 +373,8 @@ pub fn preview(
                    rule: &str,
                    source: Option<&Source>,
                    (adds, removes): (u64, u64),
-                   samples: (&[String], &[String])| {
+                   samples: (&[String], &[String]),
+                   notes: &[String]| {
         let i = match out.iter().position(|e| e.kind == kind && e.rule == rule) {
             Some(i) => i,
             None => {
@@ -382,11 +387,17 @@ pub fn preview(
                     sample_added: Vec::new(),
                     sample_removed: Vec::new(),
                     max_deviation: limit(kind, rule),
+                    notes: Vec::new(),
                 });
                 out.len() - 1
             }
         };
         let e = &mut out[i];
+        for n in notes {
+            if !e.notes.contains(n) {
+                e.notes.push(n.clone());
+            }
+        }
         e.adds += adds;
         e.removes += removes;
         for (have, more) in [
@@ -411,6 +422,7 @@ pub fn preview(
                 c.reason.source.as_ref(),
                 (1, 0),
                 (&[], &[]),
+                &[],
             );
             continue;
         }
@@ -421,6 +433,7 @@ pub fn preview(
                 c.reason.source.as_ref(),
                 (m.added as u64, m.removed as u64),
                 (&m.sample_added, &m.sample_removed),
+                &c.notes,
             );
         }
     }

@@ -119,6 +119,7 @@ mod tests {
             sample_added: vec![],
             sample_removed: vec![],
             max_deviation: md,
+            notes: vec![],
         }
     }
 

@@ -393,6 +393,9 @@ fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
             e.sample_removed.join(", ").red()
         );
     }
+    for n in &e.notes {
+        let _ = writeln!(out, "      {}", format!("note: {n}").cyan());
+    }
 }
 
 /// `apply --plan`: per rule, the effects reviewed in the saved plan against the ones
@@ -415,6 +418,7 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             sample_added: vec![],
             sample_removed: vec![],
             max_deviation: Default::default(),
+            notes: vec![],
         }
         .unit();
         let what = format!(

@@ -242,7 +242,11 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
                 .map(|s| format!("+{s}"))
                 .chain(e.sample_removed.iter().map(|s| format!("−{s}")))
                 .collect::<Vec<_>>()
-                .join(", ");
+                .join(", ")
+                + &e.notes
+                    .iter()
+                    .map(|n| format!("<br>note: {}", escape(n)))
+                    .collect::<String>();
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
