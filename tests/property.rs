@@ -280,7 +280,14 @@ async fn new_patient(store: &Store, i: usize) -> (String, String) {
         .unwrap();
     let c = store
         .create(
-            &consent(&p.id, if i % 5 == 0 { "rejected" } else { "active" }),
+            &consent(
+                &p.id,
+                if i.is_multiple_of(5) {
+                    "rejected"
+                } else {
+                    "active"
+                },
+            ),
             None,
         )
         .await
