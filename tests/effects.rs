@@ -18,6 +18,7 @@ fn consent(pid: &str, status: &str) -> Value {
     json!({"resourceType": "Consent", "status": status,
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "urn:test:consents", "code": "A0001"}]}],
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
         "patient": {"reference": format!("Patient/{pid}")}})
 }
 
