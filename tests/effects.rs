@@ -229,7 +229,12 @@ fn activity_between_plan_and_apply_never_stales_a_saved_plan() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !shown.contains("Task/"),
+        "tasks are counted, never listed: {shown}"
+    );
     for line in [
+        "routing rule 'labs': 2 open task(s) routed",
         "patient group 'opted-in': reviewed +0 -0, now +20 -5 patient(s): applied",
         "routing rule 'intake': reviewed 0, now 1 open task(s) to route: applied",
         // the review counted the tasks waiting for the new team

@@ -478,7 +478,18 @@ pub fn report(p: &Plan, r: &Report) -> String {
         );
         return out;
     }
+    // routed tasks are counted per rule, as plans show them
+    let mut routed: Vec<(&str, usize)> = Vec::new();
     for o in &r.outcomes {
+        if let (Ok(_), Some(crate::plan::Operation::RouteTask { rule, .. })) =
+            (&o.result, p.changes.get(o.change).map(|c| &c.operation))
+        {
+            match routed.iter_mut().find(|(r, _)| r == rule) {
+                Some((_, n)) => *n += 1,
+                None => routed.push((rule, 1)),
+            }
+            continue;
+        }
         match &o.result {
             Ok(w) => {
                 let id = w
@@ -508,6 +519,13 @@ pub fn report(p: &Plan, r: &Report) -> String {
                 let _ = writeln!(out, "  {} {}", "✗ failed".red().bold(), e);
             }
         }
+    }
+    for (rule, n) in routed {
+        let _ = writeln!(
+            out,
+            "  {} routing rule '{rule}': {n} open task(s) routed",
+            styled_symbol(Action::Update)
+        );
     }
     let manual = p.summary.manual;
     let _ = writeln!(out);
