@@ -39,8 +39,6 @@ pub enum OpsError {
         "the plan was made from other manifests (plan {planned}, manifests now {now}); make a new plan"
     )]
     ManifestsChanged { planned: String, now: String },
-    #[error("{target}: {detail}; make a new plan")]
-    MembershipChanged { target: String, detail: String },
     #[error(
         "{target} would lose {removed} of its {before} members ({share:.0}%), more than its limit of {limit:.0}%; check the rule, or apply with --allow-mass-removal"
     )]
@@ -167,65 +165,6 @@ fn manifests_commit(dir: &Path) -> Option<String> {
         .ok()?;
     let sha = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     (out.status.success() && !sha.is_empty()).then_some(sha)
-}
-
-/// Saved plans carry patient lists only as counts and keyed digests. Re-evaluate the
-/// rules now and, where the fresh lists have the same digests as the planned ones, put the
-/// real lists back in memory; anything else is refused.
-pub async fn reseal(
-    plan: &mut Plan,
-    m: &Manifests,
-    target: &ResolvedTarget,
-) -> Result<(), OpsError> {
-    let unsealed = |f: &crate::plan::FieldChange| f.membership.is_some() && f.sealed.is_none();
-    if !plan.changes.iter().any(|c| c.fields.iter().any(unsealed)) {
-        return Ok(());
-    }
-    let opts = diff::Options {
-        prune: plan.prune,
-        adopt: plan
-            .changes
-            .iter()
-            .any(|c| c.action == crate::plan::Action::Adopt),
-        route_existing: false,
-    };
-    let (fresh, _) = plan_with(m, target, opts).await?;
-    for c in plan.changes.iter_mut() {
-        let fresh_change = fresh
-            .changes
-            .iter()
-            .find(|x| x.target.kind == c.target.kind && x.target.name == c.target.name);
-        for f in c.fields.iter_mut().filter(|f| unsealed(f)) {
-            let planned = f.membership.as_ref().expect("membership");
-            let changed = |detail: &str| OpsError::MembershipChanged {
-                target: c.target.to_string(),
-                detail: detail.to_owned(),
-            };
-            if planned.digest_after.starts_with("ephemeral:") {
-                return Err(changed(&format!(
-                    "the plan was made without {}, so its member lists cannot be checked later",
-                    crate::rules::KEY_ENV
-                )));
-            }
-            let now = fresh_change
-                .and_then(|x| x.fields.iter().find(|y| y.field == f.field))
-                .ok_or_else(|| {
-                    changed(
-                        "the rules now give this group's current members: nothing left to apply",
-                    )
-                })?;
-            let same = now.membership.as_ref().is_some_and(|n| {
-                n.digest_before == planned.digest_before && n.digest_after == planned.digest_after
-            });
-            if !same {
-                return Err(changed(
-                    "its members (or the rule's result) changed since the plan was made",
-                ));
-            }
-            f.sealed = now.sealed.clone();
-        }
-    }
-    Ok(())
 }
 
 /// Refuse a plan that would empty groups too fast (unless `allow`).
