@@ -403,9 +403,19 @@ pub async fn apply_saved(
             adopt: false,
             route_existing: saved.route_existing,
         };
-        plan_with(m, target, opts)
-            .await
-            .map_err(|e| Some(e.to_string()))
+        // the reason goes into the record: no server message (it may quote patient data)
+        plan_with(m, target, opts).await.map_err(|e| {
+            Some(match e {
+                OpsError::Observe(_) => {
+                    "reading the target's live state failed; run plan to see why".to_owned()
+                }
+                OpsError::Unplannable(_) => {
+                    "the manifests cannot be planned against the target now; run plan to see why"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            })
+        })
     };
     let (effects, checks) = match fresh {
         Ok((fresh, _)) => {
