@@ -496,12 +496,7 @@ pub async fn stale_objects(
     concurrency: usize,
 ) -> Vec<ApplyError> {
     let project = plan.project.as_str();
-    let checks = plan.changes.iter().filter(|c| {
-        matches!(
-            c.action,
-            Action::Create | Action::Update | Action::Delete | Action::Adopt
-        ) && !matches!(c.operation, crate::vocab::Operation::CareTeamParticipant(_))
-    });
+    let checks = plan.changes.iter().filter(|c| checked_before_apply(c));
     let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(checks.enumerate())
         .map(|(i, c)| async move {
             let read_err = |source: FhirError| ApplyError::Write {
@@ -546,6 +541,17 @@ pub async fn stale_objects(
         .await;
     stale.sort_by_key(|(i, _)| *i);
     stale.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Whether a saved plan's change is checked against the target before the first write:
+/// writes of the configuration layer only. Effects of rules (memberships, care-team
+/// participants, task routing) are recomputed from live data at apply time, so activity in
+/// patients, consents, care teams and tasks never makes a saved plan stale.
+pub(crate) fn checked_before_apply(c: &Change) -> bool {
+    matches!(
+        c.action,
+        Action::Create | Action::Update | Action::Delete | Action::Adopt
+    ) && c.layer() == crate::plan::Layer::Configuration
 }
 
 /// A care-team assignment: one read-modify-write per patient who joins or leaves (the
@@ -991,6 +997,9 @@ pub enum RecordResult {
     Refused,
     /// The plan had nothing to write.
     NoChanges,
+    /// `apply --plan`: the configuration was applied, and the effects of one or more
+    /// rules were held back by a guard (see `effects`).
+    HeldBack,
 }
 
 /// What happened to one change's write.
@@ -1077,6 +1086,10 @@ pub struct ApplyRecord {
     /// A refused saved plan: every stale object, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale: Vec<String>,
+    /// `apply --plan`: per rule, the effects the saved plan previewed against the ones
+    /// recomputed from live data, and whether they were applied or held back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<crate::plan::EffectCheck>,
     pub provenance: ProvenanceStatus,
 }
 
@@ -1169,6 +1182,7 @@ impl ApplyRecord {
             resources,
             withheld,
             stale: stale.iter().map(ToString::to_string).collect(),
+            effects: Vec::new(),
             provenance: ProvenanceStatus::NothingWritten,
         }
     }
@@ -1539,6 +1553,59 @@ mod tests {
                 .unwrap();
             assert_eq!(requests(&store) - before, 2);
         });
+    }
+
+    #[test]
+    fn only_configuration_changes_make_a_saved_plan_stale() {
+        let team = change(ObjectKind::Team, "Group", Some("t1"), Action::Update);
+        assert!(checked_before_apply(&team));
+        let mut routed = change(
+            ObjectKind::TaskRouting,
+            "Task",
+            Some("task1"),
+            Action::Update,
+        );
+        routed.operation = crate::vocab::Operation::RouteTask {
+            rule: "labs".into(),
+            order: 10,
+        };
+        routed.precondition.version_id = Some("3".into());
+        assert!(
+            !checked_before_apply(&routed),
+            "a routed task is an effect: a comment on it must not make the plan stale"
+        );
+        let mut members = change(
+            ObjectKind::PatientGroup,
+            "Group",
+            Some("g1"),
+            Action::Update,
+        );
+        members.fields.push(crate::plan::FieldChange {
+            field: "members".into(),
+            before: None,
+            after: None,
+            source: None,
+            labels: Default::default(),
+            membership: None,
+            sealed: None,
+        });
+        members.precondition.version_id = Some("7".into());
+        assert_eq!(members.layer(), crate::plan::Layer::Effects);
+        assert!(
+            !checked_before_apply(&members),
+            "a group's members are an effect: a new patient must not make the plan stale"
+        );
+        let mut renamed = members.clone();
+        renamed.fields.push(crate::plan::FieldChange {
+            field: "name".into(),
+            before: Some(json!("a")),
+            after: Some(json!("b")),
+            source: None,
+            labels: Default::default(),
+            membership: None,
+            sealed: None,
+        });
+        assert!(checked_before_apply(&renamed), "a rename is configuration");
     }
 
     #[test]

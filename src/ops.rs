@@ -39,8 +39,6 @@ pub enum OpsError {
         "the plan was made from other manifests (plan {planned}, manifests now {now}); make a new plan"
     )]
     ManifestsChanged { planned: String, now: String },
-    #[error("{target}: {detail}; make a new plan")]
-    MembershipChanged { target: String, detail: String },
     #[error(
         "{target} would lose {removed} of its {before} members ({share:.0}%), more than its limit of {limit:.0}%; check the rule, or apply with --allow-mass-removal"
     )]
@@ -250,65 +248,6 @@ fn manifests_commit(dir: &Path) -> Option<String> {
     (out.status.success() && !sha.is_empty()).then_some(sha)
 }
 
-/// Saved plans carry patient lists only as counts and keyed digests. Re-evaluate the
-/// rules now and, where the fresh lists have the same digests as the planned ones, put the
-/// real lists back in memory; anything else is refused.
-pub async fn reseal(
-    plan: &mut Plan,
-    m: &Manifests,
-    target: &ResolvedTarget,
-) -> Result<(), OpsError> {
-    let unsealed = |f: &crate::plan::FieldChange| f.membership.is_some() && f.sealed.is_none();
-    if !plan.changes.iter().any(|c| c.fields.iter().any(unsealed)) {
-        return Ok(());
-    }
-    let opts = diff::Options {
-        prune: plan.prune,
-        adopt: plan
-            .changes
-            .iter()
-            .any(|c| c.action == crate::plan::Action::Adopt),
-        route_existing: false,
-    };
-    let (fresh, _) = plan_with(m, target, opts).await?;
-    for c in plan.changes.iter_mut() {
-        let fresh_change = fresh
-            .changes
-            .iter()
-            .find(|x| x.target.kind == c.target.kind && x.target.name == c.target.name);
-        for f in c.fields.iter_mut().filter(|f| unsealed(f)) {
-            let planned = f.membership.as_ref().expect("membership");
-            let changed = |detail: &str| OpsError::MembershipChanged {
-                target: c.target.to_string(),
-                detail: detail.to_owned(),
-            };
-            if planned.digest_after.starts_with("ephemeral:") {
-                return Err(changed(&format!(
-                    "the plan was made without {}, so its member lists cannot be checked later",
-                    crate::rules::KEY_ENV
-                )));
-            }
-            let now = fresh_change
-                .and_then(|x| x.fields.iter().find(|y| y.field == f.field))
-                .ok_or_else(|| {
-                    changed(
-                        "the rules now give this group's current members: nothing left to apply",
-                    )
-                })?;
-            let same = now.membership.as_ref().is_some_and(|n| {
-                n.digest_before == planned.digest_before && n.digest_after == planned.digest_after
-            });
-            if !same {
-                return Err(changed(
-                    "its members (or the rule's result) changed since the plan was made",
-                ));
-            }
-            f.sealed = now.sealed.clone();
-        }
-    }
-    Ok(())
-}
-
 /// Refuse a plan that would empty groups too fast (unless `allow`).
 pub fn check_blast_radius(plan: &Plan, allow: bool) -> Result<(), OpsError> {
     if allow {
@@ -446,14 +385,198 @@ pub async fn apply_recorded_with(
         Some(&report),
         &[],
     );
-    record.provenance = if target.dialect.capabilities().provenance() {
-        apply::store_provenance(&record, &target.store).await
+    record.provenance = provenance(&record, target).await;
+    Applied { report, record }
+}
+
+/// What `apply --plan` did: the record (configuration and recomputed effects, one
+/// apply), the plan of what was attempted (the saved configuration, then the effects
+/// recomputed now) and, per rule, the reviewed effects against the fresh ones.
+pub struct AppliedSaved {
+    pub applied: Applied,
+    pub plan: Plan,
+}
+
+/// Apply a saved plan (`apply --plan`). The configuration layer is checked whole first
+/// ([`stale_objects`]: one stale object and nothing is written) and applied exactly; the
+/// patient lists a plan carries only as counts are not written with it. Then the effects
+/// of rules are recomputed from live data (a fresh observe, after the configuration is on
+/// the target, so a new rule's effects see its new team or group) and guarded per rule
+/// ([`reconcile::effects::guard`]): a rule whose fresh counts differ from the reviewed
+/// preview by more than its `maxDeviation`, or that would remove more than its
+/// `maxRemovalShare` (unless `allow_mass_removal`), is held back; the rest is applied.
+pub async fn apply_saved(
+    saved: &Plan,
+    m: &Manifests,
+    target: &ResolvedTarget,
+    agent: apply::Agent,
+    allow_mass_removal: bool,
+    control: &apply::Control<'_>,
+) -> AppliedSaved {
+    use crate::plan::{EffectCheck, EffectDecision, Layer};
+    let started = std::time::SystemTime::now();
+    let sha = crate::plan::file::checksum(saved);
+    let mut config: Vec<crate::plan::Change> = saved.configuration().cloned().collect();
+    for c in &mut config {
+        // a group's members are an effect: recomputed below, never written from a count
+        c.fields.retain(|f| f.membership.is_none());
+    }
+    let config = saved.with_changes(config);
+    let record_of = |plan: &Plan, report: Option<&Report>, stale: &[apply::ApplyError]| {
+        let mut r = apply::ApplyRecord::new(
+            plan,
+            agent.clone(),
+            true,
+            started,
+            std::time::SystemTime::now(),
+            report,
+            stale,
+        );
+        r.plan_sha256 = sha.clone();
+        r
+    };
+    let stale = stale_objects(&config, target).await;
+    if !stale.is_empty() {
+        let record = record_of(saved, None, &stale);
+        let report = Report {
+            outcomes: Vec::new(),
+            refused: stale,
+        };
+        return AppliedSaved {
+            applied: Applied { report, record },
+            plan: saved.clone(),
+        };
+    }
+    let configured = apply::apply_with(
+        &config,
+        &target.store,
+        target.dialect.as_ref(),
+        target.concurrency,
+        control,
+    )
+    .await;
+    let unguarded = |decision: EffectDecision| -> Vec<EffectCheck> {
+        saved
+            .effects
+            .iter()
+            .map(|e| EffectCheck {
+                kind: e.kind,
+                rule: e.rule.clone(),
+                declared_at: e.declared_at.clone(),
+                reviewed_adds: e.adds,
+                reviewed_removes: e.removes,
+                now_adds: 0,
+                now_removes: 0,
+                tolerance_adds: e.max_deviation.tolerance(e.adds),
+                tolerance_removes: e.max_deviation.tolerance(e.removes),
+                decision: decision.clone(),
+            })
+            .collect()
+    };
+    let stopped = control
+        .stop
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    let fresh = if stopped {
+        Err(None)
+    } else {
+        let opts = diff::Options {
+            prune: false,
+            adopt: false,
+            route_existing: saved.route_existing,
+        };
+        // the reason goes into the record: no server message (it may quote patient data)
+        plan_with(m, target, opts).await.map_err(|e| {
+            Some(match e {
+                OpsError::Observe(_) => {
+                    "reading the target's live state failed; run plan to see why".to_owned()
+                }
+                OpsError::Unplannable(_) => {
+                    "the manifests cannot be planned against the target now; run plan to see why"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            })
+        })
+    };
+    let (effects, checks) = match fresh {
+        Ok((fresh, _)) => {
+            let effects: Vec<crate::plan::Change> = fresh
+                .changes
+                .iter()
+                .filter(|c| c.layer() == Layer::Effects && c.action.is_change())
+                .cloned()
+                .collect();
+            let now = crate::plan::preview(&effects, &|k, r| fresh.max_deviation(k, r));
+            let over = reconcile::effects::over_removal_limit(&effects, allow_mass_removal);
+            let checks = reconcile::effects::guard(&saved.effects, &now, &over);
+            let go: Vec<crate::plan::Change> = effects
+                .into_iter()
+                .filter(|c| {
+                    let (k, r) = reconcile::effects::rule_of(c);
+                    !checks
+                        .iter()
+                        .any(|x| x.kind == k && x.rule == r && x.held())
+                })
+                .collect();
+            (go, checks)
+        }
+        Err(None) => (Vec::new(), unguarded(EffectDecision::NotStarted)),
+        Err(Some(reason)) => (
+            Vec::new(),
+            unguarded(EffectDecision::NotRecomputed { reason }),
+        ),
+    };
+    let effects = saved.with_changes(effects);
+    let recomputed = apply::apply_with(
+        &effects,
+        &target.store,
+        target.dialect.as_ref(),
+        target.concurrency,
+        control,
+    )
+    .await;
+    let n = config.changes.len();
+    let mut all = config.changes;
+    all.extend(effects.changes);
+    let mut plan = saved.with_changes(all);
+    plan.effects = saved.effects.clone();
+    let mut outcomes = configured.outcomes;
+    outcomes.extend(recomputed.outcomes.into_iter().map(|mut o| {
+        o.change += n;
+        o
+    }));
+    let report = Report {
+        outcomes,
+        refused: Vec::new(),
+    };
+    let mut record = record_of(&plan, Some(&report), &[]);
+    if checks.iter().any(EffectCheck::held)
+        && matches!(
+            record.result,
+            apply::RecordResult::Applied | apply::RecordResult::NoChanges
+        )
+    {
+        record.result = apply::RecordResult::HeldBack;
+    }
+    record.effects = checks;
+    record.provenance = provenance(&record, target).await;
+    AppliedSaved {
+        applied: Applied { report, record },
+        plan,
+    }
+}
+
+async fn provenance(
+    record: &apply::ApplyRecord,
+    target: &ResolvedTarget,
+) -> apply::ProvenanceStatus {
+    if target.dialect.capabilities().provenance() {
+        apply::store_provenance(record, &target.store).await
     } else if record.wrote_anything() {
         apply::ProvenanceStatus::Unsupported
     } else {
         apply::ProvenanceStatus::NothingWritten
-    };
-    Applied { report, record }
+    }
 }
 
 /// Who applies: the project, and the caller the target's credentials name (the OAuth2

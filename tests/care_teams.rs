@@ -85,15 +85,15 @@ fn canvas_care_teams_are_merged_never_replaced() {
         "no patient ids in the plan"
     );
     let plan: Value = serde_json::from_str(&text).unwrap();
-    let c = plan["changes"]
+    // care-team participants are an effect of the assignment: previewed per rule
+    let c = plan["effects"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["target"]["kind"] == "care-team-assignment")
+        .find(|c| c["kind"] == "care-team-assignment")
         .unwrap();
-    let m = &c["fields"][0]["membership"];
     assert_eq!(
-        (m["added"].as_u64(), m["removed"].as_u64()),
+        (c["adds"].as_u64(), c["removes"].as_u64()),
         (Some(4), Some(0)),
         "{c:#}"
     );

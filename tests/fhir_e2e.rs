@@ -20,7 +20,7 @@ fn plan_on_an_empty_server_creates_everything_with_reasons() {
     let (_server, dir, _project, staff) = setup(3);
     let plan = plan_json(dir.path(), &[]);
     assert_eq!(plan["format"], "careplane-plan");
-    assert_eq!(plan["format_version"], 2);
+    assert_eq!(plan["format_version"], 3);
     let creates = changes(&plan, "create");
     // role catalog, care-team-role catalog, 2 teams, 2 assignments
     assert_eq!(creates.len(), 6, "{plan:#}");

@@ -1,6 +1,11 @@
 //! Property: for any valid manifests, apply then plan finds nothing to do — from an empty
 //! target and from the state another random set of manifests left behind (with --prune).
 //! Runs on the embedded file store (many cases) and on the real FHIR server (fewer).
+//!
+//! And (issue 10): random clinical activity between a saved plan and its apply (new
+//! patients, flipped consents, new tasks, comments on tasks, tasks re-routed by a person)
+//! never makes the saved plan stale, and apply followed by plan leaves no configuration
+//! changes.
 
 mod common;
 
@@ -213,6 +218,222 @@ fn file_staff(dir: &std::path::Path) -> Vec<Staff> {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("Practitioner.ndjson"), lines.join("\n") + "\n").unwrap();
     staff
+}
+
+/// Rules whose effects follow live data: a patient group over consents, a routing rule
+/// over task titles.
+const EFFECT_RULES: &str = "apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: opted-in\nspec:\n  mode: authoritative\n  maxRemovalShare: 1.0\n  rule:\n    not:\n      consent: {code: A0001, status: rejected}\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: labs\nspec:\n  match:\n    descriptionMatches: \"^Lab draw\"\n  set:\n    addLabels: [Lab]\n";
+
+fn with_effects(o: &Org, project: &str, staff: &[Staff]) -> manifest::Manifests {
+    let mut files = manifests(o, project, staff);
+    files.insert("effects.yaml".into(), EFFECT_RULES.into());
+    manifest::load_from_memory(files, project).expect("generated manifests are valid")
+}
+
+/// What the clinic does between review and merge.
+#[derive(Clone, Debug)]
+struct Activity {
+    new_patients: usize,
+    flips: Vec<usize>,
+    new_tasks: usize,
+    comments: Vec<usize>,
+    reroutes: Vec<usize>,
+}
+
+fn activity() -> impl Strategy<Value = Activity> {
+    (
+        0..25usize,
+        proptest::collection::vec(0..PATIENTS, 0..6),
+        0..6usize,
+        proptest::collection::vec(0..TASKS, 0..4),
+        proptest::collection::vec(0..TASKS, 0..3),
+    )
+        .prop_map(
+            |(new_patients, flips, new_tasks, comments, reroutes)| Activity {
+                new_patients,
+                flips,
+                new_tasks,
+                comments,
+                reroutes,
+            },
+        )
+}
+
+const PATIENTS: usize = 20;
+const TASKS: usize = 8;
+
+fn consent(pid: &str, status: &str) -> serde_json::Value {
+    json!({"resourceType": "Consent", "status": status,
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "urn:test:consents", "code": "A0001"}]}],
+        "patient": {"reference": format!("Patient/{pid}")}})
+}
+
+/// A patient and their consent: (patient id, consent id).
+async fn new_patient(store: &Store, i: usize) -> (String, String) {
+    let p = store
+        .create(
+            &json!({"resourceType": "Patient", "active": true, "birthDate": "1970-01-01"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let c = store
+        .create(
+            &consent(
+                &p.id,
+                if i.is_multiple_of(5) {
+                    "rejected"
+                } else {
+                    "active"
+                },
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    (p.id, c.id)
+}
+
+async fn new_task(store: &Store, i: usize) -> String {
+    store
+        .create(
+            &json!({"resourceType": "Task", "status": "requested", "intent": "order",
+            "description": format!("Lab draw {i}")}),
+            None,
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// Change a resource as a person would (no precondition: the person's client does not
+/// know careplane's plan).
+async fn touch(store: &Store, rt: &str, id: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let Some(mut r) = store.read(rt, id).await.unwrap() else {
+        return;
+    };
+    f(&mut r);
+    store
+        .update(&r, &careplane::fhir::Precondition::default())
+        .await
+        .unwrap();
+}
+
+fn saved_plan_survives_activity(
+    target: &ResolvedTarget,
+    first: &Org,
+    second: &Org,
+    act: &Activity,
+    staff: &[Staff],
+) -> Result<(), TestCaseError> {
+    use careplane::plan::{Action, Plan};
+    let rt = common::runtime();
+    rt.block_on(async {
+        let store = &target.store;
+        let mut patients = Vec::new();
+        for i in 0..PATIENTS {
+            patients.push(new_patient(store, i).await);
+        }
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            tasks.push(new_task(store, i).await);
+        }
+        let m1 = with_effects(first, "prop", staff);
+        let (plan, _) = ops::plan(&m1, target, true)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(ops::apply(&plan, target).await.failed(), 0);
+
+        // review: the second manifests' plan, saved and read back as a file would be
+        let m2 = with_effects(second, "prop", staff);
+        let (plan, _) = ops::plan(&m2, target, true)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let saved: Plan = serde_json::from_str(&careplane::plan::file::to_json(&plan)).unwrap();
+
+        // the clinic's day
+        for i in 0..act.new_patients {
+            new_patient(store, PATIENTS + i).await;
+        }
+        for &i in &act.flips {
+            touch(store, "Consent", &patients[i].1, |c| {
+                c["status"] = json!(if c["status"] == "rejected" {
+                    "active"
+                } else {
+                    "rejected"
+                });
+            })
+            .await;
+        }
+        for i in 0..act.new_tasks {
+            new_task(store, TASKS + i).await;
+        }
+        for &i in &act.comments {
+            touch(store, "Task", &tasks[i], |t| {
+                t["note"] = json!([{"text": "called the patient"}]);
+            })
+            .await;
+        }
+        for &i in &act.reroutes {
+            touch(store, "Task", &tasks[i], |t| {
+                t["owner"] = json!({"reference": format!("Practitioner/{}", staff[0].id)});
+            })
+            .await;
+        }
+
+        let stale = ops::stale_objects(&saved, target).await;
+        prop_assert!(
+            stale.is_empty(),
+            "activity made the saved plan stale: {:?}",
+            stale
+        );
+        let done = ops::apply_saved(
+            &saved,
+            &m2,
+            target,
+            Default::default(),
+            true,
+            &Default::default(),
+        )
+        .await;
+        let report = &done.applied.report;
+        prop_assert!(!report.is_refused(), "{:?}", report.refused);
+        prop_assert_eq!(report.failed(), 0, "{:?}", report);
+        let (again, _) = ops::plan(&m2, target, true)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let left: Vec<_> = again
+            .configuration()
+            .filter(|c| c.action.is_change() && c.action != Action::Manual)
+            .collect();
+        prop_assert!(
+            left.is_empty(),
+            "configuration left after apply: {:#?}",
+            left
+        );
+        prop_assert!(again.orphans.is_empty());
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn file_store_activity_between_plan_and_apply_never_makes_a_saved_plan_stale(
+        first in org(), second in org(), act in activity()
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let staff = file_staff(dir.path());
+        let target = ResolvedTarget {
+            info: TargetInfo { name: "local".into(), dialect: "fhir-r4".into(), endpoint: dir.path().display().to_string() },
+            store: Store::File(FileStore::new(dir.path())),
+            dialect: Box::new(R4::default()),
+            concurrency: 4,
+        };
+        saved_plan_survives_activity(&target, &first, &second, &act, &staff)?;
+    }
 }
 
 proptest! {

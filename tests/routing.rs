@@ -121,45 +121,30 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
         .unwrap();
         assert!(!text.contains("Task/"), "{format}: {text}");
         let lab = if format == "human" {
-            "routing rule 'lab-orders': route 201 open task(s)"
+            "routing rule 'lab-orders': 201 open task(s) to route"
         } else {
-            "| `lab-orders` (order 20) | 201 | owner, team |"
+            "| routing rule 'lab-orders' | 201 | 0 | open task(s) to route |"
         };
         assert!(text.contains(lab), "{format}: {text}");
     }
+    // the JSON plan too: counts per rule, no task one by one
     let plan = plan_json(dir.path(), &[]);
-    let routed = |id: &Value| {
-        plan["changes"]
+    let routes = |rule: &str| {
+        plan["effects"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["target"]["id"] == *id)
-            .cloned()
+            .find(|e| e["kind"] == "task-routing" && e["rule"] == rule)
+            .map(|e| e["adds"].as_u64().unwrap())
     };
-    let psych_change = routed(&tasks[0]["id"]).expect("psych task routed");
+    // the psych task; the urgent lab order goes to 'lab-orders' (first match wins), with
+    // the 200 bulk ones; 'urgent' gets the other urgent task; the completed one is left
+    assert_eq!(routes("psych-referrals"), Some(1), "{plan:#}");
+    assert_eq!(routes("lab-orders"), Some(201), "{plan:#}");
+    assert_eq!(routes("urgent"), Some(1), "{plan:#}");
     assert!(
-        psych_change["reason"]["rule"]
-            .as_str()
-            .unwrap()
-            .contains("routing rule 'psych-referrals'")
-    );
-    let lab_change = routed(&tasks[1]["id"]).expect("lab task routed");
-    assert!(
-        lab_change["reason"]["rule"]
-            .as_str()
-            .unwrap()
-            .contains("'lab-orders'"),
-        "first match wins over 'urgent'"
-    );
-    assert!(
-        routed(&tasks[2]["id"]).unwrap()["reason"]["rule"]
-            .as_str()
-            .unwrap()
-            .contains("'urgent'")
-    );
-    assert!(
-        routed(&tasks[3]["id"]).is_none(),
-        "completed tasks are not routed"
+        !serde_json::to_string(&plan).unwrap().contains("Task/"),
+        "no task one by one in the JSON plan"
     );
     let text = serde_json::to_string(&plan).unwrap();
     assert!(
@@ -211,6 +196,11 @@ fn open_tasks_are_routed_by_the_first_matching_rule_and_nothing_else_changes() {
         format!("Group/{}", lab["id"].as_str().unwrap())
     );
     assert_eq!(l["input"], tasks[1]["input"], "existing labels kept");
+    assert_eq!(
+        now(&tasks[2])["extension"][0]["valueReference"]["reference"],
+        format!("Group/{}", bh["id"].as_str().unwrap()),
+        "the other urgent task: rule 'urgent'"
+    );
     assert_eq!(strip(&l), strip(&tasks[1]));
     assert_eq!(
         now(&tasks[3])["meta"]["versionId"],

@@ -35,13 +35,12 @@ fn ndjson(resources: &[Value]) -> String {
 
 /// The care-team change of the plan: how many patients join.
 fn added(plan: &Value) -> u64 {
-    plan["changes"]
+    plan["effects"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["target"]["kind"] == "care-team-assignment")
-        .flat_map(|c| c["fields"].as_array().unwrap().iter())
-        .find_map(|f| f["membership"]["added"].as_u64())
+        .find(|e| e["kind"] == "care-team-assignment")
+        .and_then(|e| e["adds"].as_u64())
         .unwrap_or(0)
 }
 

@@ -9,7 +9,8 @@ use clap::ValueEnum;
 
 use super::plan::{Format, prepare, render};
 use super::{
-    EXIT_ERROR, EXIT_OK, TargetArgs, confirmed, default_dir, err, out, print_error, write_report,
+    EXIT_ERROR, EXIT_HELD, EXIT_OK, TargetArgs, confirmed, default_dir, err, out, print_error,
+    write_report,
 };
 use crate::ops::{self, OpsError};
 use crate::render as r;
@@ -67,10 +68,10 @@ pub async fn run(a: Args) -> u8 {
             .begin_writes(&|msg| super::err(&format!("careplane: {msg}\n")))
             .await?;
         let plan = match &a.plan {
+            // a saved plan's effects are recomputed and guarded rule by rule at apply
             Some(path) => {
-                let mut plan = crate::plan::file::read(path)?;
+                let plan = crate::plan::file::read(path)?;
                 ops::check_saved_plan(&plan, &target, Some(&m))?;
-                ops::reseal(&mut plan, &m, &target).await?;
                 plan
             }
             None => {
@@ -79,15 +80,16 @@ pub async fn run(a: Args) -> u8 {
                     adopt: a.adopt,
                     route_existing: a.route_existing,
                 };
-                ops::plan_with(&m, &target, opts).await?.0
+                let plan = ops::plan_with(&m, &target, opts).await?.0;
+                ops::check_blast_radius(&plan, a.allow_mass_removal)?;
+                plan
             }
         };
-        ops::check_blast_radius(&plan, a.allow_mass_removal)?;
         let agent = ops::agent(&m, &target);
-        Ok::<_, OpsError>((plan, target, agent))
+        Ok::<_, OpsError>((plan, target, agent, m))
     }
     .await;
-    let (plan, target, agent) = match prepared {
+    let (plan, target, agent, m) = match prepared {
         Ok(x) => x,
         Err(e) => {
             print_error(&e, &dir);
@@ -123,7 +125,14 @@ pub async fn run(a: Args) -> u8 {
         on_done: (plan.has_changes() && super::verbosity() >= super::Verbosity::Normal)
             .then_some(&on_done as &(dyn Fn(&crate::apply::Outcome, usize, usize) + Sync)),
     };
-    let applied = ops::apply_recorded_with(&plan, &target, agent, saved, &control).await;
+    let (applied, plan) = if saved {
+        let done =
+            ops::apply_saved(&plan, &m, &target, agent, a.allow_mass_removal, &control).await;
+        (done.applied, done.plan)
+    } else {
+        let applied = ops::apply_recorded_with(&plan, &target, agent, false, &control).await;
+        (applied, plan)
+    };
     watcher.abort();
     progress.finish();
     // a file store writes what this apply changed now, each file once
@@ -133,10 +142,17 @@ pub async fn run(a: Args) -> u8 {
         show("\n");
         show(&r::human::report(&plan, report));
     }
-    let mut code = if report.failed() == 0 && !report.is_refused() {
-        EXIT_OK
-    } else {
+    if !record.effects.is_empty() {
+        show("\n");
+        show(&r::human::effect_checks(&record.effects));
+    }
+    let held = record.effects.iter().any(crate::plan::EffectCheck::held);
+    let mut code = if report.failed() != 0 || report.is_refused() {
         EXIT_ERROR
+    } else if held {
+        EXIT_HELD
+    } else {
+        EXIT_OK
     };
     if matches!(
         record.provenance,

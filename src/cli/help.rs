@@ -263,6 +263,10 @@ pub fn apply() -> String {
                 "1",
                 "error: a write failed, the saved plan is stale or refused, or no confirmation",
             ),
+            (
+                "3",
+                "--plan: configuration applied; the effects of some rules held back (they moved beyond maxDeviation from the reviewed preview, or over maxRemovalShare)",
+            ),
         ],
         &target_env_and(&["CAREPLANE_LOCK_TIMEOUT"]),
         MANIFEST_VARS,

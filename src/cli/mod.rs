@@ -33,6 +33,9 @@ use crate::render;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CHANGES: u8 = 2;
+/// `apply --plan`: the configuration was applied, and the effects of one or more rules
+/// were held back by a guard (deviation from the reviewed preview, or blast radius).
+pub const EXIT_HELD: u8 = 3;
 /// A usage error (unknown flag, missing or invalid argument): `EX_USAGE` of sysexits.h,
 /// so that it is never mistaken for the 2 ("changes", "drift") CI jobs act on.
 pub const EXIT_USAGE: u8 = 64;

@@ -139,22 +139,10 @@ fn server_with_project(m: &Manifests) -> OpsError {
 /// Why a plan saved now would be refused by `apply --plan` later (each a sentence).
 pub fn unappliable(plan: &Plan, m: &Manifests, t: &TargetArgs) -> Vec<String> {
     let mut why = Vec::new();
-    let ephemeral = plan.changes.iter().any(|c| {
-        c.fields.iter().any(|f| {
-            f.membership
-                .as_ref()
-                .is_some_and(|ms| ms.digest_after.starts_with("ephemeral:"))
-        })
-    });
-    if ephemeral {
-        why.push(format!(
-            "it changes patient-group members and {} is not set, so apply cannot check them and will refuse it: set the same key for plan and apply",
-            crate::rules::KEY_ENV
-        ));
-    }
+    // effects are recomputed at apply: a removal over a limit holds that rule back then
     if let Err(e) = ops::check_blast_radius(plan, false) {
         why.push(format!(
-            "{e}; apply it with --allow-mass-removal if that is intended"
+            "{e}; apply holds this rule's effects back (exit 3) unless --allow-mass-removal is given"
         ));
     }
     if t.server.is_none() && t.target.is_none() && m.project.targets.len() > 1 {

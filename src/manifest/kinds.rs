@@ -328,6 +328,10 @@ fn care_team_assignment(c: &mut Ctx<'_, '_>) {
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
+    if let Some(x) = spec.max_deviation {
+        let key = format!("CareTeamAssignment/{}", c.name);
+        c.out.desired.max_deviation.insert(key, x);
+    }
     c.out.desired.care_team_assignments.push(a);
 }
 
@@ -474,6 +478,10 @@ fn routing_rule(c: &mut Ctx<'_, '_>) {
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
+    if let Some(x) = spec.max_deviation {
+        let key = format!("RoutingRule/{}", c.name);
+        c.out.desired.max_deviation.insert(key, x);
+    }
     c.out.desired.routing_rules.push(r);
 }
 
@@ -499,6 +507,10 @@ fn patient_group(c: &mut Ctx<'_, '_>) {
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
+    if let Some(x) = spec.max_deviation {
+        let key = format!("PatientGroup/{}", c.name);
+        c.out.desired.max_deviation.insert(key, x);
+    }
     c.out.desired.patient_groups.push(g);
 }
 

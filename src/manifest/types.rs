@@ -11,7 +11,8 @@ use crate::model::{PractitionerRef, Responsibility, RoleDomain, RoleType};
 // The rule types are part of the desired model; the manifests spell them.
 pub use crate::model::rule::{
     AddressCondition, AgeRange, CareTeamCondition, Condition, ConsentCondition, ConsentStatus,
-    Gender, IdentifierCondition, MembershipMode, RouteExpect, RoutingMode, RuleTestExpect,
+    Gender, IdentifierCondition, MaxDeviation, MembershipMode, RouteExpect, RoutingMode,
+    RuleTestExpect,
 };
 
 pub const API_VERSION: &str = "careplane.dev/v1";
@@ -127,6 +128,10 @@ pub struct PatientGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_removal_share: Option<f64>,
+    /// How far this rule's effects recomputed by `apply --plan` may differ from the
+    /// reviewed preview before they are held back (default `{share: 0.25, atLeast: 25}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deviation: Option<MaxDeviation>,
     /// Who belongs. Omitted: only `include`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Condition>,
@@ -153,6 +158,10 @@ pub struct RoutingRuleSpec {
     /// unassigned; never revert a person's re-route) or `mode: enforce`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingOptions>,
+    /// How far this rule's effects recomputed by `apply --plan` may differ from the
+    /// reviewed preview before they are held back (default `{share: 0.25, atLeast: 25}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deviation: Option<MaxDeviation>,
 }
 
 /// How a routing rule treats tasks it routed before.
@@ -219,6 +228,10 @@ pub struct CareTeamAssignmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_removal_share: Option<f64>,
+    /// How far this rule's effects recomputed by `apply --plan` may differ from the
+    /// reviewed preview before they are held back (default `{share: 0.25, atLeast: 25}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deviation: Option<MaxDeviation>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

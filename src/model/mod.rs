@@ -247,6 +247,9 @@ pub struct DesiredState {
     pub care_model: Option<CareModelDecl>,
     /// The label catalog of a `Labels` document (labels unchecked otherwise).
     pub labels: Option<LabelCatalog>,
+    /// `maxDeviation` of the rules that set one, by manifest kind and name
+    /// (`PatientGroup/care-management`); see [`DesiredState::max_deviation`].
+    pub max_deviation: std::collections::BTreeMap<String, rule::MaxDeviation>,
 }
 
 /// One fit rule: staff fit when at least one of their roles is in one of `domains` (all
@@ -286,6 +289,14 @@ pub struct LabelCatalog {
 }
 
 impl DesiredState {
+    /// The deviation a rule's recomputed effects may have from a reviewed preview
+    /// (`kind`: the manifest kind, `PatientGroup`, `CareTeamAssignment` or `RoutingRule`).
+    pub fn max_deviation(&self, kind: &str, name: &str) -> rule::MaxDeviation {
+        self.max_deviation
+            .get(&format!("{kind}/{name}"))
+            .copied()
+            .unwrap_or_default()
+    }
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.name == name)
     }

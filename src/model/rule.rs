@@ -21,6 +21,46 @@ pub enum RoutingMode {
     Enforce,
 }
 
+/// How far the effects of a rule recomputed at apply time may move from the preview a
+/// reviewer saw in a saved plan (`maxDeviation` on PatientGroup, CareTeamAssignment and
+/// RoutingRule). A rule whose fresh count (patients to add, or to remove; participants;
+/// tasks to route) differs from the reviewed count by more than
+/// `max(share × reviewed, atLeast)` has its effects held back by `apply --plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MaxDeviation {
+    /// Share of the reviewed count (default 0.25).
+    #[serde(default = "MaxDeviation::default_share")]
+    #[schemars(range(min = 0.0))]
+    pub share: f64,
+    /// Absolute floor (default 25): a difference this small is always tolerated.
+    #[serde(default = "MaxDeviation::default_at_least")]
+    pub at_least: u64,
+}
+
+impl MaxDeviation {
+    pub const DEFAULT: MaxDeviation = MaxDeviation {
+        share: 0.25,
+        at_least: 25,
+    };
+    fn default_share() -> f64 {
+        Self::DEFAULT.share
+    }
+    fn default_at_least() -> u64 {
+        Self::DEFAULT.at_least
+    }
+    /// The largest difference from `reviewed` this tolerates.
+    pub fn tolerance(&self, reviewed: u64) -> u64 {
+        ((self.share * reviewed as f64).floor() as u64).max(self.at_least)
+    }
+}
+
+impl Default for MaxDeviation {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Who owns a patient group's member list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -115,20 +115,25 @@ mod version_tests {
     use super::*;
 
     #[test]
-    fn a_version_1_plan_is_refused_with_what_to_do() {
+    fn version_1_and_2_plans_are_refused_with_what_to_do() {
         let dir = tempfile_dir();
         let path = dir.join("old.json");
-        crate::output::write_file(
-            &path,
-            r#"{"format": "careplane-plan", "format_version": 1, "changes": []}"#,
-        )
-        .unwrap();
-        let e = read(&path).unwrap_err().to_string();
-        assert!(
-            e.contains("format version 1, written by an older careplane")
-                && e.contains("careplane plan --out"),
-            "{e}"
-        );
+        // version 2 carried the effects of rules change by change (every routed task,
+        // member lists as digests): applying it as version 3 would skip the recompute
+        for v in [1, 2] {
+            crate::output::write_file(
+                &path,
+                &format!(r#"{{"format": "careplane-plan", "format_version": {v}, "changes": []}}"#),
+            )
+            .unwrap();
+            let e = read(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "format version {v}, written by an older careplane"
+                )) && e.contains("careplane plan --out"),
+                "{e}"
+            );
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -20,7 +20,9 @@ use crate::vocab::ObjectKind;
 pub use crate::vocab::{Coding, Operation, Participant};
 
 pub const FORMAT: &str = "careplane-plan";
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: `changes` holds the configuration layer only; the effects of rules are `effects`, a
+/// preview (counts per rule), recomputed from live data by `apply --plan`.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -310,6 +312,182 @@ pub struct Summary {
     pub orphaned: usize,
 }
 
+/// The effects of one rule, as a plan previews them: counts (and keyed pseudonyms of
+/// patients), never ids, never tasks one by one. `apply --plan` recomputes the effects from
+/// live data and compares them with this preview ([`EffectCheck`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EffectPreview {
+    /// `patient-group` (patients join / leave), `care-team-assignment` (the participant
+    /// is put on / taken off patients' care teams) or `task-routing` (open tasks routed).
+    pub kind: ObjectKind,
+    /// The rule's manifest name.
+    pub rule: String,
+    /// The manifest position that declares the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<Source>,
+    /// Patients to add, care teams to put the participant on, or tasks to route.
+    pub adds: u64,
+    /// Patients to remove, or care teams to take the participant off (routing: 0).
+    pub removes: u64,
+    /// Up to five keyed pseudonyms (`pt-…`) of patients added / removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_removed: Vec<String>,
+    /// The rule's `maxDeviation`: how far `apply --plan` may find the effects moved.
+    pub max_deviation: crate::model::rule::MaxDeviation,
+    /// What a reviewer should know (a removal over the rule's limit, patients left alone
+    /// because someone else holds the role); counts only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl EffectPreview {
+    /// What the counts count, in words.
+    pub fn unit(&self) -> &'static str {
+        match self.kind {
+            ObjectKind::TaskRouting => "open task(s) to route",
+            ObjectKind::CareTeamAssignment => "patient care team(s)",
+            _ => "patient(s)",
+        }
+    }
+}
+
+/// The manifest kind of the rule behind an effect (`maxDeviation` is looked up by it).
+pub fn rule_manifest_kind(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::TaskRouting => "RoutingRule",
+        ObjectKind::CareTeamAssignment => "CareTeamAssignment",
+        _ => "PatientGroup",
+    }
+}
+
+/// The effects preview of `changes`: per rule, the patients a group adds and removes (a
+/// group's create included), the care teams an assignment changes, and the open tasks a
+/// routing rule routes. `limit` gives each rule's `maxDeviation`.
+pub fn preview(
+    changes: &[Change],
+    limit: &dyn Fn(ObjectKind, &str) -> crate::model::rule::MaxDeviation,
+) -> Vec<EffectPreview> {
+    let mut out: Vec<EffectPreview> = Vec::new();
+    let mut add = |kind: ObjectKind,
+                   rule: &str,
+                   source: Option<&Source>,
+                   (adds, removes): (u64, u64),
+                   samples: (&[String], &[String]),
+                   notes: &[String]| {
+        let i = match out.iter().position(|e| e.kind == kind && e.rule == rule) {
+            Some(i) => i,
+            None => {
+                out.push(EffectPreview {
+                    kind,
+                    rule: rule.to_owned(),
+                    declared_at: source.cloned(),
+                    adds: 0,
+                    removes: 0,
+                    sample_added: Vec::new(),
+                    sample_removed: Vec::new(),
+                    max_deviation: limit(kind, rule),
+                    notes: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let e = &mut out[i];
+        for n in notes {
+            if !e.notes.contains(n) {
+                e.notes.push(n.clone());
+            }
+        }
+        e.adds += adds;
+        e.removes += removes;
+        for (have, more) in [
+            (&mut e.sample_added, samples.0),
+            (&mut e.sample_removed, samples.1),
+        ] {
+            for s in more {
+                if have.len() < 5 && !have.contains(s) {
+                    have.push(s.clone());
+                }
+            }
+        }
+    };
+    for c in changes
+        .iter()
+        .filter(|c| c.action.is_change() && !matches!(c.action, Action::Delete | Action::Manual))
+    {
+        if let Operation::RouteTask { rule, .. } = &c.operation {
+            add(
+                ObjectKind::TaskRouting,
+                rule,
+                c.reason.source.as_ref(),
+                (1, 0),
+                (&[], &[]),
+                &[],
+            );
+            continue;
+        }
+        for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
+            add(
+                c.target.kind,
+                &c.target.name,
+                c.reason.source.as_ref(),
+                (m.added as u64, m.removed as u64),
+                (&m.sample_added, &m.sample_removed),
+                &c.notes,
+            );
+        }
+    }
+    out.retain(|e| e.adds + e.removes > 0);
+    out.sort_by(|a, b| (a.kind, &a.rule).cmp(&(b.kind, &b.rule)));
+    out
+}
+
+/// One rule's effects at `apply --plan`: the reviewed preview against the counts
+/// recomputed from live data, and whether they were applied or held back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EffectCheck {
+    pub kind: ObjectKind,
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<Source>,
+    /// The counts in the saved plan (0 when the plan previewed nothing for this rule).
+    pub reviewed_adds: u64,
+    pub reviewed_removes: u64,
+    /// The counts recomputed now, after the configuration was applied.
+    pub now_adds: u64,
+    pub now_removes: u64,
+    /// The largest difference tolerated on each side (`max(share × reviewed, atLeast)`).
+    pub tolerance_adds: u64,
+    pub tolerance_removes: u64,
+    /// `applied`, or why this rule's effects were held back.
+    pub decision: EffectDecision,
+}
+
+/// What `apply --plan` did with one rule's recomputed effects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum EffectDecision {
+    /// Within tolerance: applied (with nothing to do, nothing is written).
+    Applied,
+    /// Held back: the fresh counts differ from the reviewed ones by more than
+    /// `maxDeviation`.
+    HeldDeviation,
+    /// Held back: a patient group (or care-team assignment) would lose more than its
+    /// `maxRemovalShare` (`--allow-mass-removal` lifts this).
+    HeldBlastRadius,
+    /// Held back: the effects could not be recomputed (the reason, in words).
+    NotRecomputed { reason: String },
+    /// The apply was interrupted before the effects started.
+    NotStarted,
+}
+
+impl EffectCheck {
+    pub fn held(&self) -> bool {
+        !matches!(self.decision, EffectDecision::Applied)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub format: String,
@@ -326,9 +504,32 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifests_commit: Option<String>,
     pub prune: bool,
+    /// Planned with `--route-existing` (assigned open tasks are routed too); `apply --plan`
+    /// recomputes the effects the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub route_existing: bool,
+    /// Counts of the configuration changes.
     pub summary: Summary,
+    /// The configuration layer, reviewed and applied exactly (with preconditions). In
+    /// memory a fresh plan also holds the effects of rules here (what `apply DIR` writes);
+    /// they are never written out: a plan file previews them in `effects`.
+    #[serde(serialize_with = "configuration_only")]
     pub changes: Vec<Change>,
+    /// The effects of rules, as a preview: counts per rule, recomputed from live data at
+    /// apply time.
+    #[serde(default)]
+    pub effects: Vec<EffectPreview>,
     pub orphans: Vec<Orphan>,
+}
+
+/// Plans are written with their configuration layer only.
+fn configuration_only<S: serde::Serializer>(changes: &[Change], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(None)?;
+    for c in changes.iter().filter(|c| c.layer() == Layer::Configuration) {
+        seq.serialize_element(c)?;
+    }
+    seq.end()
 }
 
 impl Plan {
@@ -345,7 +546,7 @@ impl Plan {
             orphaned: orphans.len(),
             ..Summary::default()
         };
-        for c in &changes {
+        for c in changes.iter().filter(|c| c.layer() == Layer::Configuration) {
             match c.action {
                 Action::Create => summary.create += 1,
                 Action::Update => summary.update += 1,
@@ -365,7 +566,9 @@ impl Plan {
             manifests_checksum: manifests_checksum.into(),
             manifests_commit: None,
             prune,
+            route_existing: false,
             summary,
+            effects: preview(&changes, &|_, _| Default::default()),
             changes,
             orphans,
         }
@@ -384,7 +587,25 @@ impl Plan {
             Vec::new(),
         );
         p.manifests_commit = self.manifests_commit.clone();
+        p.route_existing = self.route_existing;
+        p.effects = preview(&p.changes, &|kind, rule| self.max_deviation(kind, rule));
         p
+    }
+
+    /// A rule's `maxDeviation`, as this plan's preview records it (default otherwise).
+    pub fn max_deviation(&self, kind: ObjectKind, rule: &str) -> crate::model::rule::MaxDeviation {
+        self.effects
+            .iter()
+            .find(|e| e.kind == kind && e.rule == rule)
+            .map(|e| e.max_deviation)
+            .unwrap_or_default()
+    }
+
+    /// The changes of the configuration layer.
+    pub fn configuration(&self) -> impl Iterator<Item = &Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.layer() == Layer::Configuration)
     }
 
     /// The capability entry of a kind.
@@ -413,7 +634,7 @@ impl Plan {
                 c.action,
                 Action::Create | Action::Update | Action::Delete | Action::Adopt
             )
-        })
+        }) || !self.effects.is_empty()
     }
 }
 

@@ -11,6 +11,7 @@
 //! `ops` only orchestrates: load, observe, reconcile, guard, apply.
 
 pub mod care_teams;
+pub mod effects;
 pub mod objects;
 pub mod routing;
 
@@ -164,5 +165,46 @@ pub fn plan(
         d.orphans,
     );
     plan.manifests_commit = opts.manifests_commit.clone();
+    plan.route_existing = opts.route_existing;
+    let limit =
+        |kind, rule: &str| desired.max_deviation(crate::plan::rule_manifest_kind(kind), rule);
+    plan.effects = crate::plan::preview(&plan.changes, &limit);
+    // tasks for a team this plan creates: `apply --plan` routes them once the team exists
+    // (it recomputes effects after the configuration), so the review counts them
+    for (team, (rule, n)) in &waiting {
+        let kind = crate::vocab::ObjectKind::TaskRouting;
+        let at = match plan
+            .effects
+            .iter()
+            .position(|e| e.kind == kind && &e.rule == rule)
+        {
+            Some(i) => i,
+            None => {
+                plan.effects.push(crate::plan::EffectPreview {
+                    kind,
+                    rule: rule.clone(),
+                    declared_at: desired
+                        .routing_rules
+                        .iter()
+                        .find(|r| &r.name == rule)
+                        .map(|r| r.source.clone()),
+                    adds: 0,
+                    removes: 0,
+                    sample_added: Vec::new(),
+                    sample_removed: Vec::new(),
+                    max_deviation: limit(kind, rule),
+                    notes: Vec::new(),
+                });
+                plan.effects.len() - 1
+            }
+        };
+        let e = &mut plan.effects[at];
+        e.adds += *n as u64;
+        e.notes.push(format!(
+            "{n} of them wait for team '{team}', which this plan creates: apply --plan routes them once it exists, apply DIR on its next run"
+        ));
+    }
+    plan.effects
+        .sort_by(|a, b| (a.kind, &a.rule).cmp(&(b.kind, &b.rule)));
     Ok(plan)
 }

@@ -2446,6 +2446,14 @@ fn the_planner_notes_tasks_that_wait_for_a_team_it_creates_and_records_its_input
             .all(|c| !matches!(c.operation, Operation::RouteTask { .. })),
         "the task waits: it is not routed in this plan"
     );
+    // ...but the review counts it: apply --plan routes it once the team exists
+    let e = plan
+        .effects
+        .iter()
+        .find(|e| e.kind == ObjectKind::TaskRouting && e.rule == "refills")
+        .expect("the waiting task is previewed");
+    assert_eq!((e.adds, e.removes), (1, 0));
+    assert!(e.notes[0].contains("wait for team"), "{:?}", e.notes);
     assert_eq!(plan.manifests_commit.as_deref(), Some("abc123"));
     assert_eq!(plan.manifests_checksum, "sha256:test");
     assert_eq!(plan.target.endpoint, "memory");

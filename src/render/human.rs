@@ -230,34 +230,43 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
         p.target.endpoint
     );
     let _ = writeln!(out);
-    let writes: Vec<&Change> = p
-        .changes
-        .iter()
+    for c in p
+        .configuration()
         .filter(|c| c.action.is_change() && c.action != Action::Manual)
-        .collect();
-    for c in writes.iter().filter(|c| !super::is_routing(c)) {
+    {
         change_with(&mut out, c, show_members);
         let _ = writeln!(out);
     }
-    for g in super::routing_groups(&writes) {
+    if !p.effects.is_empty() {
         let _ = writeln!(
             out,
-            "  {} {}",
-            styled_symbol(Action::Update),
-            format!("routing rule '{}': route {} open task(s)", g.rule, g.tasks).bold()
+            "{}",
+            "Effects of rules (a preview: counts per rule, recomputed from live data when applied):"
+                .bold()
         );
-        let at = g.source.map(|s| format!("{s}: ")).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "      {}",
-            format!(
-                "because {at}routing rule '{}' (order {}) is the first to match them; it sets {} (tasks are counted, never listed)",
-                g.rule,
-                g.order,
-                g.fields.iter().copied().collect::<Vec<_>>().join(", ")
-            )
-            .dimmed()
-        );
+        for e in &p.effects {
+            effect_line(&mut out, e);
+            if show_members {
+                // ids, on this terminal only
+                for c in p.changes.iter().filter(|c| {
+                    c.layer() == crate::plan::Layer::Effects
+                        && crate::reconcile::effects::rule_of(c) == (e.kind, e.rule.as_str())
+                }) {
+                    for f in &c.fields {
+                        if let Some((before, after)) = &f.sealed {
+                            let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
+                            let (b, a) = (set(before), set(after));
+                            for x in a.iter().filter(|x| !b.contains(x)) {
+                                let _ = writeln!(out, "        {}", format!("+ {x}").green());
+                            }
+                            for x in b.iter().filter(|x| !a.contains(x)) {
+                                let _ = writeln!(out, "        {}", format!("- {x}").red());
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let _ = writeln!(out);
     }
     let checklist: Vec<&Change> = p.checklist().collect();
@@ -317,6 +326,13 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
             s.no_op
         );
     }
+    if !p.effects.is_empty() {
+        let _ = writeln!(
+            out,
+            "Effects: {} rule(s) change memberships, care teams or task routing (recomputed from live data when applied).",
+            p.effects.len()
+        );
+    }
     if let Some(st) = stats {
         let _ = writeln!(
             out,
@@ -329,6 +345,116 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
             )
             .dimmed()
         );
+    }
+    out
+}
+
+/// A rule's name as people read it: `patient group 'x'`, `routing rule 'y'`.
+pub fn rule_label(kind: crate::vocab::ObjectKind, rule: &str) -> String {
+    match kind {
+        crate::vocab::ObjectKind::TaskRouting => format!("routing rule '{rule}'"),
+        k => format!("{} '{rule}'", k.label()),
+    }
+}
+
+/// One rule's counts: `+3 -1 patient(s)`, or `201 open task(s) to route`.
+fn counts(kind: crate::vocab::ObjectKind, adds: u64, removes: u64) -> String {
+    match kind {
+        crate::vocab::ObjectKind::TaskRouting => format!("{adds}"),
+        _ => format!("+{adds} -{removes}"),
+    }
+}
+
+fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
+    let at = e
+        .declared_at
+        .as_ref()
+        .map(|s| format!("  ({s})").dimmed().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  {} {}: {} {}{at}",
+        styled_symbol(Action::Update),
+        rule_label(e.kind, &e.rule).bold(),
+        counts(e.kind, e.adds, e.removes),
+        e.unit()
+    );
+    if !e.sample_added.is_empty() {
+        let _ = writeln!(
+            out,
+            "        added, e.g.: {}",
+            e.sample_added.join(", ").green()
+        );
+    }
+    if !e.sample_removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "        removed, e.g.: {}",
+            e.sample_removed.join(", ").red()
+        );
+    }
+    for n in &e.notes {
+        let _ = writeln!(out, "      {}", format!("note: {n}").cyan());
+    }
+}
+
+/// `apply --plan`: per rule, the effects reviewed in the saved plan against the ones
+/// recomputed now, and what was done with them.
+pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
+    use crate::plan::EffectDecision as D;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        "Effects of rules, reviewed in the plan → recomputed now:".bold()
+    );
+    for c in checks {
+        let unit = crate::plan::EffectPreview {
+            kind: c.kind,
+            rule: String::new(),
+            declared_at: None,
+            adds: 0,
+            removes: 0,
+            sample_added: vec![],
+            sample_removed: vec![],
+            max_deviation: Default::default(),
+            notes: vec![],
+        }
+        .unit();
+        let what = format!(
+            "{}: reviewed {}, now {} {unit}",
+            rule_label(c.kind, &c.rule),
+            counts(c.kind, c.reviewed_adds, c.reviewed_removes),
+            counts(c.kind, c.now_adds, c.now_removes),
+        );
+        let at = c
+            .declared_at
+            .as_ref()
+            .map(|s| format!("  ({s})").dimmed().to_string())
+            .unwrap_or_default();
+        let (mark, how) = match &c.decision {
+            D::Applied => ("✓".green().to_string(), "applied".to_owned()),
+            D::HeldDeviation => (
+                "✗ held back".red().bold().to_string(),
+                format!(
+                    "held back: they moved more than the rule's maxDeviation allows (±{} added, ±{} removed); nothing of this rule was written: check the rule and the data, then plan again",
+                    c.tolerance_adds, c.tolerance_removes
+                ),
+            ),
+            D::HeldBlastRadius => (
+                "✗ held back".red().bold().to_string(),
+                "held back: they would remove more than the rule's maxRemovalShare; check the rule, or apply with --allow-mass-removal".to_owned(),
+            ),
+            D::NotRecomputed { reason } => (
+                "✗ held back".red().bold().to_string(),
+                format!("held back: they could not be recomputed ({reason})"),
+            ),
+            D::NotStarted => (
+                "✗ not started".red().to_string(),
+                "not started: the apply was interrupted".to_owned(),
+            ),
+        };
+        let _ = writeln!(out, "  {mark} {what}: {how}{at}");
     }
     out
 }
@@ -352,7 +478,18 @@ pub fn report(p: &Plan, r: &Report) -> String {
         );
         return out;
     }
+    // routed tasks are counted per rule, as plans show them
+    let mut routed: Vec<(&str, usize)> = Vec::new();
     for o in &r.outcomes {
+        if let (Ok(_), Some(crate::plan::Operation::RouteTask { rule, .. })) =
+            (&o.result, p.changes.get(o.change).map(|c| &c.operation))
+        {
+            match routed.iter_mut().find(|(r, _)| r == rule) {
+                Some((_, n)) => *n += 1,
+                None => routed.push((rule, 1)),
+            }
+            continue;
+        }
         match &o.result {
             Ok(w) => {
                 let id = w
@@ -382,6 +519,13 @@ pub fn report(p: &Plan, r: &Report) -> String {
                 let _ = writeln!(out, "  {} {}", "✗ failed".red().bold(), e);
             }
         }
+    }
+    for (rule, n) in routed {
+        let _ = writeln!(
+            out,
+            "  {} routing rule '{rule}': {n} open task(s) routed",
+            styled_symbol(Action::Update)
+        );
     }
     let manual = p.summary.manual;
     let _ = writeln!(out);

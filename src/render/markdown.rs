@@ -25,7 +25,7 @@ fn escape(s: &str) -> String {
 
 fn summary(p: &Plan) -> String {
     let mut rows: BTreeMap<ObjectKind, [usize; 5]> = BTreeMap::new();
-    for c in &p.changes {
+    for c in p.configuration() {
         let row = rows.entry(c.target.kind).or_default();
         let i = match c.action {
             Action::Create => 0,
@@ -230,31 +230,43 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
         crate::plan::file::checksum(p),
         p.careplane_version
     );
-    let all: Vec<&Change> = p
-        .changes
-        .iter()
-        .filter(|c| c.action.is_change() && c.action != Action::Manual)
-        .collect();
-    let routing = super::routing_groups(&all);
-    if !routing.is_empty() {
+    if !p.effects.is_empty() {
         let _ = writeln!(
             out,
-            "**Task routing** (open tasks are counted per rule, never listed):\n\n| rule | open tasks | sets | declared at |\n|---|---|---|---|"
+            "**Effects of rules** (a preview: counts per rule, recomputed from live data when the plan is applied; patients and tasks are never listed):\n\n| rule | adds | removes | counted | e.g. | declared at |\n|---|---:|---:|---|---|---|"
         );
-        for g in &routing {
+        for e in &p.effects {
+            let sample = e
+                .sample_added
+                .iter()
+                .map(|s| format!("+{s}"))
+                .chain(e.sample_removed.iter().map(|s| format!("−{s}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + &e.notes
+                    .iter()
+                    .map(|n| format!("<br>note: {}", escape(n)))
+                    .collect::<String>();
             let _ = writeln!(
                 out,
-                "| `{}` (order {}) | {} | {} | {} |",
-                escape(g.rule),
-                g.order,
-                g.tasks,
-                g.fields.iter().copied().collect::<Vec<_>>().join(", "),
-                g.source.map(|s| format!("`{s}`")).unwrap_or_default()
+                "| {} | {} | {} | {} | {} | {} |",
+                escape(&crate::render::human::rule_label(e.kind, &e.rule)),
+                e.adds,
+                e.removes,
+                e.unit(),
+                sample,
+                e.declared_at
+                    .as_ref()
+                    .map(|s| format!("`{s}`"))
+                    .unwrap_or_default()
             );
         }
         let _ = writeln!(out);
     }
-    let writes: Vec<&Change> = all.into_iter().filter(|c| !super::is_routing(c)).collect();
+    let writes: Vec<&Change> = p
+        .configuration()
+        .filter(|c| c.action.is_change() && c.action != Action::Manual)
+        .collect();
     let budget = limit.saturating_sub(footer.len() + 200);
     for (i, c) in writes.iter().enumerate() {
         let d = details(c);
