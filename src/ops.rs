@@ -141,15 +141,14 @@ fn live_findings(
     crate::check::configured(found, &m.project.checks, &m.files)
 }
 
-/// Staff the target does not list as schedulable, where it has the notion: Canvas's
-/// Practitioner search leaves non-schedulable staff out unless asked (canvas-api.md §5),
-/// so active staff missing from a plain search are the non-schedulable ones. `None`
-/// elsewhere.
+/// Staff the target does not list as schedulable, where it has the notion
+/// (`TargetCapability::schedulable_staff_search`): active staff missing from a plain
+/// search are the non-schedulable ones. `None` elsewhere.
 async fn non_schedulable(
     target: &ResolvedTarget,
     observed: &observe::Observed,
 ) -> Result<Option<std::collections::BTreeSet<String>>, FhirError> {
-    if target.dialect.name() != "canvas" {
+    if !target.dialect.capabilities().1.schedulable_staff_search {
         return Ok(None);
     }
     let listed = target

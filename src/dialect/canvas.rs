@@ -183,6 +183,7 @@ impl Canvas {
                     // cannot be removed): no mark careplane could leave unseen. A task with
                     // a team or an owner counts as routed.
                     task_marker: false,
+                    schedulable_staff_search: true,
                 },
             ),
             retire_prefix: retire_prefix.to_owned(),

@@ -161,6 +161,7 @@ impl Default for R4 {
                     references: &[],
                     // a meta.tag and an identifier say which project routed a task
                     task_marker: true,
+                    schedulable_staff_search: false,
                 },
             ),
         }

@@ -58,6 +58,10 @@ pub struct TargetCapability {
     /// A task can carry careplane's "routed by" mark (`routedBy`), so routing happens once
     /// per task. Without it, a task that already has a team or an owner counts as routed.
     pub task_marker: bool,
+    /// The plain staff search (`Practitioner?active=true`) leaves out staff who cannot be
+    /// scheduled (Canvas), so active staff missing from it are the non-schedulable ones.
+    /// False: the target has no such notion.
+    pub schedulable_staff_search: bool,
 }
 
 /// Whose care teams careplane reads and writes.
