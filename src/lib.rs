@@ -18,7 +18,6 @@ pub mod observe;
 pub mod ops;
 pub mod output;
 pub mod plan;
-pub mod plugin;
 pub mod reconcile;
 pub mod render;
 pub mod rules;

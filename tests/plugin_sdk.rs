@@ -68,7 +68,7 @@ fn the_clinic_rules_data_file() {
     // the handler in the package is the reviewed file, byte for byte
     assert_eq!(
         std::fs::read_to_string(out.join("handlers/careplane_rules.py")).unwrap(),
-        std::fs::read_to_string(root().join("src/plugin/handler.py")).unwrap()
+        std::fs::read_to_string(root().join("src/dialect/plugin/handler.py")).unwrap()
     );
 }
 

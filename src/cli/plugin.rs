@@ -1,12 +1,12 @@
 //! `careplane plugin build [DIR] [--target NAME] --out PLUGIN_DIR`: write the manifests'
-//! routing and patient-group rules as a Canvas plugin package (see [`crate::plugin`]).
+//! routing and patient-group rules as a Canvas plugin package (see [`crate::dialect::plugin`]).
 //! Exit 0 written, 1 on invalid manifests, refused rules or an unreachable target.
 
 use std::path::{Path, PathBuf};
 
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error};
+use crate::dialect::plugin;
 use crate::ops::OpsError;
-use crate::plugin;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -12,6 +12,7 @@
 //! (Canvas, for instance) touches this folder and nothing downstream.
 
 pub mod canvas;
+pub mod plugin;
 pub mod r4;
 
 use std::collections::BTreeMap;

@@ -62,6 +62,9 @@ pub struct TargetCapability {
     /// scheduled (Canvas), so active staff missing from it are the non-schedulable ones.
     /// False: the target has no such notion.
     pub schedulable_staff_search: bool,
+    /// The target runs careplane's rules as a plugin inside it (`careplane plugin`:
+    /// Canvas). Elsewhere `watch` / `reconcile --effects` keep the rules.
+    pub runs_plugins: bool,
 }
 
 /// Whose care teams careplane reads and writes.

@@ -1,4 +1,4 @@
-"""careplane's fixed handler (src/plugin/handler.py) driven with the canvas SDK's own event
+"""careplane's fixed handler (src/dialect/plugin/handler.py) driven with the canvas SDK's own event
 and effect types and its test database, on the package built from examples/clinic (the
 team-based-care guide's routing rule and opt-out patient group)."""
 

@@ -15,7 +15,7 @@ use super::Resolved;
 
 /// Whether a target's dialect runs Canvas plugins.
 pub fn runs_plugins(target: &ResolvedTarget) -> bool {
-    target.info.dialect == "canvas"
+    target.dialect.capabilities().1.runs_plugins
 }
 
 pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved, OpsError> {

@@ -1,7 +1,7 @@
 """careplane's rule interpreter, run inside Canvas by the plugin runner.
 
 This file is fixed and hand-reviewed: `careplane plugin build` copies it unchanged into
-every plugin it writes (src/plugin/handler.py in careplane's repository). What it does is
+every plugin it writes (src/dialect/plugin/handler.py in careplane's repository). What it does is
 decided only by the data file `careplane_rules.json` next to CANVAS_MANIFEST.json, which
 careplane writes from the reviewed manifests: routing rules (titles, regular expressions,
 labels, order, team, owner) and patient-group rules (conditions, include/exclude lists,

@@ -1,7 +1,7 @@
 //! `careplane plugin build`: the manifests' routing and patient-group rules as a Canvas
 //! plugin package (canvas-plugins SDK), pure: manifests + ids resolved from live state in,
 //! files out. No code is generated per rule: the package is a fixed, hand-reviewed handler
-//! module ([`HANDLER_PY`], `src/plugin/handler.py`) that interprets a data file
+//! module ([`HANDLER_PY`], `src/dialect/plugin/handler.py`) that interprets a data file
 //! ([`DATA_FILE`]) written from the rules.
 //!
 //! Conditions and settings the handler cannot evaluate inside Canvas are refused here, at
