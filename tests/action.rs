@@ -221,7 +221,7 @@ fn plan_sets_has_changes_plan_markdown_and_summary() {
     assert!(outputs.contains("plan=careplane-plan.json\n"));
     assert!(outputs.contains("markdown=careplane-plan.md\n"));
     assert!(
-        outputs.contains("summary=20 to create, 2 to update, 0 to delete, 0 manual\n"),
+        outputs.contains("summary=20 to create, 1 to update, 0 to delete, 0 manual\n"),
         "{outputs}"
     );
     assert!(dir.path().join("careplane-plan.json").exists());

@@ -236,17 +236,19 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
             "**Effects of rules** (a preview: counts per rule, recomputed from live data when the plan is applied; patients and tasks are never listed):\n\n| rule | adds | removes | counted | e.g. | declared at |\n|---|---:|---:|---|---|---|"
         );
         for e in &p.effects {
-            let sample = e
+            let samples = e
                 .sample_added
                 .iter()
                 .map(|s| format!("+{s}"))
                 .chain(e.sample_removed.iter().map(|s| format!("−{s}")))
                 .collect::<Vec<_>>()
-                .join(", ")
-                + &e.notes
-                    .iter()
-                    .map(|n| format!("<br>note: {}", escape(n)))
-                    .collect::<String>();
+                .join(", ");
+            // samples, then the notes, one per line (no empty first line)
+            let sample = std::iter::once(samples)
+                .filter(|s| !s.is_empty())
+                .chain(e.notes.iter().map(|n| format!("note: {}", escape(n))))
+                .collect::<Vec<_>>()
+                .join("<br>");
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
