@@ -360,7 +360,7 @@ fn text(b: &[u8]) -> String {
 
 /// `reconcile --effects`: a new matching patient joins, a patient whose consent was
 /// revoked leaves (authoritative group), the hand-renamed team stays as it is (counted as
-/// configuration drift), and a group over its removal limit is held back (exit 1) while
+/// configuration drift), and a group over its removal limit is held back (exit 3) while
 /// the rest is applied. No patient id is printed.
 #[test]
 fn reconcile_effects_keeps_memberships_current_and_never_writes_configuration() {
@@ -374,7 +374,7 @@ fn reconcile_effects_keeps_memberships_current_and_never_writes_configuration() 
         .output()
         .unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "held back: {stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(3), "held back: {stdout}{stderr}");
     assert_eq!(w.members("opt-out"), w.expected(&new));
     // 1 of 3 (33%) is over the default 20%: held back, said so
     assert_eq!(w.members("strict").len(), 3);

@@ -382,9 +382,10 @@ pub fn reconcile() -> String {
                 "0",
                 "the effects are current (configuration drift is only counted: use plan / apply)",
             ),
+            ("1", "error, or a write failed"),
             (
-                "1",
-                "error, a write failed, or an effect was held back by the removal guard",
+                "3",
+                "the other effects were applied, and some were held back by the removal guard (maxRemovalShare; --allow-mass-removal lets them through)",
             ),
             (
                 "130",

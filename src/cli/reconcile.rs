@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::plan::prepare;
-use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error};
+use super::{EXIT_ERROR, EXIT_HELD, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error};
 use crate::ops::effects::{Effects, PassOutcome, Totals};
 use crate::vocab::Operation;
 
@@ -104,7 +104,8 @@ async fn interrupted() -> u8 {
 
 /// Print what one pass did: one line per effect applied (tasks by id, groups and care-team
 /// assignments by name with counts, never patients), failures, effects held back, and
-/// configuration drift as a count. Returns whether anything went wrong.
+/// configuration drift as a count. Returns whether anything failed (an effect held back
+/// by a guard is not a failure: [`PassOutcome::held`] says so apart).
 pub fn print_pass(prefix: &str, o: &PassOutcome) -> bool {
     let mut trouble = false;
     if let Some(applied) = &o.applied {
@@ -148,7 +149,6 @@ pub fn print_pass(prefix: &str, o: &PassOutcome) -> bool {
         }
     }
     for h in &o.held {
-        trouble = true;
         err(&format!("{prefix}: {h}\n"));
     }
     if o.configuration_drift > 0 {
@@ -213,6 +213,9 @@ pub async fn run(a: Args) -> u8 {
         Ok(o) => {
             if print_pass(prefix, o) {
                 code = EXIT_ERROR;
+            } else if !o.held.is_empty() {
+                // as apply: what could go was written, some effects wait for a person
+                code = EXIT_HELD;
             }
             if let (Some(path), Some(applied)) = (&a.report, &o.applied)
                 && let Err(e) =
