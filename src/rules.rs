@@ -92,13 +92,18 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
 /// its patient): each resource is reduced to what rules need as it arrives, so pages can
 /// be dropped as soon as they are read. Consents and care teams are attached to their
 /// patients by [`FactsBuilder::finish`]; those of patients never seen are dropped.
+/// A consent category coding as rules see it: (system, code, status).
+type ConsentFact = (String, String, String);
+/// A care-team participant as rules see it: (`Practitioner/<id>`, role, owning project).
+type CareTeamFact = (String, String, Option<String>);
+
 #[derive(Debug, Default)]
 pub struct FactsBuilder {
     patients: BTreeMap<String, PatientFacts>,
     /// (patient id, category codings as (system, code, status)), in arrival order.
-    consents: Vec<(String, Vec<(String, String, String)>)>,
+    consents: Vec<(String, Vec<ConsentFact>)>,
     /// (patient id, participants of one active care team), in arrival order.
-    care_teams: Vec<(String, Vec<(String, String, Option<String>)>)>,
+    care_teams: Vec<(String, Vec<CareTeamFact>)>,
 }
 
 impl FactsBuilder {
@@ -174,7 +179,7 @@ impl FactsBuilder {
             return;
         };
         let status = c["status"].as_str().unwrap_or_default();
-        let codings: Vec<(String, String, String)> = c["category"]
+        let codings: Vec<ConsentFact> = c["category"]
             .as_array()
             .into_iter()
             .flatten()
@@ -205,7 +210,7 @@ impl FactsBuilder {
             return;
         }
         let owner = crate::vocab::ownership::tagged_project(t);
-        let participants: Vec<(String, String, Option<String>)> = t["participant"]
+        let participants: Vec<CareTeamFact> = t["participant"]
             .as_array()
             .into_iter()
             .flatten()
