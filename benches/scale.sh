@@ -12,6 +12,8 @@
 #   benches/scale.sh [N]       STAFF (2000)  TEAMS (200)  PAGE (1000, the server's page size)
 #   CHAIN=10000 benches/scale.sh   only: validate + plan (file store) of CHAIN chained
 #                                  memberOf groups over 100 patients
+#   MANIFEST_MB=10 benches/scale.sh  only: validate one manifest file of that many MB
+#                                  (RoleAssignment documents, about 6,850 per MB)
 #   CAREPLANE_BIN=path          measure another build (e.g. an older commit's)
 #   FHIR_BENCH_PORT (18183)     the test server's port
 #   APPLY_SERVER=0              on the server, plan only (the in-memory test server takes
@@ -56,6 +58,28 @@ log_requests() { grep -c ' attempt [0-9]* → ' "$WORK/err" || true; }
 row() { # what target wall cpu rss requests [curl]
   printf '%-34s %-7s %8s s %8s s %7s MB %9s %s\n' "$@"
 }
+
+if [ -n "${MANIFEST_MB:-}" ]; then
+  mkdir -p "$WORK/big/store"
+  python3 - "$WORK/big" "$MANIFEST_MB" <<'PY'
+import sys
+d, mb = sys.argv[1], float(sys.argv[2])
+docs = ["apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: big\nspec:\n  defaultTarget: local\n  targets:\n    local: {type: file, path: store}\n"]
+roles = ["md", "rn", "ma", "cc", "fd"]
+for r in roles:
+    docs.append(f"apiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: {r}\nspec:\n  code: {r.upper()}\n  display: Role {r}\n  domain: clinical\n")
+size, i = sum(map(len, docs)), 0
+while size < mb * 1e6:
+    doc = f"apiVersion: careplane.dev/v1\nkind: RoleAssignment\nmetadata:\n  name: s{i:06d}\nspec:\n  practitioner: {{email: s{i}@bench.example.org}}\n  roles: [{roles[i % 5]}]\n"
+    docs.append(doc); size += len(doc) + 4; i += 1
+open(d + "/org.yaml", "w").write("---\n".join(docs))
+print(len(docs), "documents,", size, "bytes", file=sys.stderr)
+PY
+  echo "one manifest file of $MANIFEST_MB MB (release build)"
+  row "what" "target" "wall" "cpu" "peak" "requests"
+  read -r w c m <<<"$(CAREPLANE_MAX_MANIFEST_BYTES=64MiB timed validate "$WORK/big")"; row "validate" "-" "$w" "$c" "$m" "-"
+  exit 0
+fi
 
 if [ -n "${CHAIN:-}" ]; then
   python3 - "$WORK/chain" "$CHAIN" <<'PY'
