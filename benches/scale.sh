@@ -12,10 +12,15 @@
 #   benches/scale.sh [N]       STAFF (2000)  TEAMS (200)  PAGE (1000, the server's page size)
 #   CHAIN=10000 benches/scale.sh   only: validate + plan (file store) of CHAIN chained
 #                                  memberOf groups over 100 patients
+#   MANIFEST_MB=10 benches/scale.sh  only: validate one manifest file of that many MB
+#                                  (RoleAssignment documents, about 6,850 per MB)
 #   CAREPLANE_BIN=path          measure another build (e.g. an older commit's)
 #   FHIR_BENCH_PORT (18183)     the test server's port
 #   APPLY_SERVER=0              on the server, plan only (the in-memory test server takes
 #                               minutes for the applies at 10,000 patients)
+#   TARGETS=local               the file store only (no test server): for N the in-memory
+#                               test server cannot load in reasonable time (200,000)
+#   TASKS=N                     open tasks (default N/2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,6 +59,28 @@ row() { # what target wall cpu rss requests [curl]
   printf '%-34s %-7s %8s s %8s s %7s MB %9s %s\n' "$@"
 }
 
+if [ -n "${MANIFEST_MB:-}" ]; then
+  mkdir -p "$WORK/big/store"
+  python3 - "$WORK/big" "$MANIFEST_MB" <<'PY'
+import sys
+d, mb = sys.argv[1], float(sys.argv[2])
+docs = ["apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: big\nspec:\n  defaultTarget: local\n  targets:\n    local: {type: file, path: store}\n"]
+roles = ["md", "rn", "ma", "cc", "fd"]
+for r in roles:
+    docs.append(f"apiVersion: careplane.dev/v1\nkind: Role\nmetadata:\n  name: {r}\nspec:\n  code: {r.upper()}\n  display: Role {r}\n  domain: clinical\n")
+size, i = sum(map(len, docs)), 0
+while size < mb * 1e6:
+    doc = f"apiVersion: careplane.dev/v1\nkind: RoleAssignment\nmetadata:\n  name: s{i:06d}\nspec:\n  practitioner: {{email: s{i}@bench.example.org}}\n  roles: [{roles[i % 5]}]\n"
+    docs.append(doc); size += len(doc) + 4; i += 1
+open(d + "/org.yaml", "w").write("---\n".join(docs))
+print(len(docs), "documents,", size, "bytes", file=sys.stderr)
+PY
+  echo "one manifest file of $MANIFEST_MB MB (release build)"
+  row "what" "target" "wall" "cpu" "peak" "requests"
+  read -r w c m <<<"$(CAREPLANE_MAX_MANIFEST_BYTES=64MiB timed validate "$WORK/big")"; row "validate" "-" "$w" "$c" "$m" "-"
+  exit 0
+fi
+
 if [ -n "${CHAIN:-}" ]; then
   python3 - "$WORK/chain" "$CHAIN" <<'PY'
 import json, os, sys
@@ -76,11 +103,16 @@ PY
   exit 0
 fi
 
-BASE="$(PORT="$PORT" MAX_COUNT=1000 PIDFILE="$WORK/fhir.pid" LOG="$WORK/fhir.log" bash tests/fhir-server/start-fhir-test-server.sh)"
+TARGETS="${TARGETS:-local server}"
+BASE=http://127.0.0.1:9/fhir
+if [ "$TARGETS" != local ]; then
+  BASE="$(PORT="$PORT" MAX_COUNT=1000 PIDFILE="$WORK/fhir.pid" LOG="$WORK/fhir.log" bash tests/fhir-server/start-fhir-test-server.sh)"
+fi
 
-python3 - "$WORK" "$N" "$STAFF" "$TEAMS" "$PAGE" <<'PY'
+python3 - "$WORK" "$N" "$STAFF" "$TEAMS" "$PAGE" "${TASKS:-$((N / 2))}" "$TARGETS" <<'PY'
 import json, os, sys
-work, n, staff, teams, page = sys.argv[1], *map(int, sys.argv[2:6])
+work, n, staff, teams, page, tasks = sys.argv[1], *map(int, sys.argv[2:7])
+bundles = sys.argv[7] != "local"
 org = f"{work}/org"
 os.makedirs(f"{org}/store", exist_ok=True)
 os.makedirs(f"{work}/bundles", exist_ok=True)
@@ -102,13 +134,13 @@ for i in range(n):
         "category": [{"coding": [{"system": "urn:bench:consents", "code": "A0001"}]}],
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
         "patient": {"reference": f"Patient/{pid}"}})
-    if i % 2 == 0:
+    if i % 2 == 0 and i // 2 < tasks or i % 2 == 1 and (n + 1) // 2 + i // 2 < tasks:
         rows["Task"].append({"resourceType": "Task", "id": f"bt{i:08d}", "status": "requested", "intent": "order",
             "description": descriptions[(i // 2) % 4], "for": {"reference": f"Patient/{pid}"}})
 for rt, rs in rows.items():
     with open(f"{org}/store/{rt}.ndjson", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rs)
-    for k in range(0, len(rs), 500):
+    for k in range(0, len(rs) if bundles else 0, 500):
         bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
             {"resource": r, "request": {"method": "PUT", "url": f"{rt}/{r['id']}"}} for r in rs[k:k + 500]]}
         with open(f"{work}/bundles/{rt}-{k // 500:05d}.json", "w") as f:
@@ -139,11 +171,12 @@ open(f"{work}/org-0.yaml", "w").write(text.replace("OPT_OUT_EXTRA", ""))
 open(f"{work}/org-1.yaml", "w").write(text.replace("OPT_OUT_EXTRA", "      - identifier: {system: \"urn:bench:payer\"}\n"))
 PY
 started=$(date +%s)
-for f in "$WORK"/bundles/*.json; do
+for f in $([ "$TARGETS" = local ] || echo "$WORK"/bundles/*.json); do
   curl -sf -o /dev/null -X POST -H 'Content-Type: application/fhir+json' --data-binary "@$f" "$BASE"
 done
-echo "loaded $N patients, $N consents, $((N / 2)) open tasks, $STAFF staff into the test server in $(( $(date +%s) - started )) s"
+[ "$TARGETS" = local ] || echo "loaded $N patients, $N consents, $(wc -l <"$WORK/org/store/Task.ndjson") open tasks, $STAFF staff into the test server in $(( $(date +%s) - started )) s"
 
+if [ "$TARGETS" != local ]; then
 # A loopback proxy that records the URL of every request (for the curl comparison only;
 # never in a timed run).
 python3 - "$WORK/proxy.port" "$WORK/proxy.log" "${BASE#http://}" <<'PY' &
@@ -175,9 +208,10 @@ PIDS+=($!)
 for _ in $(seq 1 50); do [ -s "$WORK/proxy.port" ] && break; sleep 0.1; done
 PROXY="http://127.0.0.1:$(cat "$WORK/proxy.port")/fhir"
 HOSTPORT="$(echo "${BASE#http://}" | cut -d/ -f1)"
+fi
 
 echo
-echo "careplane at $N patients (release build; $(nproc) cores; server page size $PAGE)"
+echo "careplane at $N patients, $N consents, $(wc -l <"$WORK/org/store/Task.ndjson") open tasks (release build; $(nproc) cores; server page size $PAGE)"
 row "what" "target" "wall" "cpu" "peak" "requests" "curl, same pages"
 # the same pages as careplane's plan, one after another with curl (URLs recorded through
 # the proxy in an untimed plan)
@@ -191,7 +225,7 @@ curl_pages() { # dir
   e=$(date +%s%N)
   awk -v a="$s" -v b="$e" -v p="$(wc -l <"$WORK/urls")" 'BEGIN { printf "%.2f s (%d pages)", (b - a) / 1e9, p }'
 }
-for target in local server; do
+for target in $TARGETS; do
   export BENCH_FHIR_URL="$BASE"
   cp -r "$WORK/org" "$WORK/run-$target"
   D="$WORK/run-$target"

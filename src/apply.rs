@@ -114,9 +114,15 @@ impl Done {
 }
 
 /// Whether a write error may hide a write that landed: a lost answer shows up as a
-/// transport error, or as a conflict when the retry meets our own first write.
+/// transport error, as a conflict when the retry meets our own first write, or as a large
+/// write that got no answer (never sent again whole).
 fn maybe_landed(e: &FhirError) -> bool {
-    matches!(e, FhirError::Conflict { .. } | FhirError::Transport { .. })
+    matches!(
+        e,
+        FhirError::Conflict { .. }
+            | FhirError::Transport { .. }
+            | FhirError::LargeWriteUnanswered { .. }
+    )
 }
 
 /// Whether `live` holds what this apply meant to write: careplane's object (under the
@@ -1617,6 +1623,11 @@ mod tests {
         assert!(maybe_landed(&FhirError::Conflict {
             resource: "Group/1".into(),
             status: 412
+        }));
+        assert!(maybe_landed(&FhirError::LargeWriteUnanswered {
+            what: "update Group/1".into(),
+            reason: "HTTP 408".into(),
+            size: "4000 members, 180000 bytes".into()
         }));
         assert!(!maybe_landed(&FhirError::Http {
             what: "update Group/1".into(),

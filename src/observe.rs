@@ -30,41 +30,39 @@ pub struct Observed {
 
 /// The participants of active care teams, for the live checks (a lead is a participant
 /// extension whose url ends in `lead`, as both dialects write it, set to true).
-fn care_team_participants<'a>(
-    resources: impl Iterator<Item = &'a serde_json::Value>,
-) -> Vec<Vec<(String, String, bool)>> {
-    let mut seen = std::collections::HashSet::new();
-    resources
-        .filter(|r| {
-            r["resourceType"] == "CareTeam" && r["status"].as_str().unwrap_or("active") == "active"
-        })
-        .filter(|r| seen.insert(r["id"].as_str().unwrap_or_default().to_owned()))
-        .map(|r| {
-            r["participant"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| {
-                    let who = p.pointer("/member/reference")?.as_str()?.to_owned();
-                    let role = p
-                        .pointer("/role/0/coding/0")
-                        .map(|c| {
-                            format!(
-                                "{}|{}",
-                                c["system"].as_str().unwrap_or_default(),
-                                c["code"].as_str().unwrap_or_default()
-                            )
-                        })
-                        .unwrap_or_default();
-                    let lead = p["extension"].as_array().into_iter().flatten().any(|e| {
-                        e["url"].as_str().is_some_and(|u| u.ends_with("lead"))
-                            && e["valueBoolean"] == true
-                    });
-                    Some((who, role, lead))
+/// One care team's participants: (who, role `system|code`, lead).
+type Participants = Vec<(String, String, bool)>;
+
+fn care_team_participants(r: &serde_json::Value) -> Option<(String, Participants)> {
+    if r["resourceType"] != "CareTeam" || r["status"].as_str().unwrap_or("active") != "active" {
+        return None;
+    }
+    let participants = r["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let who = p.pointer("/member/reference")?.as_str()?.to_owned();
+            let role = p
+                .pointer("/role/0/coding/0")
+                .map(|c| {
+                    format!(
+                        "{}|{}",
+                        c["system"].as_str().unwrap_or_default(),
+                        c["code"].as_str().unwrap_or_default()
+                    )
                 })
-                .collect()
+                .unwrap_or_default();
+            let lead = p["extension"].as_array().into_iter().flatten().any(|e| {
+                e["url"].as_str().is_some_and(|u| u.ends_with("lead")) && e["valueBoolean"] == true
+            });
+            Some((who, role, lead))
         })
-        .collect()
+        .collect();
+    Some((
+        r["id"].as_str().unwrap_or_default().to_owned(),
+        participants,
+    ))
 }
 
 pub use crate::rules::RuleReads;
@@ -96,6 +94,74 @@ pub fn patient_queries(how: PatientReads, consents: bool, care_teams: bool) -> V
     q
 }
 
+/// What one search's results were reduced to as its pages arrived: no resource is kept
+/// whole except staff records and what the dialect's `aggregate` reads.
+#[derive(Default)]
+struct Reduced {
+    /// Each resource's (type, id) and what the dialect recognised in it, in order.
+    recognised: Vec<((String, String), Recognised)>,
+    staff: Vec<serde_json::Value>,
+    /// Resources kept whole for [`Dialect::aggregate`].
+    kept: Vec<serde_json::Value>,
+    facts: crate::rules::FactsBuilder,
+    tasks: Vec<crate::rules::TaskFacts>,
+    /// Each active care team's id and participants (who, role, lead), for live checks.
+    care_teams: Vec<(String, Participants)>,
+}
+
+impl Reduced {
+    /// Reduce one resource of a search made for `purpose`.
+    fn take(
+        &mut self,
+        purpose: Purpose,
+        r: serde_json::Value,
+        dialect: &dyn Dialect,
+        project: &str,
+        reads: &RuleReads,
+    ) {
+        if let Some(team) = care_team_participants(&r) {
+            self.care_teams.push(team);
+        }
+        match purpose {
+            Purpose::Staff => self.staff.push(r),
+            Purpose::Patients => self.facts.add(&r),
+            Purpose::Objects | Purpose::StaffAndObjects => {
+                let rt = r
+                    .get("resourceType")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                // care teams read for other reasons (Canvas verifies care-team roles with
+                // them) also serve rules
+                if reads.care_teams && rt == "CareTeam" {
+                    self.facts.add(&r);
+                }
+                if reads.tasks
+                    && let Some(t) = crate::rules::task_fact(&r)
+                {
+                    self.tasks.push(t);
+                }
+                let id = r
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                self.recognised
+                    .push(((rt.clone(), id), dialect.identify(project, &r)));
+                let keep = dialect.aggregates(&rt);
+                if purpose == Purpose::StaffAndObjects {
+                    if keep {
+                        self.kept.push(r.clone());
+                    }
+                    self.staff.push(r);
+                } else if keep {
+                    self.kept.push(r);
+                }
+            }
+        }
+    }
+}
+
 pub async fn observe(
     store: &Store,
     dialect: &dyn Dialect,
@@ -122,55 +188,43 @@ pub async fn observe(
             .map(|q| (Purpose::Patients, q)),
         );
     }
-    let results = futures::future::join_all(queries.iter().map(|(_, q)| store.search(q))).await;
+    // Every search runs concurrently, each reducing its own pages as they arrive; the
+    // reductions are then combined in the order of the searches.
+    let reads = &reads;
+    let results = futures::future::join_all(queries.iter().map(|(purpose, q)| async move {
+        let mut reduced = Reduced::default();
+        store
+            .search_each(q, &mut |r| {
+                reduced.take(*purpose, r, dialect, project, reads)
+            })
+            .await
+            .map(|()| reduced)
+    }))
+    .await;
     let mut observed = Observed {
         searches: queries.len(),
         ..Observed::default()
     };
     let mut seen = std::collections::HashSet::new();
     let mut staff = Vec::new();
-    let mut all = Vec::new();
-    let mut patient_data = Vec::new();
-    for ((purpose, _), result) in queries.iter().zip(results) {
-        let resources = result?;
-        match purpose {
-            Purpose::Staff => staff.extend(resources.iter().cloned()),
-            Purpose::Patients => patient_data.extend(resources),
-            Purpose::Objects | Purpose::StaffAndObjects => {
-                // care teams read for other reasons (Canvas verifies care-team roles with
-                // them) also serve rules
-                if reads.care_teams {
-                    patient_data.extend(
-                        resources
-                            .iter()
-                            .filter(|r| r["resourceType"] == "CareTeam")
-                            .cloned(),
-                    );
-                }
-                if *purpose == Purpose::StaffAndObjects {
-                    staff.extend(resources.iter().cloned());
-                }
-                all.extend(resources.iter().cloned());
-                for r in &resources {
-                    let key = (
-                        r.get("resourceType")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        r.get("id")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                    if !seen.insert(key) {
-                        continue;
-                    }
-                    match dialect.identify(project, r) {
-                        Recognised::Object(o) => observed.objects.push(o),
-                        Recognised::Foreign(f) => observed.foreign.push(*f),
-                        Recognised::Other => {}
-                    }
-                }
+    let mut kept = Vec::new();
+    let mut facts = crate::rules::FactsBuilder::default();
+    let mut care_teams = Vec::new();
+    for result in results {
+        let reduced = result?;
+        care_teams.extend(reduced.care_teams);
+        staff.extend(reduced.staff);
+        kept.extend(reduced.kept);
+        facts.extend(reduced.facts);
+        observed.tasks.extend(reduced.tasks);
+        for (key, recognised) in reduced.recognised {
+            if !seen.insert(key) {
+                continue;
+            }
+            match recognised {
+                Recognised::Object(o) => observed.objects.push(o),
+                Recognised::Foreign(f) => observed.foreign.push(*f),
+                Recognised::Other => {}
             }
         }
     }
@@ -180,12 +234,14 @@ pub async fn observe(
         .filter(|r| r["active"] == false)
         .filter_map(|r| r["id"].as_str().map(str::to_owned))
         .collect();
-    observed.care_teams = care_team_participants(all.iter().chain(patient_data.iter()));
-    observed.patients = crate::rules::facts(&patient_data);
-    if reads.tasks {
-        observed.tasks = crate::rules::task_facts(&all);
-    }
-    observed.objects.extend(dialect.aggregate(project, &all));
+    let mut team_seen = std::collections::HashSet::new();
+    observed.care_teams = care_teams
+        .into_iter()
+        .filter(|(id, _)| team_seen.insert(id.clone()))
+        .map(|(_, participants)| participants)
+        .collect();
+    observed.patients = facts.finish();
+    observed.objects.extend(dialect.aggregate(project, &kept));
     observed.objects.sort_by(|a, b| {
         (a.kind, &a.name, &a.natural_key, &a.id).cmp(&(b.kind, &b.name, &b.natural_key, &b.id))
     });

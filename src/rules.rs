@@ -79,11 +79,69 @@ fn age(birth: (i64, u32, u32), on: (i64, u32, u32)) -> i64 {
     years
 }
 
-/// Facts from Patient and Consent resources (anything else is ignored).
+/// Facts from Patient, Consent and CareTeam resources (anything else is ignored).
 pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
-    let mut out: BTreeMap<String, PatientFacts> = BTreeMap::new();
-    for r in resources.iter().filter(|r| r["resourceType"] == "Patient") {
-        let Some(id) = r["id"].as_str() else { continue };
+    let mut b = FactsBuilder::default();
+    for r in resources {
+        b.add(r);
+    }
+    b.finish()
+}
+
+/// Patient facts built resource by resource, in any order (a consent may arrive before
+/// its patient): each resource is reduced to what rules need as it arrives, so pages can
+/// be dropped as soon as they are read. Consents and care teams are attached to their
+/// patients by [`FactsBuilder::finish`]; those of patients never seen are dropped.
+/// A consent category coding as rules see it: (system, code, status).
+type ConsentFact = (String, String, String);
+/// A care-team participant as rules see it: (`Practitioner/<id>`, role, owning project).
+type CareTeamFact = (String, String, Option<String>);
+
+#[derive(Debug, Default)]
+pub struct FactsBuilder {
+    patients: BTreeMap<String, PatientFacts>,
+    /// (patient id, category codings as (system, code, status)), in arrival order.
+    consents: Vec<(String, Vec<ConsentFact>)>,
+    /// (patient id, participants of one active care team), in arrival order.
+    care_teams: Vec<(String, Vec<CareTeamFact>)>,
+}
+
+impl FactsBuilder {
+    /// Reduce one resource (Patient, Consent or CareTeam; anything else is ignored).
+    pub fn add(&mut self, r: &Value) {
+        match r["resourceType"].as_str() {
+            Some("Patient") => self.add_patient(r),
+            Some("Consent") => self.add_consent(r),
+            Some("CareTeam") => self.add_care_team(r),
+            _ => {}
+        }
+    }
+
+    /// Everything `other` read, after what this one read (searches merge in their order).
+    pub fn extend(&mut self, other: FactsBuilder) {
+        self.patients.extend(other.patients);
+        self.consents.extend(other.consents);
+        self.care_teams.extend(other.care_teams);
+    }
+
+    /// The facts per patient id: patients, each with its consents and care teams.
+    pub fn finish(self) -> BTreeMap<String, PatientFacts> {
+        let mut out = self.patients;
+        for (pid, codings) in self.consents {
+            if let Some(p) = out.get_mut(&pid) {
+                p.consents.extend(codings);
+            }
+        }
+        for (pid, participants) in self.care_teams {
+            if let Some(p) = out.get_mut(&pid) {
+                p.care_team.extend(participants);
+            }
+        }
+        out
+    }
+
+    fn add_patient(&mut self, r: &Value) {
+        let Some(id) = r["id"].as_str() else { return };
         let f = PatientFacts {
             id: id.to_owned(),
             active: r["active"].as_bool(),
@@ -109,49 +167,55 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
             consents: Vec::new(),
             care_team: Vec::new(),
         };
-        out.insert(id.to_owned(), f);
+        self.patients.insert(id.to_owned(), f);
     }
-    for c in resources.iter().filter(|r| r["resourceType"] == "Consent") {
+
+    fn add_consent(&mut self, c: &Value) {
         let Some(pid) = c
             .pointer("/patient/reference")
             .and_then(Value::as_str)
             .and_then(|r| r.strip_prefix("Patient/"))
         else {
-            continue;
+            return;
         };
-        let status = c["status"].as_str().unwrap_or_default().to_owned();
-        if let Some(p) = out.get_mut(pid) {
-            for coding in c["category"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|cc| cc["coding"].as_array().into_iter().flatten())
-            {
-                p.consents.push((
+        let status = c["status"].as_str().unwrap_or_default();
+        let codings: Vec<ConsentFact> = c["category"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|cc| cc["coding"].as_array().into_iter().flatten())
+            .map(|coding| {
+                (
                     coding["system"].as_str().unwrap_or_default().to_owned(),
                     coding["code"].as_str().unwrap_or_default().to_owned(),
-                    status.clone(),
-                ));
-            }
+                    status.to_owned(),
+                )
+            })
+            .collect();
+        if !codings.is_empty() {
+            self.consents.push((pid.to_owned(), codings));
         }
     }
-    for t in resources.iter().filter(|r| r["resourceType"] == "CareTeam") {
+
+    fn add_care_team(&mut self, t: &Value) {
         let status = t["status"].as_str().unwrap_or("active");
         let Some(pid) = t
             .pointer("/subject/reference")
             .and_then(Value::as_str)
             .and_then(|r| r.strip_prefix("Patient/"))
         else {
-            continue;
+            return;
         };
         if status != "active" {
-            continue;
+            return;
         }
-        if let Some(p) = out.get_mut(pid) {
-            for part in t["participant"].as_array().into_iter().flatten() {
-                let Some(member) = part.pointer("/member/reference").and_then(Value::as_str) else {
-                    continue;
-                };
+        let owner = crate::vocab::ownership::tagged_project(t);
+        let participants: Vec<CareTeamFact> = t["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|part| {
+                let member = part.pointer("/member/reference").and_then(Value::as_str)?;
                 let role = part
                     .pointer("/role/0/coding/0")
                     .map(|c| {
@@ -162,12 +226,13 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
                         )
                     })
                     .unwrap_or_default();
-                let owner = crate::vocab::ownership::tagged_project(t);
-                p.care_team.push((member.to_owned(), role, owner));
-            }
+                Some((member.to_owned(), role, owner.clone()))
+            })
+            .collect();
+        if !participants.is_empty() {
+            self.care_teams.push((pid.to_owned(), participants));
         }
     }
-    out
 }
 
 fn status_word(s: ConsentStatus) -> &'static str {
@@ -374,27 +439,29 @@ pub struct TaskFacts {
 
 /// Facts of the open tasks among `resources`.
 pub fn task_facts(resources: &[Value]) -> Vec<TaskFacts> {
-    resources
-        .iter()
-        .filter(|r| r["resourceType"] == "Task" && r["status"] == "requested")
-        .filter_map(|r| {
-            Some(TaskFacts {
-                id: r["id"].as_str()?.to_owned(),
-                description: r["description"].as_str().unwrap_or_default().to_owned(),
-                labels: r["input"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|i| i.pointer("/type/text").and_then(Value::as_str) == Some("label"))
-                    .filter_map(|i| i["valueString"].as_str().map(str::to_owned))
-                    .collect(),
-                patient: r
-                    .pointer("/for/reference")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            })
-        })
-        .collect()
+    resources.iter().filter_map(task_fact).collect()
+}
+
+/// The facts of one resource if it is an open task.
+pub fn task_fact(r: &Value) -> Option<TaskFacts> {
+    if r["resourceType"] != "Task" || r["status"] != "requested" {
+        return None;
+    }
+    Some(TaskFacts {
+        id: r["id"].as_str()?.to_owned(),
+        description: r["description"].as_str().unwrap_or_default().to_owned(),
+        labels: r["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.pointer("/type/text").and_then(Value::as_str) == Some("label"))
+            .filter_map(|i| i["valueString"].as_str().map(str::to_owned))
+            .collect(),
+        patient: r
+            .pointer("/for/reference")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 /// The rule (index into `rules`, which are in order) that routes each task: the first

@@ -510,6 +510,10 @@ impl Dialect for Canvas {
         }
     }
 
+    fn aggregates(&self, resource_type: &str) -> bool {
+        matches!(resource_type, "Practitioner" | "CareTeam")
+    }
+
     fn aggregate(&self, _project: &str, resources: &[Value]) -> Vec<ObservedObject> {
         let mut roles: BTreeMap<String, usize> = BTreeMap::new();
         let mut care: BTreeMap<(String, String), usize> = BTreeMap::new();

@@ -455,6 +455,12 @@ pub trait Dialect: Send + Sync {
     /// members), read from everything the queries returned.
     fn aggregate(&self, project: &str, resources: &[Value]) -> Vec<ObservedObject>;
 
+    /// Whether [`Dialect::aggregate`] reads resources of this type: observe keeps only
+    /// those whole, and reduces every other resource as it arrives.
+    fn aggregates(&self, _resource_type: &str) -> bool {
+        true
+    }
+
     /// Whether careplane may write to a live resource of this kind for `project` (writes
     /// to anything else are refused at apply time).
     fn owns(&self, project: &str, kind: ObjectKind, resource: &Value) -> bool;

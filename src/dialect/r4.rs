@@ -719,6 +719,10 @@ impl Dialect for R4 {
         Vec::new() // every object is one resource
     }
 
+    fn aggregates(&self, _: &str) -> bool {
+        false
+    }
+
     fn care_team_location(&self, project: &str, patient: &str) -> super::CareTeamLocation {
         // careplane keeps its own CareTeam per patient (tagged, identified by the patient)
         let pid = patient.strip_prefix("Patient/").unwrap_or(patient);

@@ -374,20 +374,37 @@ impl FileStore {
     }
 
     fn load(&self, rt: &str) -> Result<Vec<Value>, FhirError> {
+        let mut out = Vec::new();
+        self.load_each(rt, &mut |r| out.push(r))?;
+        Ok(out)
+    }
+
+    /// Every row of `<rt>.ndjson`, parsed one line at a time (a missing file has none).
+    fn load_each(&self, rt: &str, each: &mut dyn FnMut(Value)) -> Result<(), FhirError> {
+        use std::io::BufRead;
         let path = self.file(rt)?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(format!("cannot read {rt}.ndjson: {e}"))),
+        let cannot = |e: std::io::Error| self.err(format!("cannot read {rt}.ndjson: {e}"));
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(cannot(e)),
         };
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| self.err(format!("{rt}.ndjson line {}: not JSON ({e})", i + 1)))
-            })
-            .collect()
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut line = String::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(cannot)? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r = serde_json::from_str(&line)
+                .map_err(|e| self.err(format!("{rt}.ndjson line {n}: not JSON ({e})")))?;
+            each(r);
+        }
     }
 
     /// A temporary file name no other process or write uses: pid, a per-store counter
@@ -500,6 +517,18 @@ impl FileStore {
     /// Search one resource type: the session's copy if this session wrote it, else the
     /// file (read once, no lock). Linear in the file's size at worst.
     pub async fn search(&self, q: &Query) -> Result<Vec<Value>, FhirError> {
+        let mut out = Vec::new();
+        self.search_each(q, &mut |r| out.push(r)).await?;
+        Ok(out)
+    }
+
+    /// Every resource matching the query, handed to `each` one at a time as the file is
+    /// read line by line (outside a writer session nothing else of the file is held).
+    pub async fn search_each(
+        &self,
+        q: &Query,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), FhirError> {
         let g = self.lock.lock().await;
         self.ops.fetch_add(1, Ordering::Relaxed);
         for (k, _) in &q.params {
@@ -531,14 +560,14 @@ impl FileStore {
             None => r,
         };
         if let Some(table) = g.as_ref().and_then(|s| s.tables.get(&q.resource_type)) {
-            return Ok(table.find(&q.params).cloned().map(shape).collect());
+            table.find(&q.params).cloned().map(shape).for_each(each);
+            return Ok(());
         }
-        Ok(self
-            .load(&q.resource_type)?
-            .into_iter()
-            .filter(|r| matches(r, &q.params))
-            .map(shape)
-            .collect())
+        self.load_each(&q.resource_type, &mut |r| {
+            if matches(&r, &q.params) {
+                each(shape(r));
+            }
+        })
     }
 
     pub async fn read(&self, rt: &str, id: &str) -> Result<Option<Value>, FhirError> {

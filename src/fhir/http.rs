@@ -36,6 +36,36 @@ use super::auth::Auth;
 use super::{FhirError, Precondition, Query, TimeoutKind, Written, resource_type};
 
 const FHIR_JSON: &str = "application/fhir+json";
+const JSON_PATCH: &str = "application/json-patch+json";
+
+/// A write body at least this large is not sent again whole after its answer was lost
+/// (HTTP 408 or 504, a read or request timeout): a few thousand group members.
+pub const LARGE_WRITE_BYTES: usize = 64 * 1024;
+
+/// Whether a failure may mean the server received the request and is still working on it
+/// (so the answer, not the request, was lost).
+fn unanswered(e: &FhirError) -> bool {
+    match e {
+        FhirError::Http { status, .. } => matches!(status, 408 | 504),
+        FhirError::Timeout { which, .. } => *which != TimeoutKind::Connect,
+        _ => false,
+    }
+}
+
+/// A write's size in words: its list entries (group members, patch operations) and bytes.
+fn write_size(body: &Value, bytes: usize) -> String {
+    let entries = match body {
+        Value::Array(ops) => Some((ops.len(), "patch operations")),
+        _ => body
+            .get("member")
+            .and_then(Value::as_array)
+            .map(|m| (m.len(), "members")),
+    };
+    match entries {
+        Some((n, what)) => format!("{n} {what}, {bytes} bytes"),
+        None => format!("{bytes} bytes"),
+    }
+}
 
 /// Bounds on one target's traffic (the project file's `limits`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,11 +143,26 @@ enum Body {
 struct Response {
     status: StatusCode,
     headers: HeaderMap,
-    body: Option<Value>,
+    /// The body, decoded once (and never copied: searches take their resources out of it).
     raw: Body,
 }
 
 impl Response {
+    /// The body when it is JSON.
+    fn body(&self) -> Option<&Value> {
+        match &self.raw {
+            Body::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn into_body(self) -> Option<Value> {
+        match self.raw {
+            Body::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Why the body is not the JSON resource expected, in words.
     fn body_problem(&self) -> String {
         match &self.raw {
@@ -305,6 +350,13 @@ impl HttpStore {
     ) -> Result<Response, FhirError> {
         let attempts = AtomicUsize::new(0);
         let max = if retry { self.max_retries } else { 0 };
+        // Encoded once, however many attempts there are.
+        let bytes: Option<Vec<u8>> = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let large = match (&bytes, body) {
+            (Some(b), Some(v)) if b.len() >= LARGE_WRITE_BYTES => Some(write_size(v, b.len())),
+            _ => None,
+        };
+        let bytes = bytes.as_deref();
         let attempt = || async {
             let mut stale: Option<String> = None;
             loop {
@@ -313,7 +365,7 @@ impl HttpStore {
                     .send_once(
                         method.clone(),
                         url.clone(),
-                        body,
+                        bytes,
                         headers.clone(),
                         what,
                         stale.as_deref(),
@@ -341,7 +393,11 @@ impl HttpStore {
                     .with_jitter(),
             )
             .sleep(tokio::time::sleep)
-            .when(|f: &Failure| f.error.is_transient())
+            // A large write whose answer was lost is not sent again whole: the server may
+            // still be storing it, and would likely time out again (see `unanswered`).
+            .when(|f: &Failure| {
+                f.error.is_transient() && !(large.is_some() && unanswered(&f.error))
+            })
             .adjust(|f: &Failure, dur| dur.map(|d| f.retry_after.unwrap_or(d)))
             .notify(|f: &Failure, dur: Duration| {
                 if self.log_requests {
@@ -354,12 +410,19 @@ impl HttpStore {
                 }
             })
             .await;
-        let resp = result.map_err(|f| f.error)?;
+        let resp = result.map_err(|f| match &large {
+            Some(size) if unanswered(&f.error) => FhirError::LargeWriteUnanswered {
+                what: what.to_owned(),
+                reason: short(&f.error),
+                size: size.clone(),
+            },
+            _ => f.error,
+        })?;
         match resp.status.as_u16() {
             401 | 403 => Err(FhirError::Auth(format!(
                 "{what}: the server answered HTTP {}{}; check the target's credentials and their scopes",
                 resp.status.as_u16(),
-                message(what, resp.body.as_ref())
+                message(what, resp.body())
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
             ))),
@@ -385,7 +448,7 @@ impl HttpStore {
         &self,
         method: Method,
         url: Url,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         headers: HeaderMap,
         what: &str,
         stale: Option<&str>,
@@ -394,16 +457,21 @@ impl HttpStore {
         let token = self.auth.token(&self.client, stale).await?;
         let mut req = self
             .client
-            .request(method, url.clone())
+            .request(method.clone(), url.clone())
             .headers(headers)
             .header(reqwest::header::ACCEPT, FHIR_JSON);
         if let Some(t) = &token {
             req = req.bearer_auth(t.expose_secret());
         }
         if let Some(b) = body {
+            let content_type = if method == Method::PATCH {
+                JSON_PATCH
+            } else {
+                FHIR_JSON
+            };
             req = req
-                .header(reqwest::header::CONTENT_TYPE, FHIR_JSON)
-                .body(serde_json::to_vec(b).unwrap_or_default());
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(b.to_vec());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut flight = InFlight {
@@ -442,7 +510,7 @@ impl HttpStore {
                 error: FhirError::Http {
                     what: what.to_owned(),
                     status: resp.status.as_u16(),
-                    message: message(what, resp.body.as_ref()),
+                    message: message(what, resp.body()),
                 },
             });
         }
@@ -509,14 +577,9 @@ impl HttpStore {
                 },
             }
         };
-        let body = match &raw {
-            Body::Json(v) => Some(v.clone()),
-            _ => None,
-        };
         Ok(Response {
             status,
             headers,
-            body,
             raw,
         })
     }
@@ -525,14 +588,14 @@ impl HttpStore {
         FhirError::Http {
             what: what.to_owned(),
             status: resp.status.as_u16(),
-            message: message(what, resp.body.as_ref()),
+            message: message(what, resp.body()),
         }
     }
 
     /// A 2xx answer that should have been a resource of type `expected` but is not: an
     /// OperationOutcome keeps the server's words, anything else is described.
     fn not_a(what: &str, expected: &str, resp: &Response) -> FhirError {
-        if let Some(b) = &resp.body
+        if let Some(b) = resp.body()
             && b.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
         {
             return FhirError::InvalidResponse {
@@ -551,6 +614,19 @@ impl HttpStore {
     }
 
     pub async fn search(&self, q: &Query) -> Result<Vec<Value>, FhirError> {
+        let mut out = Vec::new();
+        self.search_each(q, &mut |r| out.push(r)).await?;
+        Ok(out)
+    }
+
+    /// Every resource matching the query, handed to `each` page by page as the pages
+    /// arrive: each page is decoded once and its resources are moved out of it, so a
+    /// caller that reduces them holds one page at a time, never the whole result.
+    pub async fn search_each(
+        &self,
+        q: &Query,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), FhirError> {
         let what = format!("{} (GET {})", q.describe(), q.resource_type);
         let mut url = self.url(&q.resource_type)?;
         {
@@ -564,7 +640,6 @@ impl HttpStore {
         }
         let mut headers = HeaderMap::new();
         headers.insert("Prefer", HeaderValue::from_static("handling=strict"));
-        let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         // Pages this search may take: the configured cap, lowered once the server says how
         // many results there are.
@@ -599,25 +674,29 @@ impl HttpStore {
             if !resp.status.is_success() {
                 return Err(Self::http_error(&what, &resp));
             }
-            let bundle = match &resp.body {
-                Some(b) if b.get("resourceType").and_then(Value::as_str) == Some("Bundle") => b,
+            let mut bundle = match resp.body() {
+                Some(b) if b.get("resourceType").and_then(Value::as_str) == Some("Bundle") => {
+                    resp.into_body().unwrap_or_default()
+                }
                 _ => return Err(Self::not_a(&what, "Bundle", &resp)),
             };
-            let entries = bundle
-                .get("entry")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            for entry in entries {
-                let mode = entry
-                    .pointer("/search/mode")
-                    .and_then(Value::as_str)
-                    .unwrap_or("match");
-                let Some(resource) = entry.get("resource") else {
+            let mut entries = match bundle.get_mut("entry").map(Value::take) {
+                Some(Value::Array(e)) => e,
+                _ => Vec::new(),
+            };
+            let page_entries = entries.len() as u64;
+            for entry in entries.iter_mut() {
+                // Some(true): a match; Some(false): an outcome; None: anything else
+                let is_match = match entry.pointer("/search/mode").and_then(Value::as_str) {
+                    None | Some("match") => Some(true),
+                    Some("outcome") => Some(false),
+                    Some(_) => None,
+                };
+                let Some(resource) = entry.get_mut("resource") else {
                     continue;
                 };
-                match mode {
-                    "match" => {
+                match is_match {
+                    Some(true) => {
                         let rt = resource.get("resourceType").and_then(Value::as_str);
                         if rt != Some(q.resource_type.as_str()) {
                             return Err(FhirError::InvalidResponse {
@@ -629,9 +708,9 @@ impl HttpStore {
                                 ),
                             });
                         }
-                        out.push(resource.clone());
+                        each(resource.take());
                     }
-                    "outcome" => {
+                    Some(false) => {
                         let severe = resource
                             .get("issue")
                             .and_then(Value::as_array)
@@ -651,13 +730,13 @@ impl HttpStore {
                             )));
                         }
                     }
-                    _ => {}
+                    None => {}
                 }
             }
             if pages == 1
                 && let Some(t) = bundle.get("total").and_then(Value::as_u64)
             {
-                let per_page = (entries.len() as u64).max(1);
+                let per_page = page_entries.max(1);
                 need_pages = Some(t.div_ceil(per_page).max(1));
                 total = Some(t);
                 // One page more than the total needs, and a tenth for results added while
@@ -677,7 +756,7 @@ impl HttpStore {
                 .and_then(|l| l.get("url").and_then(Value::as_str));
             match next {
                 Some(n) => url = self.follow(&url, n, &what)?,
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }
@@ -689,9 +768,9 @@ impl HttpStore {
             .exchange(Method::GET, url, None, HeaderMap::new(), &what, true)
             .await?;
         match resp.status.as_u16() {
-            200 => match &resp.body {
+            200 => match resp.body() {
                 Some(b) if b.get("resourceType").and_then(Value::as_str) == Some(resource_type) => {
-                    Ok(resp.body)
+                    Ok(resp.into_body())
                 }
                 _ => Err(Self::not_a(&what, resource_type, &resp)),
             },
@@ -719,8 +798,7 @@ impl HttpStore {
             return Ok(None);
         }
         let mut versions: Vec<Value> = resp
-            .body
-            .as_ref()
+            .body()
             .and_then(|b| b.get("entry"))
             .and_then(Value::as_array)
             .into_iter()
@@ -989,7 +1067,7 @@ fn written(rt: &str, resp: &Response) -> Option<Written> {
         .get("ETag")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
-    if let Some(b) = &resp.body
+    if let Some(b) = resp.body()
         && let Some(id) = b.get("id").and_then(Value::as_str)
     {
         return Some(Written {

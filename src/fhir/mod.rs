@@ -108,6 +108,16 @@ pub enum FhirError {
         which: TimeoutKind,
         after: std::time::Duration,
     },
+    /// A large write got no answer (HTTP 408 or 504, or a timeout): the server may have
+    /// stored it, so it is not sent again whole; apply reads the object back to see.
+    #[error(
+        "{what} got no answer ({reason}) for a write of {size}; careplane did not send it again whole, since the server may still be storing it"
+    )]
+    LargeWriteUnanswered {
+        what: String,
+        reason: String,
+        size: String,
+    },
     /// careplane would not go on with what the server sent (a link to another origin, an
     /// answer over the size limit, a search that does not end).
     #[error("{what}: careplane stopped: {reason}")]
@@ -223,6 +233,19 @@ impl Store {
         match self {
             Store::Http(s) => s.search(q).await,
             Store::File(s) => s.search(q).await,
+        }
+    }
+    /// Every resource matching the query, handed to `each` as it is read (page by page,
+    /// or line by line from a file), moved and never copied: for callers that reduce
+    /// large results to a few fields instead of holding them whole.
+    pub async fn search_each(
+        &self,
+        q: &Query,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), FhirError> {
+        match self {
+            Store::Http(s) => s.search_each(q, each).await,
+            Store::File(s) => s.search_each(q, each).await,
         }
     }
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, FhirError> {

@@ -51,14 +51,26 @@ pub fn objects(
             })
             .map(|o| format!("Group/{}", o.id))
     };
+    // Looked up once, not once per task (100,000 open tasks scanned 100,000 objects each).
+    let team_refs: std::collections::HashMap<&str, Option<String>> = rules
+        .iter()
+        .filter_map(|r| r.team.as_deref())
+        .map(|t| (t, team_ref(t)))
+        .collect();
+    let mut live_tasks: std::collections::HashMap<&str, &crate::vocab::ObservedObject> =
+        std::collections::HashMap::new();
+    for o in observed
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::TaskRouting)
+    {
+        live_tasks.entry(o.id.as_str()).or_insert(o); // the first, as `find` would
+    }
     let marker = dialect.capabilities().target().task_marker;
     for (ti, ri) in crate::rules::route(&observed.tasks, rules, memberships) {
         let (t, r) = (&observed.tasks[ti], &rules[ri]);
         if r.mode == crate::model::rule::RoutingMode::Once {
-            let live = observed
-                .objects
-                .iter()
-                .find(|o| o.kind == ObjectKind::TaskRouting && o.id == t.id);
+            let live = live_tasks.get(t.id.as_str()).copied();
             let set = |k: &str| live.and_then(|o| o.fields.get(k)).filter(|v| !v.is_null());
             let routed_before = set("routedBy").and_then(|v| v.as_str()) == Some(&desired.project);
             let assigned = set("team").is_some() || set("owner").is_some();
@@ -69,7 +81,7 @@ pub fn objects(
         let mut fields = Fields::new();
         let mut labels = std::collections::BTreeMap::new();
         if let Some(team) = &r.team {
-            match team_ref(team) {
+            match team_refs.get(team.as_str()).cloned().flatten() {
                 Some(g) => {
                     fields.insert("team".into(), json!(g));
                 }
