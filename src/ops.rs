@@ -247,6 +247,26 @@ fn manifests_commit(dir: &Path) -> Option<String> {
     (out.status.success() && !sha.is_empty()).then_some(sha)
 }
 
+/// Why a plan saved now will not apply as it is (each a sentence, for `plan --out` to warn
+/// with): a rule's effects the removal guard would hold back, or a default target implied
+/// (`target_named` false) in a project that declares several, which apply refuses.
+pub fn unappliable(plan: &Plan, m: &Manifests, target_named: bool) -> Vec<String> {
+    let mut why = Vec::new();
+    // effects are recomputed at apply: a removal over a limit holds that rule back then
+    if let Err(e) = check_blast_radius(plan, false) {
+        why.push(format!(
+            "{e}; apply holds this rule's effects back (exit 3) unless --allow-mass-removal is given"
+        ));
+    }
+    if !target_named && m.project.targets.len() > 1 {
+        why.push(format!(
+            "it is for the default target '{}' (no --target was given): apply it with --target {}, or it is refused as made for another target",
+            plan.target.name, plan.target.name
+        ));
+    }
+    why
+}
+
 /// Refuse a plan that would empty groups too fast (unless `allow`).
 pub fn check_blast_radius(plan: &Plan, allow: bool) -> Result<(), OpsError> {
     if allow {

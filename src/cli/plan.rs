@@ -136,24 +136,6 @@ fn server_with_project(m: &Manifests) -> OpsError {
     })
 }
 
-/// Why a plan saved now would be refused by `apply --plan` later (each a sentence).
-pub fn unappliable(plan: &Plan, m: &Manifests, t: &TargetArgs) -> Vec<String> {
-    let mut why = Vec::new();
-    // effects are recomputed at apply: a removal over a limit holds that rule back then
-    if let Err(e) = ops::check_blast_radius(plan, false) {
-        why.push(format!(
-            "{e}; apply holds this rule's effects back (exit 3) unless --allow-mass-removal is given"
-        ));
-    }
-    if t.server.is_none() && t.target.is_none() && m.project.targets.len() > 1 {
-        why.push(format!(
-            "it is for the default target '{}' (no --target was given): apply it with --target {}, or it is refused as made for another target",
-            plan.target.name, plan.target.name
-        ));
-    }
-    why
-}
-
 pub fn render(plan: &Plan, format: Format, stats: Option<&ops::Stats>) -> String {
     match format {
         Format::Human => render::human::plan(plan, stats),
@@ -177,7 +159,11 @@ pub async fn run(a: Args) -> u8 {
         let mut warnings = Vec::new();
         if let Some(path) = &a.out {
             crate::plan::file::write(&plan, path)?;
-            warnings = unappliable(&plan, &m, &a.target);
+            warnings = ops::unappliable(
+                &plan,
+                &m,
+                a.target.server.is_some() || a.target.target.is_some(),
+            );
         }
         Ok::<_, OpsError>((plan, stats, warnings, findings))
     }

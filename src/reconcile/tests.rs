@@ -1565,6 +1565,37 @@ fn the_blast_radius_guard_refuses_a_group_losing_more_than_its_share() {
 }
 
 #[test]
+fn plan_out_warns_of_what_a_saved_plan_will_not_apply_as_it_is() {
+    // a removal over the group's limit: apply will hold that rule's effects back
+    let d = plan_group(
+        MembershipMode::Authoritative,
+        &patients(1..=10),
+        &patients(1..=7),
+        Options::default(),
+    );
+    let plan = plan_of(d.changes);
+    let mut m = manifests(DesiredState::default());
+    let why = crate::ops::unappliable(&plan, &m, false);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(
+        why[0].contains("holds this rule's effects back (exit 3)"),
+        "{why:?}"
+    );
+    // a project with several targets, planned without naming one
+    let target = |path: &str| serde_json::from_value(json!({"type": "file", "path": path}));
+    m.project.targets.insert("a".into(), target("a").unwrap());
+    m.project.targets.insert("b".into(), target("b").unwrap());
+    let quiet = plan_of(vec![]);
+    let why = crate::ops::unappliable(&quiet, &m, false);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].contains("no --target was given"), "{why:?}");
+    // naming the target (or one target only) leaves nothing to warn of
+    assert!(crate::ops::unappliable(&quiet, &m, true).is_empty());
+    m.project.targets.remove("b");
+    assert!(crate::ops::unappliable(&quiet, &m, false).is_empty());
+}
+
+#[test]
 fn the_blast_radius_guard_lets_a_removal_at_exactly_the_limit_through() {
     let d = plan_group(
         MembershipMode::Authoritative,
