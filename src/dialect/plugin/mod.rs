@@ -67,7 +67,7 @@ impl Package {
 /// The plugin's name (a Python package name, as the SDK needs): `careplane_<project>`.
 ///
 /// ```
-/// assert_eq!(careplane::plugin::plugin_name("Maple-Hollow clinic"), "careplane_maple_hollow_clinic");
+/// assert_eq!(careplane::dialect::plugin::plugin_name("Maple-Hollow clinic"), "careplane_maple_hollow_clinic");
 /// ```
 pub fn plugin_name(project: &str) -> String {
     let mut s = String::from("careplane_");
