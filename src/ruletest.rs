@@ -77,6 +77,44 @@ fn run_one(desired: &DesiredState, t: &RuleTest) -> TestResult {
             ));
         }
     }
+    for (name, ids) in &t.expect.care_teams {
+        // load checks the name; a test built in memory may still miss it
+        let Some(a) = desired
+            .care_team_assignments
+            .iter()
+            .find(|a| &a.name == name)
+        else {
+            failures.push(format!("care-team assignment '{name}' is not declared"));
+            continue;
+        };
+        // the patients it selects, as reconcile selects them: its group's members, or
+        // the patients its rule holds for
+        let got: BTreeSet<String> = match (&a.group, &a.rule) {
+            (Some(g), _) => groups.get(g).cloned().unwrap_or_default(),
+            (None, Some(rule)) => {
+                let ctx = rules::Context {
+                    groups: &groups,
+                    on: rules::today(),
+                    staff: &resolve,
+                    care_team_roles: &ctr,
+                };
+                facts
+                    .values()
+                    .filter(|p| rules::holds(rule, p, &ctx))
+                    .map(|p| format!("Patient/{}", p.id))
+                    .collect()
+            }
+            (None, None) => BTreeSet::new(),
+        };
+        let expected: BTreeSet<String> = ids.iter().map(|i| format!("Patient/{i}")).collect();
+        if expected != got {
+            failures.push(format!(
+                "care-team assignment '{name}' puts {} on other care teams:{}",
+                a.practitioner.value,
+                set_diff(&expected, &got)
+            ));
+        }
+    }
     let tasks = rules::task_facts(&t.fixtures);
     let routes: BTreeMap<&str, usize> = rules::route(&tasks, &desired.routing_rules, &groups)
         .into_iter()

@@ -947,6 +947,15 @@ fn check_rule_tests(ck: &mut Checker, desired: &DesiredState) {
                 );
             }
         }
+        for a in t.expect.care_teams.keys() {
+            if !desired.care_team_assignments.iter().any(|x| &x.name == a) {
+                ck.error(
+                    t.source.clone(),
+                    format!("rule test '{}' expects the care teams of '{a}', which is not a declared CareTeamAssignment", t.name),
+                    "fix the name",
+                );
+            }
+        }
         for e in t.expect.routing.values() {
             if e.rule != "none" && !desired.routing_rules.iter().any(|r| r.name == e.rule) {
                 ck.error(

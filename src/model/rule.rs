@@ -179,6 +179,14 @@ pub struct RuleTestExpect {
     /// Fixture task id → what routing does to it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routing: BTreeMap<String, RouteExpect>,
+    /// CareTeamAssignment name → exactly the fixture patient ids on whose care teams it
+    /// puts its staff member (by its patient group or its rule).
+    #[serde(
+        default,
+        rename = "careTeams",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub care_teams: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
