@@ -502,6 +502,17 @@ pub fn report(p: &Plan, r: &Report) -> String {
                             .map(|id| crate::fhir::shown(&o.target.resource_type, id))
                     })
                     .unwrap_or_default();
+                // a change over many resources (a care-team assignment's patients) has no
+                // one id: its counts say what was written
+                let id = match p.changes.get(o.change) {
+                    Some(c) if id.is_empty() => c
+                        .fields
+                        .iter()
+                        .find_map(|f| f.membership.as_ref())
+                        .map(|m| format!("+{} -{} patient(s)", m.added, m.removed))
+                        .unwrap_or_default(),
+                    _ => id,
+                };
                 let _ = writeln!(
                     out,
                     "  {} {} '{}' {}{}",
