@@ -522,3 +522,98 @@ fn care_model_and_labels_documents_are_checked_when_loaded() {
         "{err}"
     );
 }
+
+fn broken_example(format: &str) -> (i32, serde_json::Value) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/broken-care-model");
+    let out = careplane()
+        .args(["check", "--format", format, "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{format} output is one JSON document: {e}"));
+    (out.status.code().unwrap(), v)
+}
+
+#[test]
+fn the_committed_check_schema_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/check.schema.json");
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == careplane::check::report::schema_text(),
+        "schema/check.schema.json is stale: run `cargo run -- schema --check > schema/check.schema.json`"
+    );
+}
+
+/// `check --format json` on examples/broken-care-model validates against the committed
+/// schema, which says every field the report has (no additional properties).
+#[test]
+fn check_json_validates_against_its_schema() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/check.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::draft7::new(&schema).unwrap();
+    let (code, v) = broken_example("json");
+    assert_eq!(code, 1);
+    let errors: Vec<String> = validator
+        .iter_errors(&v)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(v["findings"].as_array().unwrap().len() > 5, "{v}");
+    let mut extra = v.clone();
+    extra["findings"][0]["patient"] = "x".into();
+    assert!(
+        !validator.is_valid(&extra),
+        "the schema rejects fields it does not declare"
+    );
+}
+
+/// `check --format sarif`: one run, the tool with every check as a rule, one result per
+/// finding with its rule, level and manifest line, the same findings as `--format json`.
+#[test]
+fn check_sarif_has_one_result_per_finding_at_its_manifest_line() {
+    let (_, json) = broken_example("json");
+    let (code, log) = broken_example("sarif");
+    assert_eq!(code, 1, "exit status as with the other formats");
+    assert_eq!(log["version"], "2.1.0");
+    let runs = log["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let driver = &runs[0]["tool"]["driver"];
+    assert_eq!(driver["name"], "careplane");
+    assert_eq!(driver["version"], env!("CARGO_PKG_VERSION"));
+    let rules = driver["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), careplane::check::CHECKS.len());
+    assert_eq!(rules[3]["id"], "CP104");
+    assert_eq!(rules[3]["name"], "routing-rule-shadowed");
+    assert_eq!(rules[3]["defaultConfiguration"]["level"], "error");
+    assert!(rules[3]["shortDescription"]["text"].is_string());
+    let results = runs[0]["results"].as_array().unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(results.len(), findings.len());
+    for (r, f) in results.iter().zip(findings) {
+        assert_eq!(r["ruleId"], f["id"]);
+        let level = match f["severity"].as_str().unwrap() {
+            "info" => "note",
+            s => s,
+        };
+        assert_eq!(r["level"], level);
+        assert_eq!(
+            rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"],
+            f["id"]
+        );
+        assert!(
+            r["message"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(f["message"].as_str().unwrap())
+        );
+        let loc = &r["locations"][0]["physicalLocation"];
+        assert_eq!(loc["artifactLocation"]["uri"], f["file"]);
+        assert_eq!(loc["artifactLocation"]["uriBaseId"], "SRCROOT");
+        assert_eq!(loc["region"]["startLine"], f["line"]);
+        assert_eq!(loc["region"]["startColumn"], f["col"]);
+    }
+    assert!(results.iter().any(|r| r["level"] == "error"));
+    assert!(results.iter().any(|r| r["level"] == "warning"));
+}

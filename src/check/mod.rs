@@ -13,13 +13,14 @@ use serde::Serialize;
 pub mod care_model;
 pub mod config;
 pub mod live;
+pub mod report;
 
 use crate::model::{DesiredState, PractitionerRef, Responsibility, RoutingRule, Source};
 pub use care_model::{CareModel, FitRule, LabelCatalog};
 
 /// How much a finding matters: `error` fails `check` (exit 1); `validate` shows every
 /// finding as a warning and never fails on one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,

@@ -19,9 +19,10 @@ pub struct Args {
     /// Manifest directory (default: the current directory).
     pub dir: Option<PathBuf>,
     /// How to print findings: text with advice, `file:line:col` lines, GitHub
-    /// annotations, or one JSON document on stdout.
-    #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
-    pub format: DiagnosticFormat,
+    /// annotations, one JSON document on stdout (schema/check.schema.json), or a SARIF
+    /// 2.1.0 log on stdout (for GitHub code scanning).
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+    pub format: CheckFormat,
     /// Leave out a check, by id or name (`CP103`, `care-team-role-unused`; repeatable).
     #[arg(long, value_name = "CHECK")]
     pub skip: Vec<String>,
@@ -32,6 +33,39 @@ pub struct Args {
     /// Set a manifest variable, `NAME=VALUE` (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::parse_var)]
     pub vars: Vec<(String, String)>,
+}
+
+/// `check --format`: the diagnostic formats, and SARIF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// With advice under each finding.
+    Human,
+    /// One `file:line:col: severity: ID name: message` line per finding.
+    Plain,
+    /// GitHub Actions annotations.
+    Github,
+    /// One JSON document on stdout (schema/check.schema.json).
+    Json,
+    /// A SARIF 2.1.0 log on stdout, for code scanning.
+    Sarif,
+}
+
+impl CheckFormat {
+    /// The format for manifest load errors (SARIF carries findings only: those print as
+    /// human diagnostics on stderr).
+    fn diagnostics(self) -> DiagnosticFormat {
+        match self {
+            CheckFormat::Human | CheckFormat::Sarif => DiagnosticFormat::Human,
+            CheckFormat::Plain => DiagnosticFormat::Plain,
+            CheckFormat::Github => DiagnosticFormat::Github,
+            CheckFormat::Json => DiagnosticFormat::Json,
+        }
+    }
+
+    /// Whether stdout carries one document (notes stay off stderr noise-free either way).
+    fn machine(self) -> bool {
+        matches!(self, CheckFormat::Json | CheckFormat::Sarif)
+    }
 }
 
 pub async fn run(a: Args) -> u8 {
@@ -55,7 +89,7 @@ pub async fn run(a: Args) -> u8 {
     let m = match ops::validate(&dir, &opts) {
         Ok(m) => m,
         Err(LoadError::Invalid(e)) => {
-            print_diagnostics(&e, &dir, a.format);
+            print_diagnostics(&e, &dir, a.format.diagnostics());
             return EXIT_ERROR;
         }
         Err(e) => {
@@ -63,7 +97,7 @@ pub async fn run(a: Args) -> u8 {
             return EXIT_ERROR;
         }
     };
-    if a.format != DiagnosticFormat::Json {
+    if !a.format.machine() {
         print_skipped(&m);
     }
     let mut findings = offline(&m);
@@ -85,12 +119,15 @@ pub async fn run(a: Args) -> u8 {
         check::sort(&mut findings);
     }
     let findings = check::without(findings, &a.skip);
-    print(&findings, &dir, a.format, false);
+    match a.format {
+        CheckFormat::Sarif => out(&sarif(&findings, &base(&dir))),
+        f => print(&findings, &dir, f.diagnostics(), false),
+    }
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
-    if a.format != DiagnosticFormat::Json {
+    if !a.format.machine() {
         let sent = if live {
             "the target was read, nothing was written"
         } else {
@@ -224,31 +261,17 @@ pub fn github(findings: &[Finding], base: &str, sev: impl Fn(&Finding) -> Severi
 }
 
 /// `{"findings": [{id, slug, severity, file, line, col, message, help}], "errors",
-/// "warnings", "infos"}`.
+/// "warnings", "infos"}` ([`check::report::CheckReport`], `schema/check.schema.json`).
 pub fn json(findings: &[Finding], base: &str) -> String {
-    let count = |l: Severity| findings.iter().filter(|f| f.severity == l).count();
-    let list: Vec<serde_json::Value> = findings
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "id": f.id,
-                "slug": f.slug,
-                "severity": f.severity,
-                "file": format!("{base}{}", f.source.file),
-                "line": f.source.line,
-                "col": f.source.col,
-                "message": f.message,
-                "help": f.help,
-            })
-        })
-        .collect();
-    let mut s = serde_json::to_string_pretty(&serde_json::json!({
-        "findings": list,
-        "errors": count(Severity::Error),
-        "warnings": count(Severity::Warning),
-        "infos": count(Severity::Info),
-    }))
-    .expect("json");
+    let mut s = serde_json::to_string_pretty(&check::report::report(findings, base)).expect("json");
+    s.push('\n');
+    s
+}
+
+/// A SARIF 2.1.0 log of the findings ([`check::report::sarif`]).
+pub fn sarif(findings: &[Finding], base: &str) -> String {
+    let log = check::report::sarif(findings, base, env!("CARGO_PKG_VERSION"));
+    let mut s = serde_json::to_string_pretty(&log).expect("json");
     s.push('\n');
     s
 }

@@ -13,10 +13,15 @@ pub struct Args {
     /// Print the schema of apply reports (`apply --report FILE`) instead.
     #[arg(long, conflicts_with = "plan")]
     pub apply_report: bool,
+    /// Print the schema of check reports (`check --format json`) instead.
+    #[arg(long, conflicts_with_all = ["plan", "drift", "apply_report"])]
+    pub check: bool,
 }
 
 pub fn run(a: Args) -> u8 {
-    if a.apply_report {
+    if a.check {
+        out(&crate::check::report::schema_text());
+    } else if a.apply_report {
         out(&crate::apply::record_schema_text());
     } else if a.drift {
         out(&crate::drift::schema_text());
