@@ -111,7 +111,7 @@ pub async fn run(a: Args) -> u8 {
     let watcher = {
         let (stop, signal_code) = (stop.clone(), signal_code.clone());
         tokio::spawn(async move {
-            let code = interrupted().await;
+            let code = super::interrupted().await;
             signal_code.store(code, std::sync::atomic::Ordering::SeqCst);
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             err("\ncareplane: interrupted: the writes in flight finish, no new write starts\n");
@@ -192,27 +192,6 @@ pub async fn run(a: Args) -> u8 {
             ));
             signal
         }
-    }
-}
-
-/// Which signal asked the apply to stop: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
-async fn interrupted() -> u8 {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return 130;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => 130,
-            _ = term.recv() => 143,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        130
     }
 }
 

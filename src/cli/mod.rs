@@ -414,3 +414,24 @@ pub fn print_skipped(m: &crate::manifest::Manifests) {
         note(&format!("note: skipped {s}\n"));
     }
 }
+
+/// Which signal asked a run (apply, reconcile, watch) to stop: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+pub(crate) async fn interrupted() -> u8 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return 130;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term.recv() => 143,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        130
+    }
+}

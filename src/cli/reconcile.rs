@@ -52,7 +52,7 @@ impl Stopper {
         let task = {
             let (stop, code, wake) = (stop.clone(), code.clone(), wake.clone());
             tokio::spawn(async move {
-                let c = interrupted().await;
+                let c = super::interrupted().await;
                 code.store(c, Ordering::SeqCst);
                 stop.store(true, Ordering::SeqCst);
                 wake.notify_one();
@@ -78,27 +78,6 @@ impl Stopper {
 impl Drop for Stopper {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Which signal asked to stop: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
-async fn interrupted() -> u8 {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return 130;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => 130,
-            _ = term.recv() => 143,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        130
     }
 }
 
@@ -195,19 +174,7 @@ pub async fn run(a: Args) -> u8 {
     };
     let mut effects = Effects::new(1, a.allow_mass_removal);
     let waiting = |msg: &str| err(&format!("{prefix}: {msg}\n"));
-    let locked = target.begin_writes(&waiting);
-    let mut result = match locked.await {
-        Ok(()) => effects.pass(&m, &target, &control).await,
-        Err(e) => {
-            effects.totals.add_failed_pass();
-            Err(e.into())
-        }
-    };
-    if let Err(e) = target.end_writes().await
-        && result.is_ok()
-    {
-        result = Err(e.into());
-    }
+    let result = effects.locked_pass(&m, &target, &control, &waiting).await;
     let mut code = EXIT_OK;
     match &result {
         Ok(o) => {

@@ -146,20 +146,7 @@ pub async fn run(a: Args) -> u8 {
     loop {
         // a file store is locked for each pass (not between passes), like an apply
         let waiting = |msg: &str| err(&format!("{prefix}: {msg}\n"));
-        let locked = target.begin_writes(&waiting);
-        let mut result = match locked.await {
-            Ok(()) => effects.pass(&m, &target, &control).await,
-            Err(e) => {
-                effects.totals.add_failed_pass();
-                Err(e.into())
-            }
-        };
-        // a file store writes the pass's changes here, each file once
-        if let Err(e) = target.end_writes().await
-            && result.is_ok()
-        {
-            result = Err(e.into());
-        }
+        let result = effects.locked_pass(&m, &target, &control, &waiting).await;
         match &result {
             Ok(o) => {
                 print_pass(prefix, o);

@@ -450,6 +450,31 @@ impl Effects {
         }
     }
 
+    /// [`Effects::pass`] inside the target's write session: a file store is locked for
+    /// the pass (not between passes) and writes each changed file once at its end.
+    /// `on_wait` hears about a lock another process holds.
+    pub async fn locked_pass(
+        &mut self,
+        m: &Manifests,
+        target: &ResolvedTarget,
+        control: &apply::Control<'_>,
+        on_wait: &dyn Fn(&str),
+    ) -> Result<PassOutcome, OpsError> {
+        let mut result = match target.begin_writes(on_wait).await {
+            Ok(()) => self.pass(m, target, control).await,
+            Err(e) => {
+                self.totals.add_failed_pass();
+                Err(e.into())
+            }
+        };
+        if let Err(e) = target.end_writes().await
+            && result.is_ok()
+        {
+            result = Err(e.into());
+        }
+        result
+    }
+
     /// Run one pass: observe (in full or what changed), plan, select the effects, apply
     /// them under `control` (its stop flag lets the writes in flight finish and starts no
     /// new one). A failed pass keeps the watermark, so the next one reads from the last
