@@ -234,15 +234,7 @@ impl HttpStore {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        // Redirects are followed only within the target's origin (and at most 5).
-        let origin = base.origin();
-        let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 5 || attempt.url().origin() != origin {
-                attempt.stop()
-            } else {
-                attempt.follow()
-            }
-        });
+        let policy = same_origin_redirects(&base);
         let client = reqwest::Client::builder()
             .user_agent(concat!("careplane/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(limits.connect_timeout)
@@ -1125,6 +1117,19 @@ fn message(what: &str, body: Option<&Value>) -> Option<String> {
     } else {
         Some(text)
     }
+}
+
+/// The redirect policy of every client that carries credentials: redirects are followed
+/// only within `base`'s origin (and at most 5), so a token never follows one elsewhere.
+pub fn same_origin_redirects(base: &url::Url) -> reqwest::redirect::Policy {
+    let origin = base.origin();
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 || attempt.url().origin() != origin {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 #[cfg(test)]

@@ -186,8 +186,13 @@ impl PluginApi {
             .ok_or_else(|| PluginApiError::NotCanvas(target.into()))?;
         let (host, auth) = plugin_api(spec, target)?;
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // the token goes to the plugin API's origin only, as to a FHIR target's
+        let redirects = url::Url::parse(&host)
+            .map(|u| crate::fhir::http::same_origin_redirects(&u))
+            .unwrap_or_else(|_| reqwest::redirect::Policy::none());
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
+            .redirect(redirects)
             .build()
             .map_err(PluginApiError::Http)?;
         let token = auth
