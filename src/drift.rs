@@ -220,7 +220,9 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
             })
             .collect();
         let (mut cause, mut since) = (DriftCause::Unknown, None);
+        // the plugin API keeps no history
         if state == DriftState::Changed
+            && !matches!(c.operation, crate::vocab::Operation::Plugin { .. })
             && let Some(id) = &c.target.id
             && let Ok(Some(versions)) = store
                 .history(&c.target.resource_type, id, HISTORY_DEPTH)

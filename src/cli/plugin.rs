@@ -135,13 +135,40 @@ async fn package_for(
     }
 }
 
+/// The plugin API of `name`, as the target resolves it (printing why not, if not).
+fn plugin_endpoint(
+    dir: &Path,
+    m: &crate::manifest::Manifests,
+    name: &str,
+) -> Option<plugin::live::Endpoint> {
+    match crate::target::resolve(dir, &m.project, Some(name)) {
+        Ok(t) => {
+            let api = t.plugin_api;
+            if api.is_none() {
+                err(&format!(
+                    "error: {}\n",
+                    plugin::live::PluginApiError::NoPluginApi(name.into())
+                ));
+            }
+            api
+        }
+        Err(e) => {
+            print_error(&OpsError::Target(e), dir);
+            None
+        }
+    }
+}
+
 async fn status(a: StatusArgs) -> u8 {
     let dir = default_dir(a.dir);
     let (m, package, _) = match package_for(&dir, Some(&a.target), &a.vars).await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let installed = match plugin::live::installed(&m, &a.target).await {
+    let Some(endpoint) = plugin_endpoint(&dir, &m, &a.target) else {
+        return EXIT_ERROR;
+    };
+    let installed = match plugin::live::installed(&endpoint).await {
         Ok(i) => i,
         Err(e) => {
             err(&format!("error: {e}\n"));
@@ -270,7 +297,10 @@ async fn install(a: InstallArgs) -> u8 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let api = match plugin::live::PluginApi::connect(&m, &s.target).await {
+    let Some(endpoint) = plugin_endpoint(&dir, &m, &s.target) else {
+        return EXIT_ERROR;
+    };
+    let api = match plugin::live::PluginApi::connect(&endpoint).await {
         Ok(api) => api,
         Err(e) => {
             err(&format!("error: {e}\n"));
