@@ -15,11 +15,10 @@ use serde_json::{Value, json};
 
 const PSYCH: &str = "Refer patient to Psychiatry (TBD)";
 
-/// The guide's routing rule and a patient group (the simulator has no Consent search, so
-/// the group's rule reads `active` only).
+/// The guide's routing rule and its opt-out patient group.
 fn rules(label: &str) -> String {
     format!(
-        "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: bh\nspec:\n  displayName: Behavioral Health Coordinators\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: psych-referrals\nspec:\n  match:\n    description: \"{PSYCH}\"\n  set:\n    team: bh\n    addLabels: [{label}]\n---\napiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: care-management\nspec:\n  displayName: Care management (opt-out)\n  mode: authoritative\n  rule:\n    active: true\n"
+        "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: bh\nspec:\n  displayName: Behavioral Health Coordinators\n---\napiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: psych-referrals\nspec:\n  match:\n    description: \"{PSYCH}\"\n  set:\n    team: bh\n    addLabels: [{label}]\n---\napiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: care-management\nspec:\n  displayName: Care management (opt-out)\n  mode: authoritative\n  rule:\n    all:\n      - active: true\n      - not:\n          consent: {{code: A0001, status: rejected}}\n"
     )
 }
 
@@ -27,10 +26,17 @@ fn setup(project_extra: &str) -> (Sim, tempfile::TempDir) {
     let sim = Sim::start();
     let staff: Vec<Value> = (0..2).map(|i| practitioner(i, &[])).collect();
     sim.seed(json!({"resources": staff}));
-    sim.seed(json!({"resources": [
+    let patients = sim.seed(json!({"resources": [
         {"resourceType": "Patient", "active": true, "name": [{"family": "P", "given": ["A"]}], "birthDate": "1970-01-01"},
         {"resourceType": "Patient", "active": true, "name": [{"family": "P", "given": ["B"]}], "birthDate": "1971-01-01"}
     ]}));
+    // the second patient opted out of care management
+    sim.seed(
+        json!({"resources": [{"resourceType": "Consent", "status": "rejected",
+        "scope": {}, "patient": {"reference": format!("Patient/{}", patients[1])},
+        "category": [{"coding": [{"system": "http://example.org/consents", "code": "A0001"}]}],
+        "provision": {"period": {"start": "2026-01-01"}}}]}),
+    );
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -140,6 +146,13 @@ fn the_plugin_is_planned_installed_updated_and_its_drift_reported() {
         team_id.as_str()
     );
     assert!(data["groups"][0]["groupId"].is_string(), "{data:#}");
+    // the apply's effects backfilled the group (the plugin keeps it from here): one opted out
+    let groups = sim.search("Group?type=person");
+    assert_eq!(
+        groups[0]["member"].as_array().map(Vec::len),
+        Some(1),
+        "{groups:#?}"
+    );
     // what apply installed is recorded for the next plan's rule diff: digests, no data
     let record = std::fs::read_to_string(dir.join(".careplane/plugins/canvas.json")).unwrap();
     assert!(record.contains(installed["version"].as_str().unwrap()));

@@ -42,34 +42,6 @@ pub struct Installed {
     pub enabled: bool,
 }
 
-/// How the installed plugin differs from the package the manifests build.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PluginDrift {
-    /// Not installed (never, or removed on the instance).
-    Missing,
-    /// Installed with other content (its `plugin_version` follows the content hash).
-    Changed { installed: Option<String> },
-    /// Installed and disabled.
-    Disabled,
-}
-
-/// Pure: the drift of `built` against what the instance lists.
-pub fn compare(built: &super::Package, installed: &[Installed]) -> Vec<PluginDrift> {
-    let Some(live) = installed.iter().find(|p| p.name == built.name) else {
-        return vec![PluginDrift::Missing];
-    };
-    let mut out = Vec::new();
-    if live.version.as_deref() != built.rules_version() {
-        out.push(PluginDrift::Changed {
-            installed: live.version.clone(),
-        });
-    }
-    if !live.enabled {
-        out.push(PluginDrift::Disabled);
-    }
-    out
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PluginApiError {
     #[error("target '{0}' has no plugin API (plugins run inside Canvas only)")]
