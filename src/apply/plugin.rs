@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 
 use super::{ApplyError, Outcome};
 use crate::dialect::plugin::live::{Endpoint, PluginApi};
-use crate::dialect::plugin::{self, Applied};
+use crate::dialect::plugin::{self, Applied, RULES_FIELD};
 use crate::fhir::Written;
 use crate::plan::Change;
-use crate::reconcile::plugin::RULES_FIELD;
 use crate::vocab::ObjectKind;
 
 /// Ids of the objects an apply created, by kind and manifest name.

@@ -37,9 +37,7 @@ pub struct Input {
     pub record_at: Option<String>,
 }
 
-/// The field that carries the rules data, sealed (never in a plan file: it holds the
-/// patient ids of groups' include / exclude lists).
-pub const RULES_FIELD: &str = "rules";
+pub use crate::dialect::plugin::RULES_FIELD;
 
 fn field(name: &str, before: Option<Value>, after: Option<Value>) -> FieldChange {
     FieldChange {

@@ -26,6 +26,9 @@ pub const SDK_VERSION: &str = "0.261.0";
 pub const DATA_FILE: &str = "careplane_rules.json";
 /// The data file's format; the handler refuses any other.
 pub const FORMAT: u64 = 1;
+/// The plan field that carries the rules data, sealed (never in a plan file: it holds the
+/// patient ids of groups' include / exclude lists).
+pub const RULES_FIELD: &str = "rules";
 /// Where the handler sits inside the package.
 pub const HANDLER_MODULE: &str = "handlers/careplane_rules.py";
 
