@@ -211,6 +211,11 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
         let fields: Vec<DriftField> = c
             .fields
             .iter()
+            // the plugin's rules ride in the plan for apply; what differs is shown already
+            .filter(|f| {
+                !(f.field == crate::dialect::plugin::RULES_FIELD
+                    && matches!(c.operation, crate::vocab::Operation::Plugin { .. }))
+            })
             .map(|f| DriftField {
                 field: f.field.clone(),
                 expected: f.after.clone(),

@@ -192,8 +192,29 @@ fn the_plugin_is_planned_installed_updated_and_its_drift_reported() {
             .contains("compared with the ones careplane installed"),
         "{c:#}"
     );
-    let o = run(dir, &["apply", "--auto-approve"]);
+    // reviewed as a saved plan, then applied from it (the file carries no rules data)
+    let saved = dir.join("reviewed.plan.json");
+    let o = run(dir, &["plan", "--out", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        !std::fs::read_to_string(&saved)
+            .unwrap()
+            .contains("Psych Referral")
+    );
+    let o = careplane()
+        .args(["apply", "--auto-approve", "--plan"])
+        .arg(&saved)
+        .arg(dir)
+        .env("SIM_ID", CLIENT_ID)
+        .env("SIM_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("plugin 'careplane_clinic'"),
+        "{}",
+        text(&o.stdout)
+    );
     let updated = sim.plugin("careplane_clinic").unwrap();
     assert_ne!(updated["version"], installed["version"]);
     assert!(
