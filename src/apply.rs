@@ -66,6 +66,13 @@ pub enum ApplyError {
         "{target}: not started (the apply was interrupted before this write); the next apply makes it"
     )]
     NotStarted { target: Target },
+    /// The target's plugin API failed (the plugin was not changed).
+    #[error("{target}: {source}; the plugin was not changed")]
+    PluginApi {
+        target: Target,
+        #[source]
+        source: crate::dialect::plugin::live::PluginApiError,
+    },
     #[error("{target}: {source}{}", origin.as_ref().map(|s| format!(" (asked for at {s})")).unwrap_or_default())]
     Write {
         target: Target,
@@ -558,7 +565,16 @@ pub(crate) fn checked_before_apply(c: &Change) -> bool {
         c.action,
         Action::Create | Action::Update | Action::Delete | Action::Adopt
     ) && c.layer() == crate::plan::Layer::Configuration
+        && !is_plugin(c)
 }
+
+/// The rules plugin is written by [`plugin::install`] after every other write (it carries
+/// the ids they create), and checked there, against the plugin API.
+pub fn is_plugin(c: &Change) -> bool {
+    matches!(c.operation, crate::vocab::Operation::Plugin { .. })
+}
+
+pub mod plugin;
 
 /// A care-team assignment: one read-modify-write per patient who joins or leaves (the
 /// patient lists are sealed in the change). Every other participant is sent back as read.
@@ -833,7 +849,7 @@ pub async fn apply_with(
             matches!(
                 c.action,
                 Action::Create | Action::Update | Action::Delete | Action::Adopt
-            )
+            ) && !is_plugin(c)
         })
         .collect();
     // (phase, level): creates/updates by ascending level, then deletes by descending level.

@@ -211,6 +211,11 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
         let fields: Vec<DriftField> = c
             .fields
             .iter()
+            // the plugin's rules ride in the plan for apply; what differs is shown already
+            .filter(|f| {
+                !(f.field == crate::dialect::plugin::RULES_FIELD
+                    && matches!(c.operation, crate::vocab::Operation::Plugin { .. }))
+            })
             .map(|f| DriftField {
                 field: f.field.clone(),
                 expected: f.after.clone(),
@@ -220,7 +225,9 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
             })
             .collect();
         let (mut cause, mut since) = (DriftCause::Unknown, None);
+        // the plugin API keeps no history
         if state == DriftState::Changed
+            && !matches!(c.operation, crate::vocab::Operation::Plugin { .. })
             && let Some(id) = &c.target.id
             && let Ok(Some(versions)) = store
                 .history(&c.target.resource_type, id, HISTORY_DEPTH)

@@ -248,6 +248,28 @@ pub async fn observe(
     Ok(observed)
 }
 
+/// The plugins a target's plugin API lists (name, version, enabled): the plugin kind's
+/// live state.
+pub async fn plugins(
+    api: &crate::dialect::plugin::live::Endpoint,
+) -> Result<
+    Vec<crate::dialect::plugin::live::Installed>,
+    crate::dialect::plugin::live::PluginApiError,
+> {
+    crate::dialect::plugin::live::installed(api).await
+}
+
+/// What careplane recorded when it last installed the plugin on this target (absent,
+/// unreadable or another plugin's: `None`).
+pub fn plugin_record(
+    api: &crate::dialect::plugin::live::Endpoint,
+    plugin: &str,
+) -> Option<crate::dialect::plugin::Applied> {
+    let text = std::fs::read_to_string(api.record.as_ref()?).ok()?;
+    let a: crate::dialect::plugin::Applied = serde_json::from_str(&text).ok()?;
+    (a.plugin == plugin).then_some(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,19 @@ pub enum OpsError {
     Target(#[from] TargetError),
     #[error("reading the target's live state failed: {0}")]
     Observe(#[source] FhirError),
+    #[error("the apply was interrupted")]
+    Interrupted,
+    #[error(
+        "on target '{target}' the project's routing and patient-group rules are kept by the plugin {plugin} inside the target (effects: plugin{}); an effects pass would route and maintain them a second time. Set `effects: watch` in the project file to keep them from outside instead (then plan warns while the plugin is still enabled)",
+        if *declared { "" } else { ", the default where the target runs plugins" }
+    )]
+    EffectsByPlugin {
+        target: String,
+        plugin: String,
+        declared: bool,
+    },
+    #[error("reading the target's plugins failed: {0}")]
+    Plugins(#[source] crate::dialect::plugin::live::PluginApiError),
     /// The manifests are valid but cannot be planned against this target (a staff member
     /// that does not exist, a same-named object careplane does not own, ...).
     #[error(transparent)]
@@ -188,6 +201,7 @@ async fn plan_observed(
     let observed = observe::observe(&target.store, target.dialect.as_ref(), project, reads)
         .await
         .map_err(OpsError::Observe)?;
+    let plugin = plugin_input(m, target, &observed).await?;
     let options = reconcile::Options {
         prune,
         adopt: opts.adopt,
@@ -197,6 +211,7 @@ async fn plan_observed(
         target: target.info.clone(),
         checksum: m.checksum.clone(),
         manifests_commit: manifests_commit(&m.dir),
+        plugin,
     };
     let plan = reconcile::plan(&m.desired, &observed, target.dialect.as_ref(), &options)
         .map_err(|d| OpsError::Unplannable(m.errors(d)))?;
@@ -209,6 +224,44 @@ async fn plan_observed(
         },
         observed,
     ))
+}
+
+/// The plugin part of a plan's inputs: who keeps the effects of rules on this target
+/// (the project's `effects`, else `plugin` where the capability table has the plugin kind);
+/// where the project declares rules and the target has a plugin API, what it lists and
+/// what careplane recorded there; with `effects: plugin`, the package the rules build,
+/// with team and group ids resolved from `observed` (a rule the plugin cannot run makes
+/// the plan fail at its position).
+async fn plugin_input(
+    m: &Manifests,
+    target: &ResolvedTarget,
+    observed: &observe::Observed,
+) -> Result<reconcile::plugin::Input, OpsError> {
+    use crate::dialect::plugin;
+    let caps = target.dialect.capabilities();
+    let has_kind = caps.of(crate::vocab::ObjectKind::Plugin).is_some();
+    let effects = crate::manifest::types::EffectsBy::on(m.project.effects, has_kind);
+    let mut input = reconcile::plugin::Input {
+        effects,
+        ..Default::default()
+    };
+    let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
+    let (Some(api), true, true) = (&target.plugin_api, has_kind, has_rules) else {
+        return Ok(input);
+    };
+    let name = plugin::plugin_name(&m.desired.project);
+    input.installed = Some(observe::plugins(api).await.map_err(OpsError::Plugins)?);
+    input.applied = observe::plugin_record(api, &name);
+    input.record_at = api
+        .record
+        .as_ref()
+        .and_then(|p| p.strip_prefix(&m.dir).ok().map(|r| r.display().to_string()));
+    input.name = Some(name);
+    if effects == crate::manifest::types::EffectsBy::Plugin {
+        let resolved = plugin::resolve_ids(&m.desired, &observed.objects, caps, &target.info.name);
+        input.package = Some(plugin::build(m, &resolved).map_err(OpsError::Unplannable)?);
+    }
+    Ok(input)
 }
 
 /// Manifest files (name → YAML text) for what is live on `target` for `project`.
@@ -387,7 +440,7 @@ pub async fn apply_recorded_with(
             return Applied { report, record };
         }
     }
-    let report = apply::apply_with(
+    let mut report = apply::apply_with(
         plan,
         &target.store,
         target.dialect.as_ref(),
@@ -395,6 +448,7 @@ pub async fn apply_recorded_with(
         control,
     )
     .await;
+    install_plugin(plan, &plan.changes, target, &mut report, control).await;
     let mut record = apply::ApplyRecord::new(
         plan,
         agent,
@@ -495,6 +549,7 @@ pub async fn apply_saved(
     let stopped = control
         .stop
         .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    let mut fresh_plan: Result<(Plan, Stats), OpsError> = Err(OpsError::Interrupted);
     let fresh = if stopped {
         Err(None)
     } else {
@@ -504,8 +559,12 @@ pub async fn apply_saved(
             route_existing: saved.route_existing,
         };
         // the reason goes into the record: no server message (it may quote patient data)
-        plan_with(m, target, opts).await.map_err(|e| {
-            Some(match e {
+        fresh_plan = plan_with(m, target, opts).await;
+        fresh_plan
+            .as_ref()
+            .map(|(p, st)| (p.clone(), *st))
+            .map_err(|e| {
+                Some(match e {
                 OpsError::Observe(_) => {
                     "reading the target's live state failed; run plan to see why".to_owned()
                 }
@@ -515,7 +574,7 @@ pub async fn apply_saved(
                 }
                 other => other.to_string(),
             })
-        })
+            })
     };
     let (effects, checks) = match fresh {
         Ok((fresh, _)) => {
@@ -545,6 +604,25 @@ pub async fn apply_saved(
             unguarded(EffectDecision::NotRecomputed { reason }),
         ),
     };
+    // the plugin: the reviewed change (its precondition), with the rules rebuilt now from
+    // the same manifests and the ids that are live after the configuration
+    let mut configured = configured;
+    if let Ok((fresh, _)) = &fresh_plan {
+        let rebuilt: Vec<crate::plan::Change> = config
+            .changes
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if apply::is_plugin(&c)
+                    && let Some(f) = fresh.changes.iter().find(|f| apply::is_plugin(f))
+                {
+                    c.fields = f.fields.clone();
+                }
+                c
+            })
+            .collect();
+        install_plugin(&config, &rebuilt, target, &mut configured, control).await;
+    }
     let effects = saved.with_changes(effects);
     let recomputed = apply::apply_with(
         &effects,
@@ -583,6 +661,88 @@ pub async fn apply_saved(
         applied: Applied { report, record },
         plan,
     }
+}
+
+/// Apply's last write: the rules plugin among `changes` (numbered as in `plan`), after
+/// every other write of `report` (the package carries the ids of the teams and groups they
+/// created); then what was installed is recorded for the next plan's rule-level diff.
+async fn install_plugin(
+    plan: &Plan,
+    changes: &[crate::plan::Change],
+    target: &ResolvedTarget,
+    report: &mut Report,
+    control: &apply::Control<'_>,
+) {
+    let Some((i, c)) = changes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| apply::is_plugin(c) && c.action.is_change())
+    else {
+        return;
+    };
+    let outcome = match &target.plugin_api {
+        _ if control
+            .stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) =>
+        {
+            apply::Outcome {
+                change: i,
+                action: c.action,
+                target: c.target.clone(),
+                result: Err(apply::ApplyError::NotStarted {
+                    target: c.target.clone(),
+                }),
+                note: None,
+                writes: 0,
+            }
+        }
+        None => apply::Outcome {
+            change: i,
+            action: c.action,
+            target: c.target.clone(),
+            result: Err(apply::ApplyError::PluginApi {
+                target: c.target.clone(),
+                source: crate::dialect::plugin::live::PluginApiError::NoPluginApi(
+                    target.info.name.clone(),
+                ),
+            }),
+            note: None,
+            writes: 0,
+        },
+        Some(api) => {
+            let created: apply::plugin::Created = report
+                .outcomes
+                .iter()
+                .filter(|o| o.action == crate::plan::Action::Create)
+                .filter_map(|o| {
+                    let w = o.result.as_ref().ok()?.as_ref()?;
+                    Some(((o.target.kind, o.target.name.clone()), w.id.clone()))
+                })
+                .collect();
+            let done = apply::plugin::install(i, c, &plan.project, api, &created).await;
+            if let (Some(record), Some(path)) = (&done.record, &api.record) {
+                // the record only serves the next plan's diff: a failure to write it loses
+                // that diff, never the install
+                let _ = path
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .ok()
+                    .and_then(|_| serde_json::to_string_pretty(record).ok())
+                    .map(|text| std::fs::write(path, text + "\n"));
+            }
+            done.outcome
+        }
+    };
+    if let Some(f) = control.on_done {
+        f(
+            &outcome,
+            report.outcomes.len() + 1,
+            report.outcomes.len() + 1,
+        );
+    }
+    report.outcomes.push(outcome);
+    report.outcomes.sort_by_key(|o| o.change);
 }
 
 async fn provenance(

@@ -18,6 +18,9 @@ use crate::plan::TargetInfo;
 /// Where the embedded default file store lives, relative to the manifest directory.
 pub const DEFAULT_STORE: &str = ".careplane/store";
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Where, relative to the manifest directory, apply records the plugin it installed on each
+/// target (`<target>.json`: version and rule digests, no patient data).
+pub const PLUGIN_RECORDS: &str = ".careplane/plugins";
 
 /// A URL as it may be printed: without user name, password, query or fragment.
 pub fn public_url(url: &url::Url) -> String {
@@ -34,6 +37,9 @@ pub struct ResolvedTarget {
     pub store: Store,
     pub dialect: Box<dyn Dialect>,
     pub concurrency: usize,
+    /// The target's plugin API (Canvas: `<host>/plugin-io/plugins/` on the host of its
+    /// token URL, with the same credentials as its FHIR API); `None` elsewhere.
+    pub plugin_api: Option<crate::dialect::plugin::live::Endpoint>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +129,7 @@ pub fn server(url: &str) -> Result<ResolvedTarget, TargetError> {
         store: Store::Http(store),
         dialect: Box::new(R4::default()),
         concurrency: DEFAULT_CONCURRENCY,
+        plugin_api: None,
     })
 }
 
@@ -180,6 +187,7 @@ fn file_target(
         store: Store::File(FileStore::new(path).with_lock_timeout(lock_timeout()?)),
         dialect: Box::new(R4::default()),
         concurrency,
+        plugin_api: None,
     })
 }
 
@@ -227,6 +235,7 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
             store: Store::Http(store),
             dialect,
             concurrency,
+            plugin_api: None,
         })
     };
     match spec.target_type {
@@ -269,23 +278,38 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                 client_secret_env: "CANVAS_CLIENT_SECRET".into(),
                 scope: None,
             };
-            let auth = match &spec.auth {
-                Some(a) if a.bearer_token_env.is_some() => Auth::Bearer(SecretString::from(env(
-                    a.bearer_token_env.as_deref().unwrap_or_default(),
-                    "bearer token",
-                    name,
-                )?)),
+            // canvas_cli `plugin_url`: the plugin API is on the EMR host, the one whose
+            // /auth/token/ issues the token; with a bearer token, the target's own host
+            let emr = format!("https://{instance}.canvasmedical.com");
+            let (auth, plugin_host) = match &spec.auth {
+                Some(a) if a.bearer_token_env.is_some() => (
+                    Auth::Bearer(SecretString::from(env(
+                        a.bearer_token_env.as_deref().unwrap_or_default(),
+                        "bearer token",
+                        name,
+                    )?)),
+                    url::Url::parse(&url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or(emr),
+                ),
                 other => {
                     let o = other
                         .as_ref()
                         .and_then(|a| a.oauth2.as_ref())
                         .unwrap_or(&default_oauth);
-                    let token_url = o.token_url.clone().unwrap_or_else(|| {
-                        format!("https://{instance}.canvasmedical.com/auth/token/")
-                    });
-                    oauth2(name, o, token_url)?
+                    let token_url = o
+                        .token_url
+                        .clone()
+                        .unwrap_or_else(|| format!("{emr}/auth/token/"));
+                    let host = url::Url::parse(&token_url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or(emr);
+                    (oauth2(name, o, token_url)?, host)
                 }
             };
+            let plugin_api =
+                crate::dialect::plugin::live::Endpoint::new(&plugin_host, auth.same_credentials())
+                    .with_record(dir.join(PLUGIN_RECORDS).join(format!("{name}.json")));
             let dialect = Canvas::new(
                 spec.retire_prefix
                     .as_deref()
@@ -293,7 +317,9 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                 spec.manage_all_teams.unwrap_or(false),
             );
             // canvas-api.md §1: at most 100 entries per page
-            http(&url, auth, Box::new(dialect), 100)
+            let mut target = http(&url, auth, Box::new(dialect), 100)?;
+            target.plugin_api = Some(plugin_api);
+            Ok(target)
         }
     }
 }

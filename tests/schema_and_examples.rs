@@ -208,6 +208,21 @@ fn the_canvas_example_keeps_the_same_organisation_as_the_clinic_example() {
         .arg(root().join("examples/canvas-clinic"))
         .assert()
         .success();
+    // the guide's own group and routing rule run inside Canvas as the plugin
+    let tmp = tempfile::tempdir().unwrap();
+    let out = careplane()
+        .args(["plugin", "build"])
+        .arg(root().join("examples/canvas-clinic"))
+        .arg("--out")
+        .arg(tmp.path().join("careplane_clinic"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 routing rule(s), 1 patient group(s)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -494,7 +494,13 @@ fn reconcile_effects_on_canvas() {
     write(
         dir.path(),
         &[
-            ("careplane.yaml", sim.project_file("")),
+            // effects kept from outside (the default on Canvas is the plugin, under which
+            // an effects pass refuses: tests/plugin_managed.rs)
+            (
+                "careplane.yaml",
+                sim.project_file("")
+                    .replace("spec:\n  targets:", "spec:\n  effects: watch\n  targets:"),
+            ),
             ("groups.yaml", "apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: active-patients\nspec:\n  mode: authoritative\n  rule:\n    active: true\n".into()),
         ],
     );

@@ -562,7 +562,7 @@ pub fn plugin_status() -> String {
             "CAREPLANE_LOG",
             "CAREPLANE_MAX_MANIFEST_BYTES",
         ],
-        "The plugin API is the instance's /plugin-io/plugins/ (as the SDK's `canvas list` reads it),\non the host of the target's token URL. The plugin_version follows the package's content.\n",
+        "The plan's plugin change, in words (`careplane plan` shows the same change; `drift`\nreports it). The plugin API is the instance's /plugin-io/plugins/ (as the SDK's `canvas\nlist` reads it), on the host of the target's token URL. The plugin_version follows the\npackage's content; the rule-level diff is against the rules careplane last installed there\n(.careplane/plugins/<target>.json).\n",
     )
 }
 
@@ -585,6 +585,6 @@ pub fn plugin_install() -> String {
             "CAREPLANE_LOG",
             "CAREPLANE_MAX_MANIFEST_BYTES",
         ],
-        "As `canvas install` does: POST /plugin-io/plugins/ with the package (tar.gz), or PATCH\n/plugin-io/plugins/<name>/ when it is installed; always enabled.\n",
+        "The plan's plugin change, applied alone (`careplane apply` installs it with everything\nelse). As `canvas install` does: POST /plugin-io/plugins/ with the package (tar.gz), or\nPATCH /plugin-io/plugins/<name>/ when it is installed; always enabled.\n",
     )
 }

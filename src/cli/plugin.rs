@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{EXIT_ERROR, EXIT_OK, TargetArgs, default_dir, err, note, out, print_error};
 use crate::dialect::plugin;
 use crate::ops::OpsError;
+use crate::plan::{Action, Change, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -135,45 +136,135 @@ async fn package_for(
     }
 }
 
+/// The plan's plugin change for `--target` (made by `ops::plan`, as `careplane plan`
+/// makes it), with the plan; or the exit code.
+async fn planned(s: &StatusArgs) -> Result<Planned, u8> {
+    let dir = default_dir(s.dir.clone());
+    let targs = TargetArgs {
+        target: Some(s.target.clone()),
+        server: None,
+        vars: s.vars.clone(),
+    };
+    let (m, target) = match super::plan::prepare(&dir, &targs) {
+        Ok(x) => x,
+        Err(e) => {
+            print_error(&e, &dir);
+            return Err(EXIT_ERROR);
+        }
+    };
+    if !plugin::live::runs_plugins(&target) {
+        err(&format!(
+            "error: target '{}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
+            s.target, target.info.dialect
+        ));
+        return Err(EXIT_ERROR);
+    }
+    let plan = match crate::ops::plan(&m, &target, false).await {
+        Ok((plan, _)) => plan,
+        Err(e) => {
+            print_error(&e, &dir);
+            return Err(EXIT_ERROR);
+        }
+    };
+    let change = plan
+        .changes
+        .iter()
+        .find(|c| crate::apply::is_plugin(c))
+        .cloned();
+    Ok(Planned {
+        m,
+        target,
+        plan,
+        change,
+    })
+}
+
+/// The manifests, the target, the plan and its plugin change (if any).
+struct Planned {
+    m: crate::manifest::Manifests,
+    target: crate::target::ResolvedTarget,
+    plan: Plan,
+    change: Option<Change>,
+}
+
+/// What a plugin change says, one line each (the rule-level diff indented).
+fn describe(c: &Change, target: &str) -> String {
+    let name = &c.target.name;
+    let after = |f: &str| {
+        c.fields
+            .iter()
+            .find(|x| x.field == f)
+            .map(|x| (x.before.clone(), x.after.clone()))
+    };
+    let mut text = String::new();
+    if c.action == Action::Create {
+        text.push_str(&format!(
+            "plugin {name}: not installed on target '{target}' (`careplane apply` or `careplane plugin install` installs it)\n"
+        ));
+    } else {
+        if let Some((before, after)) = after("version") {
+            let shown = |v: Option<serde_json::Value>| {
+                v.and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "(none)".into())
+            };
+            text.push_str(&format!(
+                "plugin {name}: changed: installed version {}, the manifests build {}\n",
+                shown(before),
+                shown(after)
+            ));
+        }
+        if let Some((Some(serde_json::Value::Bool(false)), _)) = after("enabled") {
+            text.push_str(&format!("plugin {name}: disabled on the instance\n"));
+        }
+    }
+    for f in c.fields.iter().filter(|f| f.field.contains(" '")) {
+        let what = f
+            .after
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        text.push_str(&format!("  {}: {what}\n", f.field));
+    }
+    for n in &c.notes {
+        text.push_str(&format!("  note: {n}\n"));
+    }
+    text
+}
+
 async fn status(a: StatusArgs) -> u8 {
-    let dir = default_dir(a.dir);
-    let (m, package, _) = match package_for(&dir, Some(&a.target), &a.vars).await {
+    let Planned { plan, change, .. } = match planned(&a).await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let installed = match plugin::live::installed(&m, &a.target).await {
-        Ok(i) => i,
-        Err(e) => {
-            err(&format!("error: {e}\n"));
-            return EXIT_ERROR;
-        }
-    };
-    let drift = plugin::live::compare(&package, &installed);
-    let version = package.rules_version().unwrap_or_default();
-    if drift.is_empty() {
-        out(&format!(
-            "plugin {}: in sync (version {version}, enabled)\n",
-            package.name
-        ));
-        return EXIT_OK;
+    for w in &plan.warnings {
+        out(&format!("warning: {w}\n"));
     }
-    for d in &drift {
-        out(&match d {
-            plugin::live::PluginDrift::Missing => format!(
-                "plugin {}: not installed on target '{}' (build it and `canvas install` it)\n",
-                package.name, a.target
-            ),
-            plugin::live::PluginDrift::Changed { installed } => format!(
-                "plugin {}: changed: installed version {}, the manifests build {version}\n",
-                package.name,
-                installed.as_deref().unwrap_or("(none)")
-            ),
-            plugin::live::PluginDrift::Disabled => {
-                format!("plugin {}: disabled on the instance\n", package.name)
+    match change {
+        None => {
+            out(&format!(
+                "the project's effects are kept by `careplane watch` on target '{}' (effects: {}): careplane does not manage its plugin there\n",
+                a.target,
+                plan.effects_by.word()
+            ));
+            if plan.warnings.is_empty() {
+                EXIT_OK
+            } else {
+                super::EXIT_CHANGES
             }
-        });
+        }
+        Some(c) if c.action == Action::NoOp => {
+            let version = c.precondition.version_id.clone().unwrap_or_default();
+            out(&format!(
+                "plugin {}: in sync (version {version}, enabled)\n",
+                c.target.name
+            ));
+            EXIT_OK
+        }
+        Some(c) => {
+            out(&describe(&c, &a.target));
+            super::EXIT_CHANGES
+        }
     }
-    super::EXIT_CHANGES
 }
 
 async fn build(b: BuildArgs) -> u8 {
@@ -265,41 +356,52 @@ fn write_package(out_dir: &Path, p: &plugin::Package) -> std::io::Result<()> {
 
 async fn install(a: InstallArgs) -> u8 {
     let s = a.status;
-    let dir = default_dir(s.dir);
-    let (m, package, _) = match package_for(&dir, Some(&s.target), &s.vars).await {
+    let Planned {
+        m,
+        target,
+        plan,
+        change,
+    } = match planned(&s).await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let api = match plugin::live::PluginApi::connect(&m, &s.target).await {
-        Ok(api) => api,
-        Err(e) => {
-            err(&format!("error: {e}\n"));
+    let c = match change {
+        None => {
+            err(&format!(
+                "error: the project's effects are kept by `careplane watch` on target '{}' (effects: {}); set effects: plugin in the project file to install the plugin\n",
+                s.target,
+                plan.effects_by.word()
+            ));
             return EXIT_ERROR;
         }
-    };
-    let installed = match api.list().await {
-        Ok(i) => i,
-        Err(e) => {
-            err(&format!("error: {e}\n"));
-            return EXIT_ERROR;
+        Some(c) if c.action == Action::NoOp => {
+            out(&format!(
+                "plugin {}: in sync on target '{}'; nothing to do\n",
+                c.target.name, s.target
+            ));
+            return EXIT_OK;
         }
+        Some(c) => c,
     };
-    let drift = plugin::live::compare(&package, &installed);
-    if drift.is_empty() {
-        out(&format!(
-            "plugin {}: in sync on target '{}'; nothing to do\n",
-            package.name, s.target
-        ));
-        return EXIT_OK;
-    }
-    let fresh = drift.contains(&plugin::live::PluginDrift::Missing);
-    let what = if fresh { "install" } else { "update" };
+    let what = if c.action == Action::Create {
+        "install"
+    } else {
+        "update"
+    };
+    let version = c
+        .fields
+        .iter()
+        .find(|f| f.field == "version")
+        .and_then(|f| f.after.as_ref())
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .or_else(|| c.precondition.version_id.clone())
+        .unwrap_or_default();
     out(&format!(
-        "plugin {}: will {what} version {} on target '{}' (enabled)\n",
-        package.name,
-        package.rules_version().unwrap_or_default(),
-        s.target
+        "plugin {}: will {what} version {version} on target '{}' (enabled)\n",
+        c.target.name, s.target
     ));
+    out(&describe(&c, &s.target));
     if !super::confirmed(
         a.auto_approve,
         "plugin install",
@@ -307,13 +409,21 @@ async fn install(a: InstallArgs) -> u8 {
     ) {
         return EXIT_ERROR;
     }
-    match api.upload(&package, fresh).await {
-        Ok(()) => {
-            out(&format!("plugin {}: {what}ed\n", package.name));
+    // the plan's plugin change alone, applied as `careplane apply` applies it
+    let only = plan.with_changes(vec![c.clone()]);
+    let applied =
+        crate::ops::apply_recorded(&only, &target, crate::ops::agent(&m, &target), false).await;
+    match applied.report.outcomes.first().map(|o| &o.result) {
+        Some(Ok(_)) => {
+            out(&format!("plugin {}: {what}ed\n", c.target.name));
             EXIT_OK
         }
-        Err(e) => {
-            err(&format!("error: {e}; the plugin was not changed\n"));
+        Some(Err(e)) => {
+            err(&format!("error: {e}\n"));
+            EXIT_ERROR
+        }
+        None => {
+            err("error: nothing was written\n");
             EXIT_ERROR
         }
     }

@@ -160,7 +160,9 @@ pub fn summary(prefix: &str, t: &Totals) -> String {
 pub async fn run(a: Args) -> u8 {
     let dir = default_dir(a.dir);
     let prefix = "careplane reconcile";
-    let (m, target) = match prepare(&dir, &a.target) {
+    let (m, target) = match prepare(&dir, &a.target)
+        .and_then(|(m, t)| crate::ops::effects::may_run(&m, &t).map(|()| (m, t)))
+    {
         Ok(x) => x,
         Err(e) => {
             print_error(&e, &dir);

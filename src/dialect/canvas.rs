@@ -141,6 +141,20 @@ impl Canvas {
                         &[],
                         Some("Settings → Staff"),
                     ),
+                    // the rules as a plugin: the instance's plugin API (canvas_cli
+                    // install / update / list), not FHIR; matched by the plugin's name.
+                    // Uninstalling is left to a person (`canvas uninstall`).
+                    cap(
+                        ObjectKind::Plugin,
+                        "Plugin",
+                        true,
+                        true,
+                        Identity::NaturalKey,
+                        &[],
+                        Some(
+                            "Canvas: Settings → Plugins, or `canvas disable` / `canvas uninstall`",
+                        ),
+                    ),
                 ],
                 TargetCapability {
                     // canvas-api.md §0: no Provenance write is documented (the report

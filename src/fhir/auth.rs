@@ -48,6 +48,21 @@ impl Auth {
         }
     }
 
+    /// The same credentials with a token cache of their own (for a second API of the same
+    /// target, such as Canvas's plugin API beside its FHIR API).
+    pub fn same_credentials(&self) -> Auth {
+        match self {
+            Auth::None => Auth::None,
+            Auth::Bearer(t) => Auth::Bearer(t.clone()),
+            Auth::OAuth2 { config, .. } => Auth::oauth2(OAuth2 {
+                token_url: config.token_url.clone(),
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                scope: config.scope.clone(),
+            }),
+        }
+    }
+
     pub fn oauth2(config: OAuth2) -> Self {
         Auth::OAuth2 {
             config,

@@ -620,6 +620,7 @@ impl ProjectSpec {
             default_target: None,
             targets: BTreeMap::new(),
             checks: BTreeMap::new(),
+            effects: None,
         }
     }
 }

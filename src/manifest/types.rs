@@ -278,6 +278,44 @@ pub struct ProjectSpec {
     /// `care-team-role-unused: off`). Unlisted checks keep their default severity.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, crate::check::config::Level>,
+    /// Who keeps the effects of routing and patient-group rules current between applies:
+    /// `plugin` (the rules run inside the target as a plugin careplane installs; the
+    /// default on targets that run plugins, Canvas) or `watch` (`careplane watch` /
+    /// `reconcile --effects` from outside; the default elsewhere, and the only choice
+    /// there). Only one of the two is ever active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<EffectsBy>,
+}
+
+/// Who keeps the effects of rules current between applies (`effects` in the project file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EffectsBy {
+    /// A plugin careplane builds from the rules and installs on the target.
+    Plugin,
+    /// `careplane watch` or `careplane reconcile --effects`, from outside.
+    #[default]
+    Watch,
+}
+
+impl EffectsBy {
+    /// The project's choice on a target: what it declares, else `plugin` where the
+    /// target runs plugins and `watch` elsewhere. A target without plugins always gets
+    /// `watch`.
+    pub fn on(declared: Option<EffectsBy>, runs_plugins: bool) -> EffectsBy {
+        match (declared, runs_plugins) {
+            (_, false) => EffectsBy::Watch,
+            (Some(e), true) => e,
+            (None, true) => EffectsBy::Plugin,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            EffectsBy::Plugin => "plugin",
+            EffectsBy::Watch => "watch",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -106,6 +106,29 @@ pub fn rules_with_effects(d: &crate::model::DesiredState) -> usize {
     d.routing_rules.len() + d.patient_groups.len() + d.care_team_assignments.len()
 }
 
+/// Whether an effects pass (`watch`, `reconcile --effects`) may run for this project on
+/// this target: not where the project's routing and patient-group rules are kept by the
+/// plugin (`effects: plugin`, the default on targets that run plugins), since the two
+/// would route and maintain the same groups twice.
+pub fn may_run(m: &Manifests, target: &ResolvedTarget) -> Result<(), OpsError> {
+    let runs_plugins = target
+        .dialect
+        .capabilities()
+        .of(ObjectKind::Plugin)
+        .is_some();
+    let by = crate::manifest::types::EffectsBy::on(m.project.effects, runs_plugins);
+    if by == crate::manifest::types::EffectsBy::Plugin
+        && (!m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty())
+    {
+        return Err(OpsError::EffectsByPlugin {
+            target: target.info.name.clone(),
+            plugin: crate::dialect::plugin::plugin_name(&m.desired.project),
+            declared: m.project.effects.is_some(),
+        });
+    }
+    Ok(())
+}
+
 /// An effect held back by the blast-radius guard (`maxRemovalShare`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Held {
@@ -599,6 +622,7 @@ impl Effects {
             target: target.info.clone(),
             checksum: m.checksum.clone(),
             manifests_commit: super::manifests_commit(&m.dir),
+            plugin: Default::default(),
         };
         let full_plan =
             crate::reconcile::plan(desired, &observed, target.dialect.as_ref(), &options)

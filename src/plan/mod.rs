@@ -238,7 +238,7 @@ impl Change {
             {
                 Layer::Effects
             }
-            Operation::Object => Layer::Configuration,
+            Operation::Object | Operation::Plugin { .. } => Layer::Configuration,
         }
     }
 
@@ -520,6 +520,13 @@ pub struct Plan {
     #[serde(default)]
     pub effects: Vec<EffectPreview>,
     pub orphans: Vec<Orphan>,
+    /// Who keeps the effects of routing and patient-group rules current between applies on
+    /// this target: `plugin` (careplane's plugin inside it) or `watch`.
+    #[serde(default)]
+    pub effects_by: crate::manifest::types::EffectsBy,
+    /// What a reviewer must know that is no change (both keepers of effects active).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Plans are written with their configuration layer only.
@@ -571,6 +578,8 @@ impl Plan {
             effects: preview(&changes, &|_, _| Default::default()),
             changes,
             orphans,
+            effects_by: Default::default(),
+            warnings: Vec::new(),
         }
     }
 
@@ -588,6 +597,7 @@ impl Plan {
         );
         p.manifests_commit = self.manifests_commit.clone();
         p.route_existing = self.route_existing;
+        p.effects_by = self.effects_by;
         p.effects = preview(&p.changes, &|kind, rule| self.max_deviation(kind, rule));
         p
     }

@@ -13,6 +13,7 @@
 pub mod care_teams;
 pub mod effects;
 pub mod objects;
+pub mod plugin;
 pub mod routing;
 
 #[cfg(test)]
@@ -44,6 +45,9 @@ pub struct Options {
     pub checksum: String,
     /// The commit the manifests come from, if known.
     pub manifests_commit: Option<String>,
+    /// The rules plugin: who keeps effects, the package the rules build, what the target
+    /// lists ([`plugin::Input`]).
+    pub plugin: plugin::Input,
 }
 
 /// Plan: what it takes to make the observed state match the desired model, or the
@@ -155,6 +159,22 @@ pub fn plan(
     if !d.errors.is_empty() {
         return Err(d.errors);
     }
+    // the plugin carries the ids of teams and groups: those this plan creates are filled
+    // in at apply
+    let created: Vec<String> = d
+        .changes
+        .iter()
+        .filter(|c| {
+            c.action == crate::plan::Action::Create
+                && matches!(
+                    c.target.kind,
+                    crate::vocab::ObjectKind::Team | crate::vocab::ObjectKind::PatientGroup
+                )
+        })
+        .map(|c| c.target.name.clone())
+        .collect();
+    let (plugin_change, warnings) = plugin::change(&opts.plugin, &created);
+    d.changes.extend(plugin_change);
     let mut plan = Plan::new(
         &desired.project,
         opts.target.clone(),
@@ -165,6 +185,8 @@ pub fn plan(
         d.orphans,
     );
     plan.manifests_commit = opts.manifests_commit.clone();
+    plan.effects_by = opts.plugin.effects;
+    plan.warnings = warnings;
     plan.route_existing = opts.route_existing;
     let limit =
         |kind, rule: &str| desired.max_deviation(crate::plan::rule_manifest_kind(kind), rule);

@@ -1663,6 +1663,7 @@ fn manifests(desired: DesiredState) -> Manifests {
             default_target: None,
             targets: BTreeMap::new(),
             checks: BTreeMap::new(),
+            effects: None,
         },
         checksum: "sha256:test".into(),
         files: BTreeMap::new(),
@@ -1683,6 +1684,7 @@ fn resolved(dialect: Box<dyn Dialect>) -> ResolvedTarget {
         )),
         dialect,
         concurrency: 1,
+        plugin_api: None,
     }
 }
 
@@ -2443,6 +2445,7 @@ fn planner_options(today: (i64, u32, u32)) -> super::Options {
         },
         checksum: "sha256:test".into(),
         manifests_commit: Some("abc123".into()),
+        plugin: Default::default(),
     }
 }
 

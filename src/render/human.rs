@@ -230,6 +230,10 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
         p.target.endpoint
     );
     let _ = writeln!(out);
+    for w in &p.warnings {
+        let _ = writeln!(out, "{}", format!("warning: {w}").yellow());
+        let _ = writeln!(out);
+    }
     for c in p
         .configuration()
         .filter(|c| c.action.is_change() && c.action != Action::Manual)
@@ -331,6 +335,16 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
             out,
             "Effects: {} rule(s) change memberships, care teams or task routing (recomputed from live data when applied).",
             p.effects.len()
+        );
+    }
+    if p.effects_by == crate::manifest::types::EffectsBy::Plugin
+        && p.changes
+            .iter()
+            .any(|c| matches!(c.operation, crate::plan::Operation::Plugin { .. }))
+    {
+        let _ = writeln!(
+            out,
+            "Between applies, routing and patient groups are kept by the plugin inside the target (effects: plugin); `watch` is not used for them."
         );
     }
     if let Some(st) = stats {

@@ -181,6 +181,9 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
             p.summary.no_op
         );
     }
+    for w in &p.warnings {
+        let _ = writeln!(out, "> **Warning:** {}\n", escape(w));
+    }
     out.push_str(&summary(p));
     out.push('\n');
 

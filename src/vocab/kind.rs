@@ -82,6 +82,9 @@ object_kinds! {
     TaskRouting => "task-routing", "task routing", 3, [];
     /// A staff member in a care-team role on the care teams of selected patients.
     CareTeamAssignment => "care-team-assignment", "care-team assignment", 2, ["patients"];
+    /// The rules as a plugin running inside the target (Canvas), installed through its
+    /// plugin API: after the teams and groups whose ids it carries.
+    Plugin => "plugin", "plugin", 4, [];
 }
 
 impl ObjectKind {

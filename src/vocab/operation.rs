@@ -22,6 +22,13 @@ pub enum Operation {
         /// Its `order`.
         order: i64,
     },
+    /// Install (create) or update the rules plugin through the target's plugin API, enabled:
+    /// the package is built from the rules data the change carries sealed (never in a plan
+    /// file), with the ids of teams and groups this apply creates filled in.
+    Plugin {
+        /// The SDK version the package is written for (`sdk_version` in its manifest).
+        sdk_version: String,
+    },
 }
 
 /// The participant of a care-team assignment.

@@ -35,7 +35,7 @@ const RESPONSIBILITIES = new Set([
   'COMPLETE_OPEN_LAB_ORDERS', 'REVIEW_ERA_POSTING_EXCEPTIONS', 'REVIEW_COVERAGES']);
 const CARETEAM_STATUSES = ['proposed', 'active', 'suspended', 'inactive', 'entered-in-error']; // §3 Status suffix
 const TASK_STATUSES = new Set(['requested', 'completed', 'cancelled']); // §4 status
-const TYPES = ['Group', 'Practitioner', 'Patient', 'CareTeam', 'Task'];
+const TYPES = ['Group', 'Practitioner', 'Patient', 'CareTeam', 'Task', 'Consent'];
 // canvas-api.md §1 Errors: status -> OperationOutcome issue code. 429 -> "throttled" is the
 // simulator's choice (§10.11: rate limits are undocumented); 5xx -> "exception".
 const ISSUE_CODE = { 400: 'invalid', 401: 'unknown', 403: 'forbidden', 404: 'not-found', 405: 'not-supported',
@@ -430,6 +430,11 @@ const SEARCH = {
       return !!rec && rec.participants.some((x) => x.status === 'active' && x.member.reference === normRef(v, 'Practitioner'));
     },
   }),
+  Consent: (p) => applyParams([...state.store.Consent.values()].map(clone), p, { // §6 Consent search
+    _id: (r, v) => r.id === v,
+    patient: (r, v) => !!r.patient && r.patient.reference === normRef(v, 'Patient'),
+    period: (r, v) => dateMatch(r.provision && r.provision.period && r.provision.period.start, v),
+  }),
   CareTeam: (p) => applyParams([...state.store.CareTeam.values()].flatMap(careTeamViews), p, { // §3 Search
     patient: (r, v) => r.subject.reference === normRef(v, 'Patient'),
     participant: (r, v) => (r.participant || []).some((x) => x.member.reference === normRef(v, 'Practitioner')),
@@ -481,8 +486,18 @@ function searchBundle(type, params, list) {
 }
 
 // ---------------------------------------------------------------- FHIR dispatch
-const VALIDATE = { Group: validateGroup, Practitioner: validatePractitioner, Patient: validatePatient, Task: validateTask };
-const RENDER = { Group: renderGroup, Task: renderTask, Practitioner: clone, Patient: clone };
+// §6 Consent: create only (no update), with the fields the doc requires. The documented
+// upsert on patient + category coding is not simulated: tests seed consents.
+function validateConsent(body, id, prev) {
+  if (prev) fail(405, 'Consent has no update interaction'); // §6 "no update"
+  requireResource(body, 'Consent');
+  if (!['active', 'rejected'].includes(body.status)) fail(400, "Consent.status must be 'active' or 'rejected'"); // §6 create enum
+  requireRef(body.patient, 'Patient', 'Consent.patient', true);
+  if (!Array.isArray(body.category) || !body.category.some((c) => isObj(c) && Array.isArray(c.coding) && c.coding.length)) fail(400, 'Consent.category[].coding[] is required');
+  return { ...body, resourceType: 'Consent', id };
+}
+const VALIDATE = { Group: validateGroup, Practitioner: validatePractitioner, Patient: validatePatient, Task: validateTask, Consent: validateConsent };
+const RENDER = { Group: renderGroup, Task: renderTask, Practitioner: clone, Patient: clone, Consent: clone };
 
 function parseJson(text) {
   if (!text) fail(400, 'Request body is required');

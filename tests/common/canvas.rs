@@ -160,6 +160,34 @@ impl Sim {
         assert_eq!(status, 200, "{path}: {v}");
     }
 
+    /// A call to the plugin API (`/plugin-io/plugins/<path>`) with a valid token and a
+    /// form body, as canvas_cli's `enable` / `disable` send it: the status.
+    pub fn plugin_api(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> u16 {
+        let token = self.token();
+        self.rt.block_on(async {
+            self.client
+                .request(method, format!("{}/plugin-io/plugins/{path}", self.base))
+                .bearer_auth(token)
+                .form(form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    }
+
+    /// A plugin as the simulator stores it (name, version, is_enabled, files), if installed.
+    pub fn plugin(&self, name: &str) -> Option<Value> {
+        let (status, v) = self.call(
+            reqwest::Method::GET,
+            &format!("/__sim/plugin/{name}"),
+            None,
+            false,
+        );
+        (status == 200).then_some(v)
+    }
+
     /// A FHIR call with a valid token: (status, body).
     pub fn fhir(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
         self.call(method, path, body, true)

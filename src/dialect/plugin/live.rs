@@ -8,8 +8,6 @@ use crate::manifest::Manifests;
 use crate::observe;
 use crate::ops::OpsError;
 use crate::target::ResolvedTarget;
-use crate::vocab::ObjectKind;
-use crate::vocab::capability::Identity;
 
 use super::Resolved;
 
@@ -27,36 +25,12 @@ pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved,
     )
     .await
     .map_err(OpsError::Observe)?;
-    let caps = target.dialect.capabilities();
-    let find = |kind: ObjectKind, name: &str, shown: &str| {
-        let identity = caps.of(kind).map(|c| c.identity);
-        observed
-            .objects
-            .iter()
-            .find(|o| {
-                o.kind == kind
-                    && match identity {
-                        Some(Identity::ManifestName) => o.name.as_deref() == Some(name),
-                        _ => o.natural_key.as_deref() == Some(shown),
-                    }
-            })
-            .map(|o| o.id.clone())
-    };
-    let mut r = Resolved {
-        target: Some(target.info.name.clone()),
-        ..Resolved::default()
-    };
-    for t in &m.desired.teams {
-        if let Some(id) = find(ObjectKind::Team, &t.name, &t.display_name) {
-            r.teams.insert(t.name.clone(), id);
-        }
-    }
-    for g in &m.desired.patient_groups {
-        if let Some(id) = find(ObjectKind::PatientGroup, &g.name, &g.display_name) {
-            r.groups.insert(g.name.clone(), id);
-        }
-    }
-    Ok(r)
+    Ok(super::resolve_ids(
+        &m.desired,
+        &observed.objects,
+        target.dialect.capabilities(),
+        &target.info.name,
+    ))
 }
 
 /// One plugin as the instance's plugin API lists it (canvas_cli `list`: name, version,
@@ -68,40 +42,10 @@ pub struct Installed {
     pub enabled: bool,
 }
 
-/// How the installed plugin differs from the package the manifests build.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PluginDrift {
-    /// Not installed (never, or removed on the instance).
-    Missing,
-    /// Installed with other content (its `plugin_version` follows the content hash).
-    Changed { installed: Option<String> },
-    /// Installed and disabled.
-    Disabled,
-}
-
-/// Pure: the drift of `built` against what the instance lists.
-pub fn compare(built: &super::Package, installed: &[Installed]) -> Vec<PluginDrift> {
-    let Some(live) = installed.iter().find(|p| p.name == built.name) else {
-        return vec![PluginDrift::Missing];
-    };
-    let mut out = Vec::new();
-    if live.version.as_deref() != built.rules_version() {
-        out.push(PluginDrift::Changed {
-            installed: live.version.clone(),
-        });
-    }
-    if !live.enabled {
-        out.push(PluginDrift::Disabled);
-    }
-    out
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PluginApiError {
-    #[error("target '{0}' is not a Canvas target in the project file")]
-    NotCanvas(String),
-    #[error("environment variable {0} (the target's {1}) is not set")]
-    MissingEnv(String, &'static str),
+    #[error("target '{0}' has no plugin API (plugins run inside Canvas only)")]
+    NoPluginApi(String),
     #[error("the plugin API at {url} answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("the plugin API could not be reached: {0}")]
@@ -112,62 +56,35 @@ pub enum PluginApiError {
     TooManyPages(usize),
 }
 
-/// The instance's plugin API base and credentials, from the target's spec. canvas_cli
-/// (`plugin_url`) calls `<host>/plugin-io/plugins/` on the EMR host, whose `/auth/token/`
-/// issues the token: careplane uses the origin of the target's token URL (by default
-/// `https://<instance>.canvasmedical.com`).
-fn plugin_api(
-    spec: &crate::manifest::types::TargetSpec,
-    name: &str,
-) -> Result<(String, crate::fhir::auth::Auth), PluginApiError> {
-    use crate::fhir::auth::{Auth, OAuth2};
-    use secrecy::SecretString;
-    if spec.target_type != crate::manifest::types::TargetType::Canvas {
-        return Err(PluginApiError::NotCanvas(name.into()));
+/// Where a target's plugin API is and the credentials for it, as `target.rs` resolves
+/// them from the project file (the same variables as the target's FHIR API).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `<host>/plugin-io/plugins/` (canvas_cli `plugin_url`).
+    pub base: String,
+    pub auth: crate::fhir::auth::Auth,
+    /// Where careplane records the plugin it installed on this target (its version and
+    /// the rules' digests), for the next plan's rule-level diff: inside the manifest
+    /// directory, `.careplane/plugins/<target>.json`.
+    pub record: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    /// The plugin API on `host` (an origin: scheme, host, port).
+    pub fn new(host: &str, auth: crate::fhir::auth::Auth) -> Endpoint {
+        auth.register_secrets();
+        Endpoint {
+            base: format!("{}/plugin-io/plugins/", host.trim_end_matches('/')),
+            auth,
+            record: None,
+        }
     }
-    let env = |var: &str, what: &'static str| {
-        std::env::var(var).map_err(|_| PluginApiError::MissingEnv(var.into(), what))
-    };
-    let instance = spec.instance.as_deref().unwrap_or_default();
-    let emr = format!("https://{instance}.canvasmedical.com");
-    let oauth = spec.auth.as_ref().and_then(|a| a.oauth2.as_ref());
-    if let Some(var) = spec
-        .auth
-        .as_ref()
-        .and_then(|a| a.bearer_token_env.as_deref())
-    {
-        let host = spec.url.clone().unwrap_or(emr);
-        return Ok((
-            host,
-            Auth::Bearer(SecretString::from(env(var, "bearer token")?)),
-        ));
+
+    /// The same endpoint, recording what apply installs at `path`.
+    pub fn with_record(mut self, path: std::path::PathBuf) -> Endpoint {
+        self.record = Some(path);
+        self
     }
-    let token_url = oauth
-        .and_then(|o| o.token_url.clone())
-        .unwrap_or_else(|| format!("{emr}/auth/token/"));
-    let host = url::Url::parse(&token_url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or(emr);
-    let (id_env, secret_env, scope) = match oauth {
-        Some(o) => (
-            o.client_id_env.clone(),
-            o.client_secret_env.clone(),
-            o.scope.clone(),
-        ),
-        None => (
-            "CANVAS_CLIENT_ID".into(),
-            "CANVAS_CLIENT_SECRET".into(),
-            None,
-        ),
-    };
-    let auth = Auth::oauth2(OAuth2 {
-        token_url,
-        client_id: env(&id_env, "OAuth2 client id")?,
-        client_secret: SecretString::from(env(&secret_env, "OAuth2 client secret")?),
-        scope,
-    });
-    auth.register_secrets();
-    Ok((host, auth))
 }
 
 /// A connection to a Canvas target's plugin API.
@@ -178,16 +95,10 @@ pub struct PluginApi {
 }
 
 impl PluginApi {
-    pub async fn connect(m: &Manifests, target: &str) -> Result<PluginApi, PluginApiError> {
-        let spec = m
-            .project
-            .targets
-            .get(target)
-            .ok_or_else(|| PluginApiError::NotCanvas(target.into()))?;
-        let (host, auth) = plugin_api(spec, target)?;
+    pub async fn connect(endpoint: &Endpoint) -> Result<PluginApi, PluginApiError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // the token goes to the plugin API's origin only, as to a FHIR target's
-        let redirects = url::Url::parse(&host)
+        let redirects = url::Url::parse(&endpoint.base)
             .map(|u| crate::fhir::http::same_origin_redirects(&u))
             .unwrap_or_else(|_| reqwest::redirect::Policy::none());
         let client = reqwest::Client::builder()
@@ -195,12 +106,13 @@ impl PluginApi {
             .redirect(redirects)
             .build()
             .map_err(PluginApiError::Http)?;
-        let token = auth
+        let token = endpoint
+            .auth
             .token(&client, None)
             .await
             .map_err(PluginApiError::Token)?;
         Ok(PluginApi {
-            base: format!("{}/plugin-io/plugins/", host.trim_end_matches('/')),
+            base: endpoint.base.clone(),
             client,
             token,
         })
@@ -296,7 +208,7 @@ impl PluginApi {
     }
 }
 
-/// The plugins installed on a Canvas target.
-pub async fn installed(m: &Manifests, target: &str) -> Result<Vec<Installed>, PluginApiError> {
-    PluginApi::connect(m, target).await?.list().await
+/// The plugins installed on a target (its plugin API's list).
+pub async fn installed(endpoint: &Endpoint) -> Result<Vec<Installed>, PluginApiError> {
+    PluginApi::connect(endpoint).await?.list().await
 }

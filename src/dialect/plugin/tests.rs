@@ -220,35 +220,150 @@ fn the_rule_level_diff_names_rules_and_fields_never_patient_ids() {
 }
 
 #[test]
-fn compare_names_missing_changed_and_disabled() {
-    use live::{Installed, PluginDrift, compare};
+fn the_plan_decides_create_update_no_op_and_diffs_rules_against_the_record() {
+    use crate::manifest::types::EffectsBy;
+    use crate::plan::Action;
+    use crate::reconcile::plugin::{Input, change};
+    use live::Installed;
     let p = build(&manifests(&team_and_rule()), &Resolved::default()).unwrap();
-    let v = p.rules_version().map(str::to_owned);
-    let live = |version: Option<String>, enabled| Installed {
+    let v = p.rules_version().unwrap().to_owned();
+    let live = |version: &str, enabled| Installed {
         name: p.name.clone(),
-        version,
+        version: Some(version.into()),
         enabled,
     };
-    assert_eq!(compare(&p, &[]), [PluginDrift::Missing]);
-    assert!(compare(&p, &[live(v.clone(), true)]).is_empty());
-    assert_eq!(
-        compare(&p, &[live(v.clone(), false)]),
-        [PluginDrift::Disabled]
-    );
-    assert_eq!(
-        compare(&p, &[live(Some("1.0.0+old".into()), false)]),
-        [
-            PluginDrift::Changed {
-                installed: Some("1.0.0+old".into())
-            },
-            PluginDrift::Disabled
-        ]
-    );
-    // another plugin of another name is not ours
+    let input = |installed: Vec<Installed>, applied: Option<Applied>| Input {
+        effects: EffectsBy::Plugin,
+        package: Some(p.clone()),
+        name: Some(p.name.clone()),
+        installed: Some(installed),
+        applied,
+        record_at: Some(".careplane/plugins/canvas.json".into()),
+    };
+    let fields = |c: &crate::plan::Change| -> Vec<(String, String)> {
+        c.fields
+            .iter()
+            .map(|f| {
+                (
+                    f.field.clone(),
+                    f.after.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    // not installed (or another plugin's name only): create, every rule added
     let other = Installed {
         name: "someone_else".into(),
-        version: v,
+        version: Some(v.clone()),
         enabled: true,
     };
-    assert_eq!(compare(&p, &[other]), [PluginDrift::Missing]);
+    let (c, w) = change(&input(vec![other], None), &[]);
+    let c = c.unwrap();
+    assert!(w.is_empty());
+    assert_eq!(c.action, Action::Create);
+    assert!(c.precondition.absent);
+    assert!(fields(&c).contains(&("routing rule 'psych'".into(), "\"added\"".into())));
+    // the rules ride sealed: never in a plan file
+    let rules = c.fields.iter().find(|f| f.field == "rules").unwrap();
+    assert_eq!(rules.sealed.as_ref().unwrap().1.as_ref(), Some(&p.rules));
+    assert!(
+        !serde_json::to_string(&c)
+            .unwrap()
+            .contains("Internal Referral")
+    );
+    // installed as built and enabled: no-op
+    let (c, _) = change(&input(vec![live(&v, true)], None), &[]);
+    assert_eq!(c.unwrap().action, Action::NoOp);
+    // disabled: an update of `enabled` only
+    let (c, _) = change(&input(vec![live(&v, false)], None), &[]);
+    let c = c.unwrap();
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(
+        fields(&c).iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["enabled", "rules"]
+    );
+    // another version careplane recorded: the rule diff is against that record
+    let old = build(
+        &manifests(&team_and_rule().replace("Internal Referral", "Psychiatry")),
+        &Resolved::default(),
+    )
+    .unwrap();
+    let record = Applied {
+        plugin: p.name.clone(),
+        version: "1.0.0+old".into(),
+        rules: fingerprint(&old.rules),
+    };
+    let (c, _) = change(
+        &input(vec![live("1.0.0+old", true)], Some(record.clone())),
+        &[],
+    );
+    let c = c.unwrap();
+    assert_eq!(c.precondition.version_id.as_deref(), Some("1.0.0+old"));
+    assert!(fields(&c).contains(&(
+        "routing rule 'psych'".into(),
+        "\"changed: set.addLabels\"".into()
+    )));
+    assert!(c.notes[0].contains("installed as version 1.0.0+old"));
+    // a version careplane did not record: the diff is unknown, and the plan says so
+    let (c, _) = change(
+        &input(vec![live("1.0.0+elsewhere", true)], Some(record)),
+        &[],
+    );
+    let c = c.unwrap();
+    assert!(!fields(&c).iter().any(|f| f.0.contains(" '")));
+    assert!(c.notes[0].contains("not installed by careplane from here"));
+    // effects: watch, and the plugin still enabled: no change, a warning
+    let watch = Input {
+        effects: EffectsBy::Watch,
+        package: None,
+        ..input(vec![live(&v, true)], None)
+    };
+    let (c, w) = change(&watch, &[]);
+    assert!(c.is_none());
+    assert!(w[0].contains("both would maintain"));
+    let (_, w) = change(
+        &Input {
+            installed: Some(vec![live(&v, false)]),
+            ..watch
+        },
+        &[],
+    );
+    assert!(w.is_empty());
+}
+
+#[test]
+fn fingerprints_diff_like_the_data_and_hold_none_of_it() {
+    let a = build(&manifests(&team_and_rule()), &Resolved::default()).unwrap();
+    let b = build(
+        &manifests(&team_and_rule().replace("Internal Referral", "Psychiatry")),
+        &Resolved::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        rule_diff(&fingerprint(&a.rules), &fingerprint(&b.rules)),
+        rule_diff(&a.rules, &b.rules)
+    );
+    let f = fingerprint(&a.rules).to_string();
+    assert!(!f.contains("Internal Referral") && !f.contains("Psychiatry (TBD)"));
+}
+
+#[test]
+fn only_targets_whose_table_has_the_plugin_kind_get_it() {
+    use crate::dialect::Dialect;
+    use crate::vocab::ObjectKind;
+    let canvas = crate::dialect::canvas::Canvas::default();
+    let r4 = crate::dialect::r4::R4::default();
+    assert!(canvas.capabilities().of(ObjectKind::Plugin).is_some());
+    assert!(r4.capabilities().of(ObjectKind::Plugin).is_none());
+    use crate::manifest::types::EffectsBy;
+    assert_eq!(EffectsBy::on(None, true), EffectsBy::Plugin);
+    assert_eq!(EffectsBy::on(None, false), EffectsBy::Watch);
+    assert_eq!(
+        EffectsBy::on(Some(EffectsBy::Plugin), false),
+        EffectsBy::Watch
+    );
+    assert_eq!(
+        EffectsBy::on(Some(EffectsBy::Watch), true),
+        EffectsBy::Watch
+    );
 }
