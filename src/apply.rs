@@ -597,8 +597,20 @@ async fn apply_care_team(
         add,
         replace_role: p.authoritative,
     };
-    let work: Vec<(String, bool)> = after
-        .difference(&before)
+    // lead handovers on care teams the participant is on already: the same write as a
+    // join (the participant sent back as the lead, everyone else explicitly not); a
+    // participant joining with a handover is written once, by its join
+    let handed_over: BTreeSet<String> = c
+        .fields
+        .iter()
+        .find(|f| f.field == crate::plan::LEAD_FIELD)
+        .and_then(|f| f.sealed.clone())
+        .map(|(b, a)| list(&a).difference(&list(&b)).cloned().collect())
+        .unwrap_or_default();
+    let joins: BTreeSet<String> = after.difference(&before).cloned().collect();
+    let work: Vec<(String, bool)> = joins
+        .iter()
+        .chain(handed_over.difference(&joins))
         .map(|x| (x.clone(), true))
         .chain(before.difference(&after).map(|x| (x.clone(), false)))
         .collect();
@@ -678,10 +690,11 @@ async fn apply_care_team(
 }
 
 /// Whether a patient's care team (as read now) shows the participant change made: the
-/// practitioner holds the role (and, authoritative, nobody else does), or no longer does.
+/// practitioner holds the role (and, authoritative, nobody else does; `lead`, they lead
+/// and nobody else does), or no longer does.
 fn participant_in_effect(live: Option<&Value>, change: &crate::dialect::ParticipantChange) -> bool {
     let code = change.role["code"].as_str();
-    let parts: Vec<(Option<&str>, Option<&str>)> = live
+    let parts: Vec<(Option<&str>, Option<&str>, bool)> = live
         .and_then(|l| l["participant"].as_array())
         .into_iter()
         .flatten()
@@ -689,19 +702,22 @@ fn participant_in_effect(live: Option<&Value>, change: &crate::dialect::Particip
             (
                 p.pointer("/member/reference").and_then(Value::as_str),
                 p.pointer("/role/0/coding/0/code").and_then(Value::as_str),
+                crate::rules::care_team_participant(p).is_some_and(|(_, _, lead)| lead),
             )
         })
         .collect();
-    let mine = parts
-        .iter()
-        .any(|(m, r)| *m == Some(change.practitioner.as_str()) && *r == code);
+    let me =
+        |m: &Option<&str>, r: &Option<&str>| *m == Some(change.practitioner.as_str()) && *r == code;
+    let mine = parts.iter().any(|(m, r, _)| me(m, r));
     if !change.add {
         return !mine;
     }
-    mine && (!change.replace_role
+    let role_alone = !change.replace_role
         || !parts
             .iter()
-            .any(|(m, r)| *r == code && *m != Some(change.practitioner.as_str())))
+            .any(|(m, r, _)| *r == code && *m != Some(change.practitioner.as_str()));
+    let leads = !change.lead || parts.iter().all(|(m, r, lead)| *lead == me(m, r));
+    mine && role_alone && leads
 }
 
 /// A server's message may quote the patient's id (Canvas: "Unknown CareTeam resource

@@ -373,11 +373,14 @@ fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "  {} {}: {} {}{at}",
+        "  {} {}: {} {}{}{at}",
         styled_symbol(Action::Update),
         rule_label(e.kind, &e.rule).bold(),
         counts(e.kind, e.adds, e.removes),
-        e.unit()
+        e.unit(),
+        crate::plan::lead_handovers_words(e.lead_handovers)
+            .map(|w| format!(", {w}"))
+            .unwrap_or_default()
     );
     if !e.sample_added.is_empty() {
         let _ = writeln!(
@@ -391,6 +394,13 @@ fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
             out,
             "        removed, e.g.: {}",
             e.sample_removed.join(", ").red()
+        );
+    }
+    if !e.sample_lead_handovers.is_empty() {
+        let _ = writeln!(
+            out,
+            "        lead handed over, e.g.: {}",
+            e.sample_lead_handovers.join(", ").yellow()
         );
     }
     for n in &e.notes {
@@ -417,15 +427,26 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             removes: 0,
             sample_added: vec![],
             sample_removed: vec![],
+            lead_handovers: 0,
+            sample_lead_handovers: Vec::new(),
             max_deviation: Default::default(),
             notes: vec![],
         }
         .unit();
+        let leads = |n: u64| {
+            if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
+                format!(", {n} lead handover(s)")
+            } else {
+                String::new()
+            }
+        };
         let what = format!(
-            "{}: reviewed {}, now {} {unit}",
+            "{}: reviewed {}{}, now {}{} {unit}",
             rule_label(c.kind, &c.rule),
             counts(c.kind, c.reviewed_adds, c.reviewed_removes),
+            leads(c.reviewed_lead_handovers),
             counts(c.kind, c.now_adds, c.now_removes),
+            leads(c.now_lead_handovers),
         );
         let at = c
             .declared_at
@@ -437,8 +458,14 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             D::HeldDeviation => (
                 "✗ held back".red().bold().to_string(),
                 format!(
-                    "held back: they moved more than the rule's maxDeviation allows (±{} added, ±{} removed); nothing of this rule was written: check the rule and the data, then plan again",
-                    c.tolerance_adds, c.tolerance_removes
+                    "held back: they moved more than the rule's maxDeviation allows (±{} added, ±{} removed{}); nothing of this rule was written: check the rule and the data, then plan again",
+                    c.tolerance_adds,
+                    c.tolerance_removes,
+                    if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
+                        format!(", ±{} lead handovers", c.tolerance_lead_handovers)
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             D::HeldBlastRadius => (
