@@ -412,15 +412,16 @@ fn canvas_lead_handovers_are_planned_counted_pseudonymised_and_applied() {
         sim.fhir(reqwest::Method::GET, &format!("/CareTeam/{pid}"), None)
             .1
     };
+    let mut want = vec![
+        (zero.clone(), PCP.0.to_owned(), true),
+        (one.clone(), RN.0.to_owned(), false),
+    ];
+    want.sort();
     for pid in &ids[..2] {
         let mut t = leads(&team(pid));
         t.sort();
         assert_eq!(
-            t,
-            [
-                (zero.clone(), PCP.0.to_owned(), true),
-                (one.clone(), RN.0.to_owned(), false)
-            ],
+            t, want,
             "dr zero leads, the nurse stays on the team without the lead"
         );
     }
@@ -535,21 +536,24 @@ fn fhir_lead_handovers_are_planned_counted_pseudonymised_and_applied() {
         "{human}"
     );
 
-    let out = apply(dir.path(), &[]);
+    // reviewed as a saved plan: apply --plan recomputes the handovers and compares them
+    let file = dir.path().join("reviewed.plan.json");
+    save_plan(dir.path(), &file);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(preview(&saved, "panel")["lead_handovers"], 3, "{saved:#}");
+    let out = apply_saved(dir.path(), &file).success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        text.contains("reviewed +0 -0, now +0 -0 patient care team(s); lead handovers reviewed 3, now 3: applied"),
+        "{text}"
     );
+    let mut want = vec![
+        (pcp.clone(), PCP.0.to_owned(), true),
+        (rn.clone(), RN.0.to_owned(), false),
+    ];
+    want.sort();
     for t in server.owned("CareTeam", &project) {
-        assert_eq!(
-            sorted(&t),
-            [
-                (pcp.clone(), PCP.0.to_owned(), true),
-                (rn.clone(), RN.0.to_owned(), false)
-            ],
-            "{t:#}"
-        );
+        assert_eq!(sorted(&t), want, "{t:#}");
     }
     careplane()
         .arg("plan")

@@ -21,7 +21,8 @@ pub use crate::vocab::{Coding, Operation, Participant};
 
 pub const FORMAT: &str = "careplane-plan";
 /// 3: `changes` holds the configuration layer only; the effects of rules are `effects`, a
-/// preview (counts per rule), recomputed from live data by `apply --plan`.
+/// preview (counts per rule), recomputed from live data by `apply --plan`. Care-team lead
+/// handovers (`EffectPreview::lead_handovers`) were added within 3: optional, absent = 0.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// The patient-list field of a care-team assignment's change that holds the care teams its

@@ -76,29 +76,36 @@ pub fn changes(
         };
         // Targets where careplane keeps its own care teams (R4) only count those.
         let own_only = dialect.capabilities().target().care_teams == crate::vocab::CareTeams::Own;
-        let is_me = |f: &crate::rules::CareTeamFact| f.member == practitioner && f.role == role_key;
-        let patients_where = |pred: &dyn Fn(&crate::rules::PatientFacts) -> bool| {
-            observed
-                .patients
-                .values()
-                .filter(|p| pred(p))
-                .map(|p| format!("Patient/{}", p.id))
-                .collect::<BTreeSet<String>>()
-        };
-        let current = patients_where(&|p| counted(p, own_only, project).any(is_me));
-        // the care teams this participant leads now, and those someone else leads
-        let led_now =
-            patients_where(&|p| counted(p, own_only, project).any(|f| is_me(f) && f.lead));
-        let led_by_others =
-            patients_where(&|p| counted(p, own_only, project).any(|f| f.lead && !is_me(f)));
-        // someone else in this role, or this practitioner in another role (one role per
-        // practitioner and one practitioner per role)
-        let taken_by_others = patients_where(&|p| {
-            counted(p, own_only, project).any(|f| {
-                (f.role == role_key && f.member != practitioner)
-                    || (f.member == practitioner && f.role != role_key)
-            })
-        });
+        // One pass over the patients: whom the participant's care teams already have, which
+        // of those it leads, which someone else leads, and where the role is taken by
+        // someone else or the participant holds another role (one role per practitioner
+        // and one practitioner per role).
+        let mut current = BTreeSet::new();
+        let mut led_now = BTreeSet::new();
+        let mut led_by_others = BTreeSet::new();
+        let mut taken_by_others = BTreeSet::new();
+        for p in observed.patients.values() {
+            let (mut mine, mut leads, mut other_leads, mut taken) = (false, false, false, false);
+            for f in counted(p, own_only, project) {
+                let me = f.member == practitioner && f.role == role_key;
+                mine |= me;
+                leads |= me && f.lead;
+                other_leads |= !me && f.lead;
+                taken |= (f.role == role_key && f.member != practitioner)
+                    || (f.member == practitioner && f.role != role_key);
+            }
+            let reference = format!("Patient/{}", p.id);
+            for (set, yes) in [
+                (&mut current, mine),
+                (&mut led_now, leads),
+                (&mut led_by_others, other_leads),
+                (&mut taken_by_others, taken),
+            ] {
+                if yes {
+                    set.insert(reference.clone());
+                }
+            }
+        }
         let mut add: BTreeSet<String> = selected.difference(&current).cloned().collect();
         let conflicts: BTreeSet<String> = if a.authoritative {
             BTreeSet::new()

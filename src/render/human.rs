@@ -256,8 +256,13 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
                         if let Some((before, after)) = &f.sealed {
                             let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
                             let (b, a) = (set(before), set(after));
+                            let lead = if f.field == crate::plan::LEAD_FIELD {
+                                " (lead handover)"
+                            } else {
+                                ""
+                            };
                             for x in a.iter().filter(|x| !b.contains(x)) {
-                                let _ = writeln!(out, "        {}", format!("+ {x}").green());
+                                let _ = writeln!(out, "        {}", format!("+ {x}{lead}").green());
                             }
                             for x in b.iter().filter(|x| !a.contains(x)) {
                                 let _ = writeln!(out, "        {}", format!("- {x}").red());
@@ -433,20 +438,19 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             notes: vec![],
         }
         .unit();
-        let leads = |n: u64| {
-            if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
-                format!(", {n} lead handover(s)")
-            } else {
-                String::new()
-            }
+        let leads = if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
+            format!(
+                "; lead handovers reviewed {}, now {}",
+                c.reviewed_lead_handovers, c.now_lead_handovers
+            )
+        } else {
+            String::new()
         };
         let what = format!(
-            "{}: reviewed {}{}, now {}{} {unit}",
+            "{}: reviewed {}, now {} {unit}{leads}",
             rule_label(c.kind, &c.rule),
             counts(c.kind, c.reviewed_adds, c.reviewed_removes),
-            leads(c.reviewed_lead_handovers),
             counts(c.kind, c.now_adds, c.now_removes),
-            leads(c.now_lead_handovers),
         );
         let at = c
             .declared_at
