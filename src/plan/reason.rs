@@ -60,8 +60,8 @@ pub enum Why<'a> {
         done: bool,
         handovers: usize,
     },
-    /// A `lead: true` care-team assignment whose participant is on every selected care
-    /// team already, but does not lead `handovers` of them (someone else does, or nobody).
+    /// A `lead: true` care-team assignment whose participant joins and leaves no care team,
+    /// but does not lead `handovers` of those it is on (someone else does, or nobody).
     CareTeamLead {
         assignment: &'a str,
         practitioner: &'a str,
@@ -249,6 +249,28 @@ mod tests {
                 },
                 ReasonCode::Matches,
                 "matches its manifest",
+            ),
+            (
+                Why::CareTeamLead {
+                    assignment: "pcp",
+                    practitioner: "npi 1",
+                    role: "PCP",
+                    handovers: 3,
+                },
+                ReasonCode::CareTeamLead,
+                "care-team assignment 'pcp' makes npi 1 the lead: 3 lead handover(s) on care teams where they are PCP already, but someone else leads or nobody does",
+            ),
+            (
+                Why::CareTeam {
+                    assignment: "pcp",
+                    practitioner: "npi 1",
+                    role: "PCP",
+                    lead: true,
+                    done: true,
+                    handovers: 0,
+                },
+                ReasonCode::CareTeamAssignment,
+                "every selected patient has npi 1 as PCP, and as the lead",
             ),
         ];
         for (why, code, words) in cases {
