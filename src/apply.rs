@@ -613,18 +613,36 @@ async fn apply_care_team(
         add,
         replace_role: p.authoritative,
     };
-    let work: Vec<(String, bool)> = after
-        .difference(&before)
-        .map(|x| (x.clone(), true))
-        .chain(before.difference(&after).map(|x| (x.clone(), false)))
+    // lead handovers on care teams the participant is on already: the same write as a
+    // join (the participant sent back as the lead, everyone else explicitly not); a
+    // participant joining with a handover is written once, by its join
+    let handed_over: BTreeSet<String> = c
+        .fields
+        .iter()
+        .find(|f| f.field == crate::plan::LEAD_FIELD)
+        .and_then(|f| f.sealed.clone())
+        .map(|(b, a)| list(&a).difference(&list(&b)).cloned().collect())
+        .unwrap_or_default();
+    let joins: BTreeSet<String> = after.difference(&before).cloned().collect();
+    // (patient, add, a care team that holds the participant exists)
+    let work: Vec<(String, bool, bool)> = joins
+        .iter()
+        .map(|x| (x.clone(), true, false))
+        .chain(
+            handed_over
+                .difference(&joins)
+                .map(|x| (x.clone(), true, true)),
+        )
+        .chain(before.difference(&after).map(|x| (x.clone(), false, true)))
         .collect();
     // Where a create carries If-None-Exist, a patient joining is first a conditional
     // create (the search inside it replaces a read of our own); only if a care team exists
-    // is it read and merged. A removal always reads.
+    // is it read and merged. A removal, and a handover on a care team the participant is
+    // on, always read.
     let create_first = dialect.capabilities().target().conditional_create;
     let mut failed = Vec::new();
     let mut landed = 0;
-    for (patient, add) in &work {
+    for (patient, add, exists) in &work {
         let location = dialect.care_team_location(project, patient);
         let read = || async {
             match &location {
@@ -637,7 +655,7 @@ async fn apply_care_team(
             // by another write merges into it instead
             for attempt in 0..2 {
                 let conditional = matches!(location, CareTeamLocation::Search(_));
-                let live = if attempt == 0 && *add && conditional && create_first {
+                let live = if attempt == 0 && *add && !*exists && conditional && create_first {
                     None
                 } else {
                     read().await?
@@ -694,10 +712,11 @@ async fn apply_care_team(
 }
 
 /// Whether a patient's care team (as read now) shows the participant change made: the
-/// practitioner holds the role (and, authoritative, nobody else does), or no longer does.
+/// practitioner holds the role (and, authoritative, nobody else does; `lead`, they lead
+/// and nobody else does), or no longer does.
 fn participant_in_effect(live: Option<&Value>, change: &crate::dialect::ParticipantChange) -> bool {
     let code = change.role["code"].as_str();
-    let parts: Vec<(Option<&str>, Option<&str>)> = live
+    let parts: Vec<(Option<&str>, Option<&str>, bool)> = live
         .and_then(|l| l["participant"].as_array())
         .into_iter()
         .flatten()
@@ -705,19 +724,22 @@ fn participant_in_effect(live: Option<&Value>, change: &crate::dialect::Particip
             (
                 p.pointer("/member/reference").and_then(Value::as_str),
                 p.pointer("/role/0/coding/0/code").and_then(Value::as_str),
+                crate::rules::care_team_participant(p).is_some_and(|(_, _, lead)| lead),
             )
         })
         .collect();
-    let mine = parts
-        .iter()
-        .any(|(m, r)| *m == Some(change.practitioner.as_str()) && *r == code);
+    let me =
+        |m: &Option<&str>, r: &Option<&str>| *m == Some(change.practitioner.as_str()) && *r == code;
+    let mine = parts.iter().any(|(m, r, _)| me(m, r));
     if !change.add {
         return !mine;
     }
-    mine && (!change.replace_role
+    let role_alone = !change.replace_role
         || !parts
             .iter()
-            .any(|(m, r)| *r == code && *m != Some(change.practitioner.as_str())))
+            .any(|(m, r, _)| *r == code && *m != Some(change.practitioner.as_str()));
+    let leads = !change.lead || parts.iter().all(|(m, r, lead)| *lead == me(m, r));
+    mine && role_alone && leads
 }
 
 /// A server's message may quote the patient's id (Canvas: "Unknown CareTeam resource
@@ -1492,6 +1514,34 @@ mod tests {
         assert!(!participant_in_effect(None, &ch("a", true, false)));
     }
 
+    #[test]
+    fn a_lead_handover_is_in_effect_once_the_participant_alone_leads() {
+        let ext = |on: bool| json!([{"url": crate::dialect::r4::CARE_TEAM_LEAD_EXTENSION, "valueBoolean": on}]);
+        let team = |a_leads: bool, b_leads: bool| {
+            json!({"participant": [
+                {"extension": ext(a_leads), "member": {"reference": "Practitioner/a"}, "role": [{"coding": [{"code": "pcp"}]}]},
+                {"extension": ext(b_leads), "member": {"reference": "Practitioner/b"}, "role": [{"coding": [{"code": "rn"}]}]}
+            ]})
+        };
+        let lead = crate::dialect::ParticipantChange {
+            practitioner: "Practitioner/a".into(),
+            role: json!({"code": "pcp"}),
+            lead: true,
+            add: true,
+            replace_role: false,
+        };
+        assert!(participant_in_effect(Some(&team(true, false)), &lead));
+        assert!(!participant_in_effect(Some(&team(false, true)), &lead));
+        assert!(!participant_in_effect(Some(&team(false, false)), &lead));
+        assert!(!participant_in_effect(Some(&team(true, true)), &lead));
+        // without `lead`, who leads does not matter
+        let plain = crate::dialect::ParticipantChange {
+            lead: false,
+            ..lead
+        };
+        assert!(participant_in_effect(Some(&team(false, true)), &plain));
+    }
+
     /// Patients joining a care-team assignment on a target with conditional create: one
     /// request each (the create's If-None-Exist does the lookup); one whose care team
     /// exists is still read and merged, and a removal reads first.
@@ -1574,6 +1624,104 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(requests(&store) - before, 2);
+        });
+    }
+
+    /// A lead handover on a care team the participant is on already: one read and one
+    /// write for the patient, the participant made the lead and the previous lead not.
+    #[test]
+    fn a_lead_handover_on_a_care_team_the_participant_is_on_is_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::File(crate::fhir::file::FileStore::new(dir.path()));
+        let dialect = crate::dialect::r4::R4::default();
+        let participant = |who: &str, code: &str, lead: bool| crate::vocab::Participant {
+            practitioner: format!("Practitioner/{who}"),
+            role: crate::vocab::operation::Coding {
+                system: "http://snomed.info/sct".into(),
+                code: code.into(),
+                display: code.into(),
+            },
+            lead,
+            authoritative: false,
+        };
+        let list = |field: &str, before: &[&str], after: &[&str]| crate::plan::FieldChange {
+            field: field.into(),
+            before: None,
+            after: None,
+            source: None,
+            labels: Default::default(),
+            membership: None,
+            sealed: Some((Some(json!(before)), Some(json!(after)))),
+        };
+        let assign = |p: &crate::vocab::Participant, fields: Vec<crate::plan::FieldChange>| {
+            let mut c = change(
+                ObjectKind::CareTeamAssignment,
+                "CareTeam",
+                None,
+                Action::Update,
+            );
+            c.operation = crate::vocab::Operation::CareTeamParticipant(p.clone());
+            c.fields = fields;
+            c
+        };
+        let requests = |s: &Store| match s {
+            Store::File(f) => f.request_count(),
+            _ => unreachable!(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // the PCP joins without the lead, then the nurse joins as the lead
+            let (pcp, rn) = (
+                participant("dr", "pcp", true),
+                participant("rn", "rn", true),
+            );
+            let pcp_plain = crate::vocab::Participant {
+                lead: false,
+                ..pcp.clone()
+            };
+            for p in [&pcp_plain, &rn] {
+                let c = assign(p, vec![list("patients", &[], &["Patient/a"])]);
+                apply_care_team(&c, p, "proj", &store, &dialect)
+                    .await
+                    .unwrap();
+            }
+            // the PCP's assignment with `lead: true`: nobody joins, one handover
+            let c = assign(
+                &pcp,
+                vec![
+                    list("patients", &["Patient/a"], &["Patient/a"]),
+                    list(crate::plan::LEAD_FIELD, &[], &["Patient/a"]),
+                ],
+            );
+            let before = requests(&store);
+            let done = apply_care_team(&c, &pcp, "proj", &store, &dialect)
+                .await
+                .unwrap();
+            assert_eq!(
+                (done.writes, requests(&store) - before),
+                (1, 2),
+                "read, update"
+            );
+            let teams = store.search(&fhir::Query::new("CareTeam")).await.unwrap();
+            let leads: Vec<(String, bool)> = teams[0]["participant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(crate::rules::care_team_participant)
+                .map(|(who, _, lead)| (who, lead))
+                .collect();
+            assert_eq!(teams.len(), 1);
+            assert!(
+                leads.contains(&("Practitioner/dr".into(), true)),
+                "{leads:?}"
+            );
+            assert!(
+                leads.contains(&("Practitioner/rn".into(), false)),
+                "{leads:?}"
+            );
         });
     }
 

@@ -88,6 +88,10 @@ pub struct DriftSummary {
     pub in_sync: usize,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Effects of one rule that are not current on the target (ordinary clinical activity:
 /// new patients, flipped consents, new open tasks). Counts only, never patient ids.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -102,6 +106,9 @@ pub struct PendingEffect {
     pub patients_added: usize,
     /// Patients the rule would remove now.
     pub patients_removed: usize,
+    /// Care teams whose lead a `lead: true` care-team assignment would hand over now.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lead_handovers: usize,
     /// The manifest position that declares the rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_at: Option<Source>,
@@ -181,6 +188,7 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
                         tasks: 0,
                         patients_added: 0,
                         patients_removed: 0,
+                        lead_handovers: 0,
                         declared_at: c.reason.source.clone(),
                     });
                     pending.len() - 1
@@ -190,9 +198,19 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
             match c.target.kind {
                 ObjectKind::TaskRouting => p.tasks += 1,
                 _ => {
-                    for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
-                        p.patients_added += m.added;
-                        p.patients_removed += m.removed;
+                    for f in &c.fields {
+                        let Some(m) = &f.membership else { continue };
+                        if f.field == crate::plan::LEAD_FIELD
+                            && matches!(
+                                c.operation,
+                                crate::vocab::Operation::CareTeamParticipant(_)
+                            )
+                        {
+                            p.lead_handovers += m.added;
+                        } else {
+                            p.patients_added += m.added;
+                            p.patients_removed += m.removed;
+                        }
                     }
                 }
             }

@@ -28,9 +28,8 @@ pub struct Observed {
     pub care_teams: Vec<Vec<(String, String, bool)>>,
 }
 
-/// The participants of active care teams, for the live checks (a lead is a participant
-/// extension whose url ends in `lead`, as both dialects write it, set to true).
-/// One care team's participants: (who, role `system|code`, lead).
+/// One care team's participants: (who, role `system|code`, lead), read as the patient facts
+/// read them ([`crate::rules::care_team_participant`]), for the live checks.
 type Participants = Vec<(String, String, bool)>;
 
 fn care_team_participants(r: &serde_json::Value) -> Option<(String, Participants)> {
@@ -41,23 +40,7 @@ fn care_team_participants(r: &serde_json::Value) -> Option<(String, Participants
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|p| {
-            let who = p.pointer("/member/reference")?.as_str()?.to_owned();
-            let role = p
-                .pointer("/role/0/coding/0")
-                .map(|c| {
-                    format!(
-                        "{}|{}",
-                        c["system"].as_str().unwrap_or_default(),
-                        c["code"].as_str().unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            let lead = p["extension"].as_array().into_iter().flatten().any(|e| {
-                e["url"].as_str().is_some_and(|u| u.ends_with("lead")) && e["valueBoolean"] == true
-            });
-            Some((who, role, lead))
-        })
+        .filter_map(crate::rules::care_team_participant)
         .collect();
     Some((
         r["id"].as_str().unwrap_or_default().to_owned(),

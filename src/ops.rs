@@ -542,6 +542,9 @@ pub async fn apply_saved(
                 now_removes: 0,
                 tolerance_adds: e.max_deviation.tolerance(e.adds),
                 tolerance_removes: e.max_deviation.tolerance(e.removes),
+                reviewed_lead_handovers: e.lead_handovers,
+                now_lead_handovers: 0,
+                tolerance_lead_handovers: e.max_deviation.tolerance(e.lead_handovers),
                 decision: decision.clone(),
             })
             .collect()

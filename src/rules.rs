@@ -27,9 +27,46 @@ pub struct PatientFacts {
     pub states: Vec<String>,
     /// (category system, category code, status)
     pub consents: Vec<(String, String, String)>,
-    /// Active care-team participation: (`Practitioner/<id>`, role `system|code`, the
-    /// careplane project whose tag the CareTeam carries, if any).
-    pub care_team: Vec<(String, String, Option<String>)>,
+    /// Active care-team participation, one entry per participant of each active care team.
+    pub care_team: Vec<CareTeamFact>,
+}
+
+/// One participant of one of a patient's active care teams, as rules and the care-team
+/// planner see it: who, in which role, on whose care team, and whether they lead it. No
+/// other element of the CareTeam is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CareTeamFact {
+    /// `Practitioner/<id>`.
+    pub member: String,
+    /// The role as `system|code`.
+    pub role: String,
+    /// The careplane project whose tag the CareTeam carries, if any.
+    pub owner: Option<String>,
+    /// The participant is the care team's lead.
+    pub lead: bool,
+}
+
+/// One CareTeam participant: (`member.reference`, role `system|code` of its first coding,
+/// lead). A lead is a participant extension whose url ends in `lead` set to true, as both
+/// dialects write it (Canvas `…/careteam-lead`, R4 careplane's `…/care-team-lead`). Shared
+/// by the patient facts, the live checks' care teams and apply's read-back, so all three
+/// read the lead alike.
+pub fn care_team_participant(part: &Value) -> Option<(String, String, bool)> {
+    let member = part.pointer("/member/reference").and_then(Value::as_str)?;
+    let role = part
+        .pointer("/role/0/coding/0")
+        .map(|c| {
+            format!(
+                "{}|{}",
+                c["system"].as_str().unwrap_or_default(),
+                c["code"].as_str().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let lead = part["extension"].as_array().into_iter().flatten().any(|e| {
+        e["url"].as_str().is_some_and(|u| u.ends_with("lead")) && e["valueBoolean"] == true
+    });
+    Some((member.to_owned(), role, lead))
 }
 
 /// What conditions need besides the patient: other groups' members, today, and how the
@@ -94,8 +131,6 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
 /// patients by [`FactsBuilder::finish`]; those of patients never seen are dropped.
 /// A consent category coding as rules see it: (system, code, status).
 type ConsentFact = (String, String, String);
-/// A care-team participant as rules see it: (`Practitioner/<id>`, role, owning project).
-type CareTeamFact = (String, String, Option<String>);
 
 #[derive(Debug, Default)]
 pub struct FactsBuilder {
@@ -214,19 +249,12 @@ impl FactsBuilder {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|part| {
-                let member = part.pointer("/member/reference").and_then(Value::as_str)?;
-                let role = part
-                    .pointer("/role/0/coding/0")
-                    .map(|c| {
-                        format!(
-                            "{}|{}",
-                            c["system"].as_str().unwrap_or_default(),
-                            c["code"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_default();
-                Some((member.to_owned(), role, owner.clone()))
+            .filter_map(care_team_participant)
+            .map(|(member, role, lead)| CareTeamFact {
+                member,
+                role,
+                owner: owner.clone(),
+                lead,
             })
             .collect();
         if !participants.is_empty() {
@@ -263,7 +291,7 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
                 .map(|r| ctx.care_team_roles.get(r).cloned().unwrap_or_default());
             p.care_team
                 .iter()
-                .any(|(m, r, _)| m == &who && role.as_ref().is_none_or(|want| want == r))
+                .any(|f| f.member == who && role.as_ref().is_none_or(|want| want == &f.role))
         }
         Condition::Consent(cc) => {
             let want = status_word(cc.status.unwrap_or(ConsentStatus::Active));

@@ -191,7 +191,9 @@ fn live_role_unfit(d: &DesiredState, model: &CareModel, s: &Snapshot, out: &mut 
 }
 
 /// CP204: care teams where a `lead: true` assignment's staff member holds the role but is
-/// not the lead.
+/// not the lead. The lead is read as the planner reads it (`rules::care_team_participant`):
+/// where every care team counts (Canvas), each one counted here whose patient is still
+/// selected is a lead handover in the next plan.
 fn care_team_lead_changed(d: &DesiredState, s: &Snapshot, out: &mut Vec<Finding>) {
     for a in d.care_team_assignments.iter().filter(|a| a.lead) {
         let Some(id) = s.id(&a.practitioner.value) else {
@@ -236,7 +238,7 @@ fn care_team_lead_changed(d: &DesiredState, s: &Snapshot, out: &mut Vec<Finding>
                 a.role,
                 parts.join(" and ")
             ),
-            "ask who changed the lead and why; then set `lead:` to match the clinic's decision (the next apply makes the manifests' lead the lead again)".into(),
+            "ask who changed the lead and why; then set `lead:` to match the clinic's decision (until then, plan shows each such care team as a lead handover, and apply makes the manifests' lead the lead again)".into(),
         ));
     }
 }

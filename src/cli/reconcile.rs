@@ -142,7 +142,7 @@ pub fn print_pass(prefix: &str, o: &PassOutcome) -> bool {
 /// The summary printed when a watch or reconcile ends: counts only.
 pub fn summary(prefix: &str, t: &Totals) -> String {
     format!(
-        "{prefix}: {} pass(es) ({} full, {} failed): {} task(s) routed; group members +{} -{}; care-team assignments +{} -{}; {} failed write(s), {} not started, {} held back by the removal guard\n",
+        "{prefix}: {} pass(es) ({} full, {} failed): {} task(s) routed; group members +{} -{}; care-team assignments +{} -{} ({} lead handover(s)); {} failed write(s), {} not started, {} held back by the removal guard\n",
         t.passes,
         t.full_passes,
         t.failed_passes,
@@ -151,6 +151,7 @@ pub fn summary(prefix: &str, t: &Totals) -> String {
         t.members_removed,
         t.care_team_added,
         t.care_team_removed,
+        t.care_team_lead_handovers,
         t.failures,
         t.not_started,
         t.held

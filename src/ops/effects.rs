@@ -391,6 +391,8 @@ pub struct Totals {
     pub members_removed: usize,
     pub care_team_added: usize,
     pub care_team_removed: usize,
+    /// Care teams whose lead passed to a `lead: true` assignment's participant.
+    pub care_team_lead_handovers: usize,
     /// Writes that failed.
     pub failures: usize,
     /// Writes an interruption kept from starting.
@@ -417,6 +419,13 @@ impl Totals {
                         (Operation::CareTeamParticipant(_), Some(m)) => {
                             self.care_team_added += m.added;
                             self.care_team_removed += m.removed;
+                            self.care_team_lead_handovers += c
+                                .fields
+                                .iter()
+                                .filter(|f| f.field == crate::plan::LEAD_FIELD)
+                                .filter_map(|f| f.membership.as_ref())
+                                .map(|m| m.added)
+                                .sum::<usize>();
                         }
                         (Operation::Object, Some(m)) => {
                             self.members_added += m.added;

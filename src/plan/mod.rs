@@ -21,8 +21,19 @@ pub use crate::vocab::{Coding, Operation, Participant};
 
 pub const FORMAT: &str = "careplane-plan";
 /// 3: `changes` holds the configuration layer only; the effects of rules are `effects`, a
-/// preview (counts per rule), recomputed from live data by `apply --plan`.
+/// preview (counts per rule), recomputed from live data by `apply --plan`. Care-team lead
+/// handovers (`EffectPreview::lead_handovers`) were added within 3: optional, absent = 0.
 pub const FORMAT_VERSION: u32 = 3;
+
+/// The patient-list field of a care-team assignment's change that holds the care teams its
+/// participant leads (before: those it leads and stays on; after: plus the lead handovers).
+/// Its `added` members are the lead handovers; the participant's own joins and leaves are
+/// in the `patients` field.
+pub const LEAD_FIELD: &str = "lead";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -165,6 +176,9 @@ pub enum ReasonCode {
     RoutingRule,
     /// A care-team assignment puts a participant on patients' care teams.
     CareTeamAssignment,
+    /// A `lead: true` care-team assignment makes its participant, already on the care
+    /// teams, their lead (the previous lead, if any, loses it).
+    CareTeamLead,
 }
 
 /// Why a change is planned: for people, never for apply's decisions.
@@ -334,6 +348,16 @@ pub struct EffectPreview {
     pub sample_added: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_removed: Vec<String>,
+    /// Care-team assignments with `lead: true`: care teams whose lead passes to the
+    /// participant, from someone else (who loses it) or, where the participant is on the
+    /// team already, from nobody. Not counted in `adds` or `removes` (a participant joining
+    /// a team nobody leads joins as the lead: that is an add only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lead_handovers: u64,
+    /// Up to five keyed pseudonyms (`pt-…`) of patients whose care team's lead is handed
+    /// over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_lead_handovers: Vec<String>,
     /// The rule's `maxDeviation`: how far `apply --plan` may find the effects moved.
     pub max_deviation: crate::model::rule::MaxDeviation,
     /// What a reviewer should know (a removal over the rule's limit, patients left alone
@@ -351,6 +375,11 @@ impl EffectPreview {
             _ => "patient(s)",
         }
     }
+}
+
+/// Care-team lead handovers in words (`3 lead handover(s)`), when there are any.
+pub fn lead_handovers_words(n: u64) -> Option<String> {
+    (n > 0).then(|| format!("{n} lead handover(s)"))
 }
 
 /// The manifest kind of the rule behind an effect (`maxDeviation` is looked up by it).
@@ -373,8 +402,8 @@ pub fn preview(
     let mut add = |kind: ObjectKind,
                    rule: &str,
                    source: Option<&Source>,
-                   (adds, removes): (u64, u64),
-                   samples: (&[String], &[String]),
+                   (adds, removes, handovers): (u64, u64, u64),
+                   samples: (&[String], &[String], &[String]),
                    notes: &[String]| {
         let i = match out.iter().position(|e| e.kind == kind && e.rule == rule) {
             Some(i) => i,
@@ -387,6 +416,8 @@ pub fn preview(
                     removes: 0,
                     sample_added: Vec::new(),
                     sample_removed: Vec::new(),
+                    lead_handovers: 0,
+                    sample_lead_handovers: Vec::new(),
                     max_deviation: limit(kind, rule),
                     notes: Vec::new(),
                 });
@@ -401,9 +432,11 @@ pub fn preview(
         }
         e.adds += adds;
         e.removes += removes;
+        e.lead_handovers += handovers;
         for (have, more) in [
             (&mut e.sample_added, samples.0),
             (&mut e.sample_removed, samples.1),
+            (&mut e.sample_lead_handovers, samples.2),
         ] {
             for s in more {
                 if have.len() < 5 && !have.contains(s) {
@@ -421,24 +454,39 @@ pub fn preview(
                 ObjectKind::TaskRouting,
                 rule,
                 c.reason.source.as_ref(),
-                (1, 0),
-                (&[], &[]),
+                (1, 0, 0),
+                (&[], &[], &[]),
                 &[],
             );
             continue;
         }
-        for m in c.fields.iter().filter_map(|f| f.membership.as_ref()) {
+        for f in &c.fields {
+            let Some(m) = &f.membership else { continue };
+            // a care-team assignment's lead list counts its handovers only
+            let lead =
+                matches!(c.operation, Operation::CareTeamParticipant(_)) && f.field == LEAD_FIELD;
+            let (counts, samples) = if lead {
+                (
+                    (0, 0, m.added as u64),
+                    (&[][..], &[][..], &m.sample_added[..]),
+                )
+            } else {
+                (
+                    (m.added as u64, m.removed as u64, 0),
+                    (&m.sample_added[..], &m.sample_removed[..], &[][..]),
+                )
+            };
             add(
                 c.target.kind,
                 &c.target.name,
                 c.reason.source.as_ref(),
-                (m.added as u64, m.removed as u64),
-                (&m.sample_added, &m.sample_removed),
+                counts,
+                samples,
                 &c.notes,
             );
         }
     }
-    out.retain(|e| e.adds + e.removes > 0);
+    out.retain(|e| e.adds + e.removes + e.lead_handovers > 0);
     out.sort_by(|a, b| (a.kind, &a.rule).cmp(&(b.kind, &b.rule)));
     out
 }
@@ -460,6 +508,14 @@ pub struct EffectCheck {
     /// The largest difference tolerated on each side (`max(share × reviewed, atLeast)`).
     pub tolerance_adds: u64,
     pub tolerance_removes: u64,
+    /// Care-team lead handovers, reviewed and now, compared like adds and removes (a
+    /// third side with its own tolerance).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reviewed_lead_handovers: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub now_lead_handovers: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tolerance_lead_handovers: u64,
     /// `applied`, or why this rule's effects were held back.
     pub decision: EffectDecision,
 }

@@ -50,12 +50,23 @@ pub enum Why<'a> {
     /// Likewise, on a target without DELETE.
     Retire,
     /// A care-team assignment: `practitioner` as the manifest names them, in `role`
-    /// (its display); `done`: every selected patient already has it.
+    /// (its display); `lead`: the assignment makes them the lead; `done`: every selected
+    /// patient already has it; `handovers`: care teams where the lead passes to them.
     CareTeam {
         assignment: &'a str,
         practitioner: &'a str,
         role: &'a str,
+        lead: bool,
         done: bool,
+        handovers: usize,
+    },
+    /// A `lead: true` care-team assignment whose participant joins and leaves no care team,
+    /// but does not lead `handovers` of those it is on (someone else does, or nobody).
+    CareTeamLead {
+        assignment: &'a str,
+        practitioner: &'a str,
+        role: &'a str,
+        handovers: usize,
     },
 }
 
@@ -73,6 +84,7 @@ impl Why<'_> {
             Why::Prune => ReasonCode::Prune,
             Why::Retire => ReasonCode::Retire,
             Why::CareTeam { .. } => ReasonCode::CareTeamAssignment,
+            Why::CareTeamLead { .. } => ReasonCode::CareTeamLead,
         }
     }
 
@@ -143,16 +155,38 @@ impl Why<'_> {
             Why::CareTeam {
                 practitioner,
                 role,
+                lead,
                 done: true,
                 ..
-            } => format!("every selected patient has {practitioner} as {role}"),
+            } => format!(
+                "every selected patient has {practitioner} as {role}{}",
+                if *lead { ", and as the lead" } else { "" }
+            ),
             Why::CareTeam {
                 assignment,
                 practitioner,
                 role,
                 done: false,
+                handovers,
+                ..
+            } => {
+                let mut s = format!(
+                    "care-team assignment '{assignment}': {practitioner} as {role} for the selected patients"
+                );
+                if *handovers > 0 {
+                    s.push_str(&format!(
+                        ", and as the lead: {handovers} lead handover(s), where someone else leads or they are on the team but not the lead"
+                    ));
+                }
+                s
+            }
+            Why::CareTeamLead {
+                assignment,
+                practitioner,
+                role,
+                handovers,
             } => format!(
-                "care-team assignment '{assignment}': {practitioner} as {role} for the selected patients"
+                "care-team assignment '{assignment}' makes {practitioner} the lead: {handovers} lead handover(s) on care teams where they are {role} already, but someone else leads or nobody does"
             ),
         }
     }
@@ -215,6 +249,28 @@ mod tests {
                 },
                 ReasonCode::Matches,
                 "matches its manifest",
+            ),
+            (
+                Why::CareTeamLead {
+                    assignment: "pcp",
+                    practitioner: "npi 1",
+                    role: "PCP",
+                    handovers: 3,
+                },
+                ReasonCode::CareTeamLead,
+                "care-team assignment 'pcp' makes npi 1 the lead: 3 lead handover(s) on care teams where they are PCP already, but someone else leads or nobody does",
+            ),
+            (
+                Why::CareTeam {
+                    assignment: "pcp",
+                    practitioner: "npi 1",
+                    role: "PCP",
+                    lead: true,
+                    done: true,
+                    handovers: 0,
+                },
+                ReasonCode::CareTeamAssignment,
+                "every selected patient has npi 1 as PCP, and as the lead",
             ),
         ];
         for (why, code, words) in cases {

@@ -5,6 +5,18 @@ use crate::dialect::Dialect;
 use crate::model::DesiredState;
 use crate::observe::Observed;
 
+/// The participants of a patient's care teams that count: careplane's own care teams only
+/// where the target says so (`own_only`), else every active one.
+fn counted<'a>(
+    p: &'a crate::rules::PatientFacts,
+    own_only: bool,
+    project: &'a str,
+) -> impl Iterator<Item = &'a crate::rules::CareTeamFact> {
+    p.care_team
+        .iter()
+        .filter(move |f| !own_only || f.owner.as_deref() == Some(project))
+}
+
 /// One change per care-team assignment: who joins and who leaves (as counts, pseudonyms
 /// and sealed lists), and the participant it is about.
 #[allow(clippy::too_many_arguments)]
@@ -64,37 +76,36 @@ pub fn changes(
         };
         // Targets where careplane keeps its own care teams (R4) only count those.
         let own_only = dialect.capabilities().target().care_teams == crate::vocab::CareTeams::Own;
-        let entries = |p: &crate::rules::PatientFacts| -> Vec<(String, String)> {
-            p.care_team
-                .iter()
-                .filter(|(_, _, owner)| !own_only || owner.as_deref() == Some(project))
-                .map(|(m, r, _)| (m.clone(), r.clone()))
-                .collect()
-        };
-        let holds = |p: &crate::rules::PatientFacts, who: Option<&str>| {
-            entries(p)
-                .iter()
-                .any(|(member, r)| r == &role_key && who.is_none_or(|w| w == member))
-        };
-        let current: BTreeSet<String> = observed
-            .patients
-            .values()
-            .filter(|p| holds(p, Some(&practitioner)))
-            .map(|p| format!("Patient/{}", p.id))
-            .collect();
-        let taken_by_others: BTreeSet<String> = observed
-            .patients
-            .values()
-            .filter(|p| {
-                // someone else in this role, or this practitioner in another role (one
-                // role per practitioner and one practitioner per role)
-                entries(p).iter().any(|(member, r)| {
-                    (r == &role_key && member != &practitioner)
-                        || (member == &practitioner && r != &role_key)
-                })
-            })
-            .map(|p| format!("Patient/{}", p.id))
-            .collect();
+        // One pass over the patients: whom the participant's care teams already have, which
+        // of those it leads, which someone else leads, and where the role is taken by
+        // someone else or the participant holds another role (one role per practitioner
+        // and one practitioner per role).
+        let mut current = BTreeSet::new();
+        let mut led_now = BTreeSet::new();
+        let mut led_by_others = BTreeSet::new();
+        let mut taken_by_others = BTreeSet::new();
+        for p in observed.patients.values() {
+            let (mut mine, mut leads, mut other_leads, mut taken) = (false, false, false, false);
+            for f in counted(p, own_only, project) {
+                let me = f.member == practitioner && f.role == role_key;
+                mine |= me;
+                leads |= me && f.lead;
+                other_leads |= !me && f.lead;
+                taken |= (f.role == role_key && f.member != practitioner)
+                    || (f.member == practitioner && f.role != role_key);
+            }
+            let reference = format!("Patient/{}", p.id);
+            for (set, yes) in [
+                (&mut current, mine),
+                (&mut led_now, leads),
+                (&mut led_by_others, other_leads),
+                (&mut taken_by_others, taken),
+            ] {
+                if yes {
+                    set.insert(reference.clone());
+                }
+            }
+        }
         let mut add: BTreeSet<String> = selected.difference(&current).cloned().collect();
         let conflicts: BTreeSet<String> = if a.authoritative {
             BTreeSet::new()
@@ -112,6 +123,20 @@ pub fn changes(
             .filter(|p| !remove.contains(*p))
             .cloned()
             .collect();
+        // Lead handovers (`lead: true`): selected care teams that will have the participant
+        // and that it does not lead yet, where it is on the team already (the lead is set
+        // on it) or someone else leads (who loses the lead). A participant joining a team
+        // nobody leads joins as the lead: that is an add, not a handover.
+        let handovers: BTreeSet<String> = if a.lead {
+            after
+                .iter()
+                .filter(|p| selected.contains(*p) && !led_now.contains(*p))
+                .filter(|p| current.contains(*p) || led_by_others.contains(*p))
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let as_list = |s: &BTreeSet<String>| {
             serde_json::Value::Array(s.iter().cloned().map(serde_json::Value::String).collect())
         };
@@ -139,7 +164,7 @@ pub fn changes(
                 role.display
             ));
         }
-        if add.is_empty() && remove.is_empty() {
+        if add.is_empty() && remove.is_empty() && handovers.is_empty() {
             out.push(Change {
                 action: Action::NoOp,
                 target,
@@ -150,7 +175,9 @@ pub fn changes(
                         assignment: &a.name,
                         practitioner: &a.practitioner.value.to_string(),
                         role: &role.display,
+                        lead: a.lead,
                         done: true,
+                        handovers: 0,
                     },
                 ),
                 operation: Operation::CareTeamParticipant(participant.clone()),
@@ -173,6 +200,22 @@ pub fn changes(
             Some(a.source.clone()),
             pseudo,
         );
+        // The care teams the participant leads, kept (those it leaves are in `patients`)
+        // and handed over: `added` counts the handovers. Nobody leaves this list, so the
+        // removal guard never trips on it (a share of 1).
+        let leads = (!handovers.is_empty()).then(|| {
+            let kept: BTreeSet<String> = led_now.intersection(&after).cloned().collect();
+            let after_leads: BTreeSet<String> = kept.union(&handovers).cloned().collect();
+            crate::diff::sensitive_change(
+                crate::plan::LEAD_FIELD,
+                Some(&as_list(&kept)),
+                Some(&as_list(&after_leads)),
+                "lead",
+                Some(1.0),
+                Some(a.source.clone()),
+                pseudo,
+            )
+        });
         let shown = FieldChange {
             field: "participant".into(),
             before: None,
@@ -190,19 +233,31 @@ pub fn changes(
             membership: None,
             sealed: None,
         };
+        let why = if add.is_empty() && remove.is_empty() {
+            Why::CareTeamLead {
+                assignment: &a.name,
+                practitioner: &a.practitioner.value.to_string(),
+                role: &role.display,
+                handovers: handovers.len(),
+            }
+        } else {
+            Why::CareTeam {
+                assignment: &a.name,
+                practitioner: &a.practitioner.value.to_string(),
+                role: &role.display,
+                lead: a.lead,
+                done: false,
+                handovers: handovers.len(),
+            }
+        };
+        let mut fields = vec![patients];
+        fields.extend(leads);
+        fields.push(shown);
         out.push(Change {
             action: Action::Update,
             target,
-            fields: vec![patients, shown],
-            reason: Reason::new(
-                Some(a.source.clone()),
-                Why::CareTeam {
-                    assignment: &a.name,
-                    practitioner: &a.practitioner.value.to_string(),
-                    role: &role.display,
-                    done: false,
-                },
-            ),
+            fields,
+            reason: Reason::new(Some(a.source.clone()), why),
             operation: Operation::CareTeamParticipant(participant),
             precondition: Precondition::default(),
             notes,

@@ -5,9 +5,10 @@
 //! A saved plan previews each rule's effects as counts ([`EffectPreview`]). After the
 //! configuration is applied, ops recomputes the effects and calls [`guard`]: a rule whose
 //! fresh counts differ from the reviewed ones by more than its `maxDeviation`
-//! (`max(share × reviewed, atLeast)`, adds and removes each) is held back, and so is a
-//! rule whose fresh changes would remove more than its `maxRemovalShare` (the blast-radius
-//! guard). The other rules' effects are applied.
+//! (`max(share × reviewed, atLeast)`, adds, removes and care-team lead handovers each) is
+//! held back, and so is a rule whose fresh changes would remove more than its
+//! `maxRemovalShare` (the blast-radius guard; a lead handover removes nobody). The other
+//! rules' effects are applied.
 
 use crate::plan::{Change, EffectCheck, EffectDecision, EffectPreview};
 use crate::vocab::ObjectKind;
@@ -77,11 +78,17 @@ pub fn guard(
                 .map(|e| e.max_deviation)
                 .unwrap_or_default();
             let count = |e: &Option<EffectPreview>| {
-                e.as_ref().map(|e| (e.adds, e.removes)).unwrap_or((0, 0))
+                e.as_ref()
+                    .map(|e| (e.adds, e.removes, e.lead_handovers))
+                    .unwrap_or((0, 0, 0))
             };
-            let ((ra, rr), (na, nr)) = (count(&r), count(&n));
-            let (ta, tr) = (limit.tolerance(ra), limit.tolerance(rr));
-            let decision = if ra.abs_diff(na) > ta || rr.abs_diff(nr) > tr {
+            let ((ra, rr, rl), (na, nr, nl)) = (count(&r), count(&n));
+            let (ta, tr, tl) = (
+                limit.tolerance(ra),
+                limit.tolerance(rr),
+                limit.tolerance(rl),
+            );
+            let decision = if ra.abs_diff(na) > ta || rr.abs_diff(nr) > tr || rl.abs_diff(nl) > tl {
                 EffectDecision::HeldDeviation
             } else if over_limit.iter().any(|(k, x)| *k == kind && x == rule) {
                 EffectDecision::HeldBlastRadius
@@ -98,6 +105,9 @@ pub fn guard(
                 now_removes: nr,
                 tolerance_adds: ta,
                 tolerance_removes: tr,
+                reviewed_lead_handovers: rl,
+                now_lead_handovers: nl,
+                tolerance_lead_handovers: tl,
                 decision,
             }
         })
@@ -118,6 +128,8 @@ mod tests {
             removes,
             sample_added: vec![],
             sample_removed: vec![],
+            lead_handovers: 0,
+            sample_lead_handovers: vec![],
             max_deviation: md,
             notes: vec![],
         }
@@ -189,6 +201,30 @@ mod tests {
         assert_eq!(decision(&checks, "a"), EffectDecision::Applied);
         let checks = guard(&[e(g, "a", 40, 0, d)], &[e(g, "a", 66, 0, d)], &[]);
         assert_eq!(decision(&checks, "a"), EffectDecision::HeldDeviation);
+    }
+
+    #[test]
+    fn lead_handovers_are_a_third_side_with_their_own_tolerance() {
+        let c = ObjectKind::CareTeamAssignment;
+        let led = |n: u64| {
+            let mut x = e(c, "pcp", 0, 0, TIGHT);
+            x.lead_handovers = n;
+            x
+        };
+        // 5 more handovers than reviewed: within the floor of 5
+        let checks = guard(&[led(2)], &[led(7)], &[]);
+        assert_eq!(decision(&checks, "pcp"), EffectDecision::Applied);
+        assert_eq!(
+            (
+                checks[0].reviewed_lead_handovers,
+                checks[0].now_lead_handovers,
+                checks[0].tolerance_lead_handovers
+            ),
+            (2, 7, 5)
+        );
+        // 6 more: held, although adds and removes did not move
+        let checks = guard(&[led(2)], &[led(8)], &[]);
+        assert_eq!(decision(&checks, "pcp"), EffectDecision::HeldDeviation);
     }
 
     #[test]

@@ -214,6 +214,8 @@ pub fn plan(
                     removes: 0,
                     sample_added: Vec::new(),
                     sample_removed: Vec::new(),
+                    lead_handovers: 0,
+                    sample_lead_handovers: Vec::new(),
                     max_deviation: limit(kind, rule),
                     notes: Vec::new(),
                 });

@@ -1692,12 +1692,26 @@ fn pcp_key() -> String {
     format!("{PCP_SYSTEM}|{PCP_CODE}")
 }
 
+/// A patient whose care teams have these participants as PCP, each the lead of its own
+/// care team (the usual one-participant team).
 fn patient(id: &str, care_team: &[(&str, Option<&str>)]) -> PatientFacts {
+    let led: Vec<(&str, Option<&str>, bool)> =
+        care_team.iter().map(|(w, o)| (*w, *o, true)).collect();
+    patient_led(id, &led)
+}
+
+/// A patient with these PCP participants: (who, owning project, lead).
+fn patient_led(id: &str, care_team: &[(&str, Option<&str>, bool)]) -> PatientFacts {
     PatientFacts {
         id: id.into(),
         care_team: care_team
             .iter()
-            .map(|(who, owner)| ((*who).to_owned(), pcp_key(), owner.map(str::to_owned)))
+            .map(|(who, owner, lead)| crate::rules::CareTeamFact {
+                member: (*who).to_owned(),
+                role: pcp_key(),
+                owner: owner.map(str::to_owned),
+                lead: *lead,
+            })
             .collect(),
         ..PatientFacts::default()
     }
@@ -1889,8 +1903,18 @@ fn an_authoritative_care_team_assignment_takes_the_role_from_others_and_off_unse
             Some(json!(["Patient/p1", "Patient/p2", "Patient/p3"]))
         ))
     );
+    // p3 joins where pb led: a lead handover (pa still leads p1; p4, left, is a removal)
+    let lead = &c.fields[1];
+    assert_eq!(lead.field, crate::plan::LEAD_FIELD);
     assert_eq!(
-        c.fields[1].after.as_ref().unwrap()["authoritative"],
+        lead.sealed,
+        Some((
+            Some(json!(["Patient/p1"])),
+            Some(json!(["Patient/p1", "Patient/p3"]))
+        ))
+    );
+    assert_eq!(
+        c.fields[2].after.as_ref().unwrap()["authoritative"],
         json!(true)
     );
     // one of two removed is over the 20% share: the guard holds it back
@@ -1922,7 +1946,7 @@ fn a_care_team_assignment_every_selected_patient_already_has_is_a_no_op() {
             reason: reason(
                 ReasonCode::CareTeamAssignment,
                 Some(18),
-                "every selected patient has npi 1111111111 as Primary care provider"
+                "every selected patient has npi 1111111111 as Primary care provider, and as the lead"
             ),
             operation: Operation::CareTeamParticipant(crate::plan::Participant {
                 practitioner: "Practitioner/pa".into(),
@@ -1938,6 +1962,155 @@ fn a_care_team_assignment_every_selected_patient_already_has_is_a_no_op() {
             notes: vec![],
         }]
     );
+}
+
+const CARDIO: &str = "http://snomed.info/sct|17561000";
+
+/// A care-team participant fact: (who, role `system|code`, lead), on an untagged (Canvas)
+/// care team.
+fn member(who: &str, role: &str, lead: bool) -> crate::rules::CareTeamFact {
+    crate::rules::CareTeamFact {
+        member: who.into(),
+        role: role.into(),
+        owner: None,
+        lead,
+    }
+}
+
+fn with_team(id: &str, team: Vec<crate::rules::CareTeamFact>) -> PatientFacts {
+    PatientFacts {
+        id: id.into(),
+        care_team: team,
+        ..PatientFacts::default()
+    }
+}
+
+/// The `lead` list field of a care-team change: (before, after, added, samples).
+fn lead_field(c: &Change) -> Option<(usize, usize, usize, usize)> {
+    c.fields
+        .iter()
+        .find(|f| f.field == crate::plan::LEAD_FIELD)
+        .and_then(|f| f.membership.as_ref())
+        .map(|m| (m.before, m.after, m.added, m.sample_added.len()))
+}
+
+#[test]
+fn a_lead_assignment_whose_participant_is_on_the_team_but_not_lead_plans_a_handover() {
+    // Canvas (every active care team counts): p1 led by pb (cardiology), pa PCP but not
+    // lead; p2 has pa as PCP and nobody leads; p3 pa already leads
+    let changes = care_team_changes_of(
+        care_team_state(false, NPI_A),
+        Box::new(Canvas::default()),
+        vec![
+            with_team(
+                "p1",
+                vec![
+                    member("Practitioner/pb", CARDIO, true),
+                    member("Practitioner/pa", &pcp_key(), false),
+                ],
+            ),
+            with_team("p2", vec![member("Practitioner/pa", &pcp_key(), false)]),
+            with_team(
+                "p3",
+                vec![
+                    member("Practitioner/pa", &pcp_key(), true),
+                    member("Practitioner/pb", CARDIO, false),
+                ],
+            ),
+        ],
+        &["p1", "p2", "p3"],
+    )
+    .unwrap();
+    let c = &changes[0];
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(
+        c.reason,
+        reason(
+            ReasonCode::CareTeamLead,
+            Some(18),
+            "care-team assignment 'dr-a-pcp' makes npi 1111111111 the lead: 2 lead handover(s) on care teams where they are Primary care provider already, but someone else leads or nobody does"
+        )
+    );
+    // nobody joins or leaves; p1 and p2 are handed over, p3 stays led
+    let m = c.fields[0].membership.as_ref().unwrap();
+    assert_eq!((m.before, m.after, m.added, m.removed), (3, 3, 0, 0));
+    assert_eq!(lead_field(c), Some((1, 3, 2, 2)));
+    let lead = &c.fields[1];
+    assert_eq!(
+        lead.sealed,
+        Some((
+            Some(json!(["Patient/p3"])),
+            Some(json!(["Patient/p1", "Patient/p2", "Patient/p3"]))
+        ))
+    );
+    // the preview counts them apart from adds and removes, pseudonymised
+    let e = crate::plan::preview(&changes, &|_, _| Default::default());
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].adds, e[0].removes, e[0].lead_handovers), (0, 0, 2));
+    let pt = |p: &str| pseudo().pseudonym(p).unwrap();
+    assert_eq!(
+        e[0].sample_lead_handovers,
+        vec![pt("Patient/p1"), pt("Patient/p2")]
+    );
+    assert!(e[0].sample_added.is_empty());
+    // a handover removes nobody: the blast-radius guard lets it through
+    assert!(crate::reconcile::effects::over_removal_limit(&changes, false).is_empty());
+}
+
+#[test]
+fn a_lead_assignment_already_lead_everywhere_plans_nothing() {
+    let changes = care_team_changes_of(
+        care_team_state(false, NPI_A),
+        Box::new(Canvas::default()),
+        vec![with_team(
+            "p1",
+            vec![
+                member("Practitioner/pa", &pcp_key(), true),
+                member("Practitioner/pb", CARDIO, false),
+            ],
+        )],
+        &["p1"],
+    )
+    .unwrap();
+    assert_eq!(changes[0].action, Action::NoOp);
+    assert!(crate::plan::preview(&changes, &|_, _| Default::default()).is_empty());
+}
+
+#[test]
+fn joining_as_lead_hands_over_only_where_someone_else_leads() {
+    // p1: pb leads (cardiology), pa joins as PCP and lead: an add and a handover;
+    // p2: nobody on the team, pa joins as lead: an add only
+    let facts = || {
+        vec![
+            with_team("p1", vec![member("Practitioner/pb", CARDIO, true)]),
+            with_team("p2", vec![]),
+        ]
+    };
+    let changes = care_team_changes_of(
+        care_team_state(false, NPI_A),
+        Box::new(Canvas::default()),
+        facts(),
+        &["p1", "p2"],
+    )
+    .unwrap();
+    let c = &changes[0];
+    assert_eq!(c.reason.code, ReasonCode::CareTeamAssignment);
+    assert!(
+        c.reason.rule.ends_with(", and as the lead: 1 lead handover(s), where someone else leads or they are on the team but not the lead"),
+        "{}",
+        c.reason.rule
+    );
+    assert_eq!(lead_field(c), Some((0, 1, 1, 1)));
+    let e = crate::plan::preview(&changes, &|_, _| Default::default());
+    assert_eq!((e[0].adds, e[0].removes, e[0].lead_handovers), (2, 0, 1));
+    // without `lead: true`, joining takes nobody's lead
+    let mut s = care_team_state(false, NPI_A);
+    s.care_team_assignments[0].lead = false;
+    let changes =
+        care_team_changes_of(s, Box::new(Canvas::default()), facts(), &["p1", "p2"]).unwrap();
+    assert_eq!(lead_field(&changes[0]), None);
+    let e = crate::plan::preview(&changes, &|_, _| Default::default());
+    assert_eq!((e[0].adds, e[0].lead_handovers), (2, 0));
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn effect_words(p: &PendingEffect) -> String {
     if p.patients_removed > 0 {
         parts.push(format!("{} patient(s) to remove", p.patients_removed));
     }
+    parts.extend(crate::plan::lead_handovers_words(p.lead_handovers as u64));
     if parts.is_empty() {
         parts.push("pending".into());
     }

@@ -260,8 +260,13 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
                         if let Some((before, after)) = &f.sealed {
                             let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
                             let (b, a) = (set(before), set(after));
+                            let lead = if f.field == crate::plan::LEAD_FIELD {
+                                " (lead handover)"
+                            } else {
+                                ""
+                            };
                             for x in a.iter().filter(|x| !b.contains(x)) {
-                                let _ = writeln!(out, "        {}", format!("+ {x}").green());
+                                let _ = writeln!(out, "        {}", format!("+ {x}{lead}").green());
                             }
                             for x in b.iter().filter(|x| !a.contains(x)) {
                                 let _ = writeln!(out, "        {}", format!("- {x}").red());
@@ -387,11 +392,14 @@ fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "  {} {}: {} {}{at}",
+        "  {} {}: {} {}{}{at}",
         styled_symbol(Action::Update),
         rule_label(e.kind, &e.rule).bold(),
         counts(e.kind, e.adds, e.removes),
-        e.unit()
+        e.unit(),
+        crate::plan::lead_handovers_words(e.lead_handovers)
+            .map(|w| format!(", {w}"))
+            .unwrap_or_default()
     );
     if !e.sample_added.is_empty() {
         let _ = writeln!(
@@ -405,6 +413,13 @@ fn effect_line(out: &mut String, e: &crate::plan::EffectPreview) {
             out,
             "        removed, e.g.: {}",
             e.sample_removed.join(", ").red()
+        );
+    }
+    if !e.sample_lead_handovers.is_empty() {
+        let _ = writeln!(
+            out,
+            "        lead handed over, e.g.: {}",
+            e.sample_lead_handovers.join(", ").yellow()
         );
     }
     for n in &e.notes {
@@ -431,12 +446,22 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             removes: 0,
             sample_added: vec![],
             sample_removed: vec![],
+            lead_handovers: 0,
+            sample_lead_handovers: Vec::new(),
             max_deviation: Default::default(),
             notes: vec![],
         }
         .unit();
+        let leads = if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
+            format!(
+                "; lead handovers reviewed {}, now {}",
+                c.reviewed_lead_handovers, c.now_lead_handovers
+            )
+        } else {
+            String::new()
+        };
         let what = format!(
-            "{}: reviewed {}, now {} {unit}",
+            "{}: reviewed {}, now {} {unit}{leads}",
             rule_label(c.kind, &c.rule),
             counts(c.kind, c.reviewed_adds, c.reviewed_removes),
             counts(c.kind, c.now_adds, c.now_removes),
@@ -451,8 +476,14 @@ pub fn effect_checks(checks: &[crate::plan::EffectCheck]) -> String {
             D::HeldDeviation => (
                 "✗ held back".red().bold().to_string(),
                 format!(
-                    "held back: they moved more than the rule's maxDeviation allows (±{} added, ±{} removed); nothing of this rule was written: check the rule and the data, then plan again",
-                    c.tolerance_adds, c.tolerance_removes
+                    "held back: they moved more than the rule's maxDeviation allows (±{} added, ±{} removed{}); nothing of this rule was written: check the rule and the data, then plan again",
+                    c.tolerance_adds,
+                    c.tolerance_removes,
+                    if c.reviewed_lead_handovers + c.now_lead_handovers > 0 {
+                        format!(", ±{} lead handovers", c.tolerance_lead_handovers)
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             D::HeldBlastRadius => (

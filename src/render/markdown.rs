@@ -244,6 +244,7 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
                 .iter()
                 .map(|s| format!("+{s}"))
                 .chain(e.sample_removed.iter().map(|s| format!("−{s}")))
+                .chain(e.sample_lead_handovers.iter().map(|s| format!("lead {s}")))
                 .collect::<Vec<_>>()
                 .join(", ");
             // samples, then the notes, one per line (no empty first line)
@@ -258,7 +259,10 @@ pub fn plan_with_limit(p: &Plan, limit: usize) -> String {
                 escape(&crate::render::human::rule_label(e.kind, &e.rule)),
                 e.adds,
                 e.removes,
-                e.unit(),
+                match crate::plan::lead_handovers_words(e.lead_handovers) {
+                    Some(w) => format!("{}, {w}", e.unit()),
+                    None => e.unit().to_owned(),
+                },
                 sample,
                 e.declared_at
                     .as_ref()
