@@ -244,18 +244,23 @@ async fn plugin_input(
         ..Default::default()
     };
     let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
-    let (Some(api), true, true) = (&target.plugin_api, has_kind, has_rules) else {
+    let (Some(api), true) = (&target.plugin_api, has_kind) else {
         return Ok(input);
     };
     let name = plugin::plugin_name(&m.desired.project);
-    input.installed = Some(observe::plugins(api).await.map_err(OpsError::Plugins)?);
     input.applied = observe::plugin_record(api, &name);
+    // a project without rules reads the plugin API only if careplane installed the plugin
+    // from here: it may still run the rules it was built with
+    if !has_rules && input.applied.is_none() {
+        return Ok(input);
+    }
+    input.installed = Some(observe::plugins(api).await.map_err(OpsError::Plugins)?);
     input.record_at = api
         .record
         .as_ref()
         .and_then(|p| p.strip_prefix(&m.dir).ok().map(|r| r.display().to_string()));
     input.name = Some(name);
-    if effects == crate::manifest::types::EffectsBy::Plugin {
+    if effects == crate::manifest::types::EffectsBy::Plugin && has_rules {
         let resolved = plugin::resolve_ids(&m.desired, &observed.objects, caps, &target.info.name);
         input.package = Some(plugin::build(m, &resolved).map_err(OpsError::Unplannable)?);
     }

@@ -324,11 +324,19 @@ fn the_plan_decides_create_update_no_op_and_diffs_rules_against_the_record() {
     let (_, w) = change(
         &Input {
             installed: Some(vec![live(&v, false)]),
-            ..watch
+            ..watch.clone()
         },
         &[],
     );
     assert!(w.is_empty());
+    // effects: plugin, and every rule gone from the manifests: the plugin is left running
+    let gone = Input {
+        effects: EffectsBy::Plugin,
+        ..watch
+    };
+    let (c, w) = change(&gone, &[]);
+    assert!(c.is_none());
+    assert!(w[0].contains("declares no routing or patient-group rule any more"));
 }
 
 #[test]
