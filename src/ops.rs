@@ -254,7 +254,14 @@ async fn plugin_input(
     if !has_rules && input.applied.is_none() {
         return Ok(input);
     }
-    input.installed = Some(observe::plugins(api).await.map_err(OpsError::Plugins)?);
+    match observe::plugins(api).await {
+        Ok(list) => input.installed = Some(list),
+        // with effects: watch the list only serves a warning: the plan goes on without it
+        Err(e) if effects == crate::manifest::types::EffectsBy::Watch || !has_rules => {
+            input.unreadable = Some(e.to_string());
+        }
+        Err(e) => return Err(OpsError::Plugins(e)),
+    }
     input.record_at = api
         .record
         .as_ref()

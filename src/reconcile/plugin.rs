@@ -35,6 +35,9 @@ pub struct Input {
     pub applied: Option<Applied>,
     /// Where that record is kept (for the plan's words).
     pub record_at: Option<String>,
+    /// Why the plugin API could not be read, where the plan goes on without it (it only
+    /// serves a warning).
+    pub unreadable: Option<String>,
 }
 
 pub use crate::dialect::plugin::RULES_FIELD;
@@ -63,6 +66,11 @@ pub fn change(input: &Input, created: &[String]) -> (Option<Change>, Vec<String>
             .and_then(|l| l.iter().find(|p| p.name == name))
     };
     let Some(package) = &input.package else {
+        if let (Some(why), Some(name)) = (&input.unreadable, &input.name) {
+            warnings.push(format!(
+                "whether plugin {name} still runs on the target is unknown: its plugin API could not be read ({why})"
+            ));
+        }
         if let Some(name) = &input.name
             && let Some(p) = live(name)
             && p.enabled
