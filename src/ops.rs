@@ -24,8 +24,6 @@ pub enum OpsError {
     Target(#[from] TargetError),
     #[error("reading the target's live state failed: {0}")]
     Observe(#[source] FhirError),
-    #[error("the apply was interrupted")]
-    Interrupted,
     #[error(
         "on target '{target}' the project's routing and patient-group rules are kept by the plugin {plugin} inside the target (effects: plugin{}); an effects pass would route and maintain them a second time. Set `effects: watch` in the project file to keep them from outside instead (then plan warns while the plugin is still enabled)",
         if *declared { "" } else { ", the default where the target runs plugins" }
@@ -239,29 +237,63 @@ async fn plugin_input(
 ) -> Result<reconcile::plugin::Input, OpsError> {
     use crate::dialect::plugin;
     let caps = target.dialect.capabilities();
-    let has_kind = caps.of(crate::vocab::ObjectKind::Plugin).is_some();
+    let has_kind = caps.runs_plugins();
     let effects = crate::manifest::types::EffectsBy::on(m.project.effects, has_kind);
     let mut input = reconcile::plugin::Input {
         effects,
         ..Default::default()
     };
     let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
-    let (Some(api), true, true) = (&target.plugin_api, has_kind, has_rules) else {
+    let (Some(api), true) = (&target.plugin_api, has_kind) else {
         return Ok(input);
     };
     let name = plugin::plugin_name(&m.desired.project);
-    input.installed = Some(observe::plugins(api).await.map_err(OpsError::Plugins)?);
     input.applied = observe::plugin_record(api, &name);
+    // a project without rules reads the plugin API only if careplane installed the plugin
+    // from here: it may still run the rules it was built with
+    if !has_rules && input.applied.is_none() {
+        return Ok(input);
+    }
+    match observe::plugins(api).await {
+        Ok(list) => input.installed = Some(list),
+        // with effects: watch the list only serves a warning: the plan goes on without it
+        Err(e) if effects == crate::manifest::types::EffectsBy::Watch || !has_rules => {
+            input.unreadable = Some(e.to_string());
+        }
+        Err(e) => return Err(OpsError::Plugins(e)),
+    }
     input.record_at = api
         .record
         .as_ref()
         .and_then(|p| p.strip_prefix(&m.dir).ok().map(|r| r.display().to_string()));
     input.name = Some(name);
-    if effects == crate::manifest::types::EffectsBy::Plugin {
+    if effects == crate::manifest::types::EffectsBy::Plugin && has_rules {
         let resolved = plugin::resolve_ids(&m.desired, &observed.objects, caps, &target.info.name);
         input.package = Some(plugin::build(m, &resolved).map_err(OpsError::Unplannable)?);
     }
     Ok(input)
+}
+
+/// `plugin build --target`: the ids of the teams and patient groups the manifests declare,
+/// read from the target once and matched as plan matches them.
+pub async fn plugin_ids(
+    m: &Manifests,
+    target: &ResolvedTarget,
+) -> Result<crate::dialect::plugin::Resolved, OpsError> {
+    let observed = observe::observe(
+        &target.store,
+        target.dialect.as_ref(),
+        &m.desired.project,
+        observe::RuleReads::default(),
+    )
+    .await
+    .map_err(OpsError::Observe)?;
+    Ok(crate::dialect::plugin::resolve_ids(
+        &m.desired,
+        &observed.objects,
+        target.dialect.capabilities(),
+        &target.info.name,
+    ))
 }
 
 /// Manifest files (name → YAML text) for what is live on `target` for `project`.
@@ -552,7 +584,6 @@ pub async fn apply_saved(
     let stopped = control
         .stop
         .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-    let mut fresh_plan: Result<(Plan, Stats), OpsError> = Err(OpsError::Interrupted);
     let fresh = if stopped {
         Err(None)
     } else {
@@ -562,12 +593,8 @@ pub async fn apply_saved(
             route_existing: saved.route_existing,
         };
         // the reason goes into the record: no server message (it may quote patient data)
-        fresh_plan = plan_with(m, target, opts).await;
-        fresh_plan
-            .as_ref()
-            .map(|(p, st)| (p.clone(), *st))
-            .map_err(|e| {
-                Some(match e {
+        plan_with(m, target, opts).await.map_err(|e| {
+            Some(match e {
                 OpsError::Observe(_) => {
                     "reading the target's live state failed; run plan to see why".to_owned()
                 }
@@ -577,8 +604,27 @@ pub async fn apply_saved(
                 }
                 other => other.to_string(),
             })
-            })
+        })
     };
+    // the plugin: the reviewed change (its precondition), with the rules rebuilt now from
+    // the same manifests and the ids that are live after the configuration
+    let mut configured = configured;
+    if let Ok((fresh, _)) = &fresh {
+        let rebuilt: Vec<crate::plan::Change> = config
+            .changes
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if apply::is_plugin(&c)
+                    && let Some(f) = fresh.changes.iter().find(|f| apply::is_plugin(f))
+                {
+                    c.fields = f.fields.clone();
+                }
+                c
+            })
+            .collect();
+        install_plugin(&config, &rebuilt, target, &mut configured, control).await;
+    }
     let (effects, checks) = match fresh {
         Ok((fresh, _)) => {
             let effects: Vec<crate::plan::Change> = fresh
@@ -607,25 +653,6 @@ pub async fn apply_saved(
             unguarded(EffectDecision::NotRecomputed { reason }),
         ),
     };
-    // the plugin: the reviewed change (its precondition), with the rules rebuilt now from
-    // the same manifests and the ids that are live after the configuration
-    let mut configured = configured;
-    if let Ok((fresh, _)) = &fresh_plan {
-        let rebuilt: Vec<crate::plan::Change> = config
-            .changes
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                if apply::is_plugin(&c)
-                    && let Some(f) = fresh.changes.iter().find(|f| apply::is_plugin(f))
-                {
-                    c.fields = f.fields.clone();
-                }
-                c
-            })
-            .collect();
-        install_plugin(&config, &rebuilt, target, &mut configured, control).await;
-    }
     let effects = saved.with_changes(effects);
     let recomputed = apply::apply_with(
         &effects,

@@ -305,4 +305,22 @@ fn effects_watch_leaves_the_plugin_out_and_warns_while_it_is_enabled() {
         &[("is_enabled", "False")],
     );
     assert!(plan_json(dir).get("warnings").is_none());
+
+    // back to effects: plugin, enabled, and then every rule leaves the manifests: careplane
+    // never uninstalls, so the plan warns that the plugin still runs its old rules
+    write(dir, &[("careplane.yaml", project.clone())]);
+    assert!(run(dir, &["apply", "--auto-approve"]).status.success());
+    assert_eq!(sim.plugin("careplane_clinic").unwrap()["is_enabled"], true);
+    let team_only = rules("Internal Referral");
+    let team_only = team_only.split("---").next().unwrap().to_owned();
+    write(dir, &[("rules.yaml", team_only)]);
+    let plan = plan_json(dir);
+    assert!(plugin_change(&plan).is_none(), "{plan:#}");
+    assert!(
+        plan["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("declares no routing or patient-group rule any more"),
+        "{plan:#}"
+    );
 }

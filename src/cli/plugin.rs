@@ -111,14 +111,14 @@ async fn package_for(
                     return Err(EXIT_ERROR);
                 }
             };
-            if !plugin::live::runs_plugins(&target) {
+            if !target.dialect.capabilities().runs_plugins() {
                 err(&format!(
                     "error: target '{name}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
                     target.info.dialect
                 ));
                 return Err(EXIT_ERROR);
             }
-            match plugin::live::resolve(&m, &target).await {
+            match crate::ops::plugin_ids(&m, &target).await {
                 Ok(r) => r,
                 Err(e) => {
                     print_error(&e, dir);
@@ -152,7 +152,7 @@ async fn planned(s: &StatusArgs) -> Result<Planned, u8> {
             return Err(EXIT_ERROR);
         }
     };
-    if !plugin::live::runs_plugins(&target) {
+    if !target.dialect.capabilities().runs_plugins() {
         err(&format!(
             "error: target '{}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
             s.target, target.info.dialect

@@ -198,7 +198,6 @@ impl Canvas {
                     // a team or an owner counts as routed.
                     task_marker: false,
                     schedulable_staff_search: true,
-                    runs_plugins: true,
                 },
             ),
             retire_prefix: retire_prefix.to_owned(),

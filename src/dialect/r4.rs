@@ -162,7 +162,6 @@ impl Default for R4 {
                     // a meta.tag and an identifier say which project routed a task
                     task_marker: true,
                     schedulable_staff_search: false,
-                    runs_plugins: false,
                 },
             ),
         }

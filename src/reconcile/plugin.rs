@@ -35,6 +35,9 @@ pub struct Input {
     pub applied: Option<Applied>,
     /// Where that record is kept (for the plan's words).
     pub record_at: Option<String>,
+    /// Why the plugin API could not be read, where the plan goes on without it (it only
+    /// serves a warning).
+    pub unreadable: Option<String>,
 }
 
 pub use crate::dialect::plugin::RULES_FIELD;
@@ -63,14 +66,24 @@ pub fn change(input: &Input, created: &[String]) -> (Option<Change>, Vec<String>
             .and_then(|l| l.iter().find(|p| p.name == name))
     };
     let Some(package) = &input.package else {
-        if input.effects == EffectsBy::Watch
-            && let Some(name) = &input.name
+        if let (Some(why), Some(name)) = (&input.unreadable, &input.name) {
+            warnings.push(format!(
+                "whether plugin {name} still runs on the target is unknown: its plugin API could not be read ({why})"
+            ));
+        }
+        if let Some(name) = &input.name
             && let Some(p) = live(name)
             && p.enabled
         {
-            warnings.push(format!(
-                "the project's effects are kept by `careplane watch` (effects: watch), but plugin {name} is installed and enabled on the target: both would maintain routing and patient groups. Disable it (`canvas disable {name}`), or set effects: plugin"
-            ));
+            warnings.push(match input.effects {
+                EffectsBy::Watch => format!(
+                    "the project's effects are kept by `careplane watch` (effects: watch), but plugin {name} is installed and enabled on the target: both would maintain routing and patient groups. Disable it (`canvas disable {name}`), or set effects: plugin"
+                ),
+                // effects: plugin, and no rule left to build it from
+                EffectsBy::Plugin => format!(
+                    "plugin {name} is installed and enabled on the target, but the project declares no routing or patient-group rule any more: it still runs the rules it was built with. careplane never uninstalls a plugin: disable or uninstall it (`canvas disable {name}`)"
+                ),
+            });
         }
         return (None, warnings);
     };

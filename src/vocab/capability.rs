@@ -62,9 +62,6 @@ pub struct TargetCapability {
     /// scheduled (Canvas), so active staff missing from it are the non-schedulable ones.
     /// False: the target has no such notion.
     pub schedulable_staff_search: bool,
-    /// The target runs careplane's rules as a plugin inside it (`careplane plugin`:
-    /// Canvas). Elsewhere `watch` / `reconcile --effects` keep the rules.
-    pub runs_plugins: bool,
 }
 
 /// Whose care teams careplane reads and writes.
@@ -133,6 +130,12 @@ impl Capabilities {
 
     pub fn target(&self) -> &TargetCapability {
         &self.1
+    }
+
+    /// Whether the target runs careplane's rules as a plugin inside it: its table has the
+    /// `plugin` kind (Canvas). Elsewhere `watch` / `reconcile --effects` keep the rules.
+    pub fn runs_plugins(&self) -> bool {
+        self.of(ObjectKind::Plugin).is_some()
     }
 
     /// Whether a resource a create's search found is the object the create would make.

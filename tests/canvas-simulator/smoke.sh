@@ -277,7 +277,8 @@ req POST /__sim/revoke-tokens; expect "revoke tokens" 200
 req GET /Group; expect "revoked token -> 401" 401 'oo("unknown")'
 TOKEN="$(get_token)"
 req GET /Group; expect "fresh token works" 200
-req GET /Consent; expect "unsupported resource type -> 404" 404 'oo("not-found")'
+req GET /ResearchStudy; expect "unsupported resource type -> 404" 404 'oo("not-found")'
+req GET "/Consent?patient=Patient/nobody"; expect "Consent search (canvas-api.md §6)" 200 'b.resourceType === "Bundle" && b.total === 0'
 req POST /__sim/reset; expect "reset" 200
 req GET /Group; expect "reset invalidates tokens" 401
 req GET "/__sim/resource/Group/$G1"; expect "reset empties resources" 404

@@ -1,37 +1,6 @@
-//! The one I/O step of `plugin build --target`: read the target's live state once and
-//! resolve the FHIR ids of the teams and patient groups the manifests declare, matched
-//! exactly as plan matches them (the dialect's identity: the manifest name careplane
-//! recorded, or, on Canvas, which cannot hold a mark, the name the server shows). These are
-//! the objects `careplane apply` writes; the plugin touches no other group.
-
-use crate::manifest::Manifests;
-use crate::observe;
-use crate::ops::OpsError;
-use crate::target::ResolvedTarget;
-
-use super::Resolved;
-
-/// Whether a target's dialect runs Canvas plugins.
-pub fn runs_plugins(target: &ResolvedTarget) -> bool {
-    target.dialect.capabilities().1.runs_plugins
-}
-
-pub async fn resolve(m: &Manifests, target: &ResolvedTarget) -> Result<Resolved, OpsError> {
-    let observed = observe::observe(
-        &target.store,
-        target.dialect.as_ref(),
-        &m.desired.project,
-        observe::RuleReads::default(),
-    )
-    .await
-    .map_err(OpsError::Observe)?;
-    Ok(super::resolve_ids(
-        &m.desired,
-        &observed.objects,
-        target.dialect.capabilities(),
-        &target.info.name,
-    ))
-}
+//! The plugin API of a Canvas instance (`<host>/plugin-io/plugins/`, as canvas_cli calls
+//! it): its endpoint and credentials as `target.rs` resolves them, the list (observe's read
+//! of the plugin kind) and the upload (apply's write). Nothing here decides.
 
 /// One plugin as the instance's plugin API lists it (canvas_cli `list`: name, version,
 /// is_enabled).

@@ -136,7 +136,7 @@ fn refusal(source: Source, message: String, help: &str) -> Diagnostic {
     }
 }
 
-const CANVAS_ONLY_HELP: &str = "the plugin evaluates rules inside Canvas with the SDK's data models; keep this rule on `careplane apply`/`watch`, or express it with conditions the plugin supports (all, any, not, consent with status active or rejected, identifier, active, age, address, memberOf)";
+const CANVAS_ONLY_HELP: &str = "the plugin evaluates rules inside Canvas with the SDK's data models; express the rule with conditions the plugin supports (all, any, not, consent with status active or rejected, identifier, active, age, address, memberOf), or keep the project's rules on `careplane watch` (`effects: watch` in the project file)";
 
 /// Checks one condition; `pointer` is where it sits in its document.
 fn check_condition(c: &Condition, pointer: &str, refuse: &mut dyn FnMut(&str, String)) {
@@ -229,7 +229,7 @@ pub fn rules_data(
             refusals.push(refusal(
                 at("/spec/routing/mode"),
                 format!("routing rule '{}' has mode enforce, which cannot run inside Canvas: the plugin routes a task once, when it is created", r.name),
-                "use the default mode (once) for the plugin, or keep this rule on `careplane watch`",
+                "use the default mode (once) for the plugin, or keep the project's rules on `careplane watch` (`effects: watch` in the project file)",
             ));
         }
         let mut m = serde_json::Map::new();

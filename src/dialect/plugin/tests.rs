@@ -239,6 +239,7 @@ fn the_plan_decides_create_update_no_op_and_diffs_rules_against_the_record() {
         installed: Some(installed),
         applied,
         record_at: Some(".careplane/plugins/canvas.json".into()),
+        unreadable: None,
     };
     let fields = |c: &crate::plan::Change| -> Vec<(String, String)> {
         c.fields
@@ -324,11 +325,31 @@ fn the_plan_decides_create_update_no_op_and_diffs_rules_against_the_record() {
     let (_, w) = change(
         &Input {
             installed: Some(vec![live(&v, false)]),
-            ..watch
+            ..watch.clone()
         },
         &[],
     );
     assert!(w.is_empty());
+    // effects: plugin, and every rule gone from the manifests: the plugin is left running
+    let gone = Input {
+        effects: EffectsBy::Plugin,
+        ..watch
+    };
+    let (c, w) = change(&gone, &[]);
+    assert!(c.is_none());
+    assert!(w[0].contains("declares no routing or patient-group rule any more"));
+    // the plugin API could not be read where it only serves a warning: the plan says so
+    let (c, w) = change(
+        &Input {
+            installed: None,
+            unreadable: Some("the plugin API at x answered HTTP 403".into()),
+            ..gone
+        },
+        &[],
+    );
+    assert!(c.is_none());
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("could not be read (the plugin API at x answered HTTP 403)"));
 }
 
 #[test]
