@@ -317,13 +317,15 @@ pub fn check_saved_plan(
 }
 
 pub async fn apply(plan: &Plan, target: &ResolvedTarget) -> Report {
-    apply::apply(
-        plan,
-        &target.store,
-        target.dialect.as_ref(),
-        target.concurrency,
-    )
-    .await
+    apply::apply(plan, &target.store, target.dialect.as_ref(), writes(target)).await
+}
+
+/// How apply writes to `target`: its concurrency and batch size.
+fn writes(target: &ResolvedTarget) -> apply::Writes {
+    apply::Writes {
+        concurrency: target.concurrency,
+        batch_size: target.batch_size,
+    }
 }
 
 /// A saved plan, checked whole against the target before its first write: every object
@@ -391,7 +393,7 @@ pub async fn apply_recorded_with(
         plan,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;
@@ -470,7 +472,7 @@ pub async fn apply_saved(
         &config,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;
@@ -550,7 +552,7 @@ pub async fn apply_saved(
         &effects,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;

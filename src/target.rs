@@ -18,6 +18,8 @@ use crate::plan::TargetInfo;
 /// Where the embedded default file store lives, relative to the manifest directory.
 pub const DEFAULT_STORE: &str = ".careplane/store";
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Writes per FHIR `batch` Bundle (`batchSize`).
+pub const DEFAULT_BATCH_SIZE: usize = 100;
 
 /// A URL as it may be printed: without user name, password, query or fragment.
 pub fn public_url(url: &url::Url) -> String {
@@ -34,6 +36,8 @@ pub struct ResolvedTarget {
     pub store: Store,
     pub dialect: Box<dyn Dialect>,
     pub concurrency: usize,
+    /// Writes per `batch` Bundle (where the dialect and the server allow batches).
+    pub batch_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,7 @@ pub fn server(url: &str) -> Result<ResolvedTarget, TargetError> {
         store: Store::Http(store),
         dialect: Box::new(R4::default()),
         concurrency: DEFAULT_CONCURRENCY,
+        batch_size: DEFAULT_BATCH_SIZE,
     })
 }
 
@@ -180,6 +185,7 @@ fn file_target(
         store: Store::File(FileStore::new(path).with_lock_timeout(lock_timeout()?)),
         dialect: Box::new(R4::default()),
         concurrency,
+        batch_size: DEFAULT_BATCH_SIZE,
     })
 }
 
@@ -211,6 +217,10 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
         .concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_CONCURRENCY);
+    let batch_size = spec
+        .batch_size
+        .map(|c| c as usize)
+        .unwrap_or(DEFAULT_BATCH_SIZE);
     let http = |url: &str,
                 auth: Auth,
                 dialect: Box<dyn Dialect>,
@@ -227,6 +237,7 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
             store: Store::Http(store),
             dialect,
             concurrency,
+            batch_size,
         })
     };
     match spec.target_type {

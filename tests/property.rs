@@ -431,6 +431,7 @@ proptest! {
             store: Store::File(FileStore::new(dir.path())),
             dialect: Box::new(R4::default()),
             concurrency: 4,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         saved_plan_survives_activity(&target, &first, &second, &act, &staff)?;
     }
@@ -448,6 +449,7 @@ proptest! {
             store: Store::File(FileStore::new(dir.path())),
             dialect: Box::new(R4::default()),
             concurrency: 4,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         converge(&target, &first, "prop", &staff)?;
         converge(&target, &second, "prop", &staff)?;
@@ -468,6 +470,7 @@ proptest! {
             store: Store::Http(store),
             dialect: Box::new(R4::default()),
             concurrency: 4,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         converge(&target, &first, &project, &staff)?;
         converge(&target, &second, &project, &staff)?;

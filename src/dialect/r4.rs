@@ -163,6 +163,10 @@ impl Default for R4 {
                     task_marker: true,
                     schedulable_staff_search: false,
                     runs_plugins: false,
+                    // R4 defines batch Bundles and PATCH: used where the server's
+                    // CapabilityStatement lists them
+                    batch: true,
+                    patch: true,
                 },
             ),
         }

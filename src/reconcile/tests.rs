@@ -1683,6 +1683,7 @@ fn resolved(dialect: Box<dyn Dialect>) -> ResolvedTarget {
         )),
         dialect,
         concurrency: 1,
+        batch_size: 1,
     }
 }
 

@@ -65,6 +65,13 @@ pub struct TargetCapability {
     /// The target runs careplane's rules as a plugin inside it (`careplane plugin`:
     /// Canvas). Elsewhere `watch` / `reconcile --effects` keep the rules.
     pub runs_plugins: bool,
+    /// Writes may be sent as FHIR `batch` Bundles (the target setting `batchSize` per
+    /// Bundle) where the server's CapabilityStatement lists `batch`.
+    pub batch: bool,
+    /// Updates may be sent as JSON Patch (only what changed; a group's members joining
+    /// or leaving instead of the whole group) where the server's CapabilityStatement lists
+    /// `patch` for the resource type; elsewhere the whole resource is sent (PUT).
+    pub patch: bool,
 }
 
 /// Whose care teams careplane reads and writes.
