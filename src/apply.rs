@@ -392,6 +392,16 @@ async fn apply_one(
         }
         Action::Update | Action::Delete | Action::Adopt => {
             let id = c.target.id.as_deref().unwrap_or_default();
+            if let Some(prepared) = unread_delete(c) {
+                let Some(Write::Delete(pre)) = &prepared.write else {
+                    unreachable!("unread_delete makes a delete")
+                };
+                let result = store
+                    .delete(&c.target.resource_type, id, pre)
+                    .await
+                    .map(|()| None);
+                return written(c, project, store, dialect, &prepared, result).await;
+            }
             let live = store
                 .read(&c.target.resource_type, id)
                 .await
@@ -414,6 +424,21 @@ async fn apply_one(
             written(c, project, store, dialect, &prepared, result).await
         }
     }
+}
+
+/// A delete under `If-Match` needs no read first: the version it names is the one the
+/// plan saw careplane's object at, so the server refuses it (412) if anything changed,
+/// ownership included, and a DELETE carries no body.
+fn unread_delete(c: &Change) -> Option<Prepared> {
+    let version = c.precondition.version_id.clone()?;
+    (c.action == Action::Delete).then(|| Prepared {
+        write: Some(Write::Delete(fhir::Precondition {
+            version_id: Some(version.clone()),
+            last_updated: None,
+        })),
+        fields: BTreeMap::new(),
+        version: Some(version),
+    })
 }
 
 /// How one update, adopt or delete goes to the server, decided from the object as read.
@@ -1022,7 +1047,7 @@ async fn apply_chunk(
     let reads: Vec<(usize, fhir::BatchEntry)> = chunk
         .iter()
         .enumerate()
-        .filter(|(_, (_, c, _))| c.action != Action::Create)
+        .filter(|(_, (_, c, _))| c.action != Action::Create && unread_delete(c).is_none())
         .map(|(k, (_, c, _))| {
             (
                 k,
@@ -1083,12 +1108,15 @@ async fn apply_chunk(
             }
             None => None,
         };
-        let prepared = match prepare(c, *step, project, dialect, read, mode) {
-            Ok(p) => p,
-            Err(e) => {
-                out.push((*i, Err(e)));
-                continue;
-            }
+        let prepared = match unread_delete(c) {
+            Some(p) => p,
+            None => match prepare(c, *step, project, dialect, read, mode) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push((*i, Err(e)));
+                    continue;
+                }
+            },
         };
         let id = c.target.id.clone().unwrap_or_default();
         let rt = c.target.resource_type.clone();
