@@ -463,10 +463,13 @@ struct Prepared {
 
 /// What apply may use on this target beyond single whole-resource requests: the
 /// dialect's table (`batch`, `patch`) confirmed by the server's CapabilityStatement.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Mode {
     /// Writes per batch Bundle; 0 or 1: one request per write.
     batch: usize,
+    /// Writes per Bundle now: halved each time a Bundle gets no answer in time (the
+    /// server takes longer per entry than the target's timeouts allow for `batch`).
+    size: std::sync::atomic::AtomicUsize,
     /// Resource types updated by JSON Patch.
     patch: BTreeSet<String>,
 }
@@ -478,12 +481,14 @@ impl Mode {
             return Mode::default();
         }
         let server = store.features().await;
+        let batch = if table.batch && server.batch {
+            writes.batch_size
+        } else {
+            0
+        };
         Mode {
-            batch: if table.batch && server.batch {
-                writes.batch_size
-            } else {
-                0
-            },
+            batch,
+            size: std::sync::atomic::AtomicUsize::new(batch),
             patch: if table.patch {
                 server.patch
             } else {
@@ -494,6 +499,58 @@ impl Mode {
     fn batches(&self) -> bool {
         self.batch > 1
     }
+    /// Writes per Bundle now.
+    fn size(&self) -> usize {
+        self.size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// A Bundle got no answer in time: smaller ones from now on (down to one request per
+    /// change).
+    fn unanswered(&self) {
+        let _ = self.size.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| Some((n / 2).max(1)),
+        );
+    }
+}
+
+/// Whether a Bundle's failure means it got no answer in time (not a refusal).
+fn unanswered(e: &FhirError) -> bool {
+    matches!(
+        e,
+        FhirError::LargeWriteUnanswered { .. } | FhirError::Timeout { .. }
+    ) || matches!(
+        e,
+        FhirError::Http {
+            status: 408 | 504,
+            ..
+        }
+    )
+}
+
+/// `chunk` in Bundles of the size `mode` allows now (it shrinks when a Bundle gets no
+/// answer in time), one request per change once it is down to one.
+async fn apply_adaptive(
+    chunk: &[(usize, &Change, Step)],
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    mode: &Mode,
+) -> Vec<(usize, Result<Done, ApplyError>)> {
+    let mut out = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let n = mode.size().clamp(1, rest.len());
+        let (now, later) = rest.split_at(n);
+        if n == 1 && mode.size() <= 1 {
+            let (i, c, step) = now[0];
+            out.push((i, apply_one(c, step, project, store, dialect, mode).await));
+        } else {
+            out.extend(apply_chunk(now, project, store, dialect, mode).await);
+        }
+        rest = later;
+    }
+    out
 }
 
 #[allow(clippy::result_large_err)] // the error is the outcome: it is kept, not propagated far
@@ -1073,7 +1130,10 @@ async fn apply_chunk(
                     );
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                if unanswered(&e) {
+                    mode.unanswered();
+                }
                 // nothing was written yet: every change the single way
                 for (i, c, step) in chunk {
                     let r = apply_one(c, *step, project, store, dialect, mode).await;
@@ -1176,7 +1236,10 @@ async fn apply_chunk(
             // The Bundle failed whole. Where its answer may have been lost, what landed is
             // read back first; the rest goes the single way (conditional creates are safe
             // to send again; an update re-reads and meets its own precondition again).
-            let lost = maybe_landed(&e);
+            if unanswered(&e) {
+                mode.unanswered();
+            }
+            let lost = maybe_landed(&e) || unanswered(&e);
             for (i, c, step, p) in pending {
                 let r = match p {
                     Pending::Create(find, fields) => {
@@ -1273,7 +1336,7 @@ async fn run_level<'a>(
                     })
                     .collect::<Vec<_>>();
             }
-            let results = apply_chunk(&chunk, &plan.project, store, dialect, mode).await;
+            let results = apply_adaptive(&chunk, &plan.project, store, dialect, mode).await;
             let changes: BTreeMap<usize, &Change> =
                 chunk.iter().map(|(i, c, _)| (*i, *c)).collect();
             results

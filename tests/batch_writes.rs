@@ -563,3 +563,90 @@ fn each_batch_entry_is_answered_as_its_single_request_would_be() {
         answers[3]
     );
 }
+
+/// A server slower per entry than the target's timeouts allow for a whole Bundle: the
+/// Bundle that got no answer is not sent again, its changes are read back and written one
+/// by one, and the Bundles after it are smaller.
+#[test]
+fn bundles_that_get_no_answer_in_time_shrink_and_their_changes_go_one_by_one() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let statement = json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server",
+        "interaction": [{"code": "batch"}]}]});
+    let requests = runtime().block_on(async {
+        let mock = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/metadata"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(statement))
+            .mount(&mock)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/fhir/"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_delay(std::time::Duration::from_secs(3))
+                    .set_body_json(json!({"resourceType": "Bundle", "type": "batch-response"})),
+            )
+            .mount(&mock)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Group"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"resourceType": "Bundle", "type": "searchset"})),
+            )
+            .mount(&mock)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/fhir/Group"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(
+                json!({"resourceType": "Group", "id": "x", "meta": {"versionId": "1"}}),
+            ))
+            .mount(&mock)
+            .await;
+        let base = format!("{}/fhir", mock.uri());
+        let limits = careplane::fhir::http::Limits {
+            read_timeout: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let store = Store::Http(HttpStore::with_limits(&base, Auth::None, limits).unwrap());
+        let teams: Vec<Change> = (0..8)
+            .map(|i| {
+                change(
+                    ObjectKind::Team,
+                    "Group",
+                    &format!("t{i}"),
+                    &[("name", json!(format!("Team {i}")))],
+                )
+            })
+            .collect();
+        let mut plan = plan("slowproj", teams);
+        plan.target.endpoint = base.clone();
+        let report = apply::apply(
+            &plan,
+            &store,
+            &careplane::dialect::r4::R4::default(),
+            Writes {
+                concurrency: 1,
+                batch_size: 4,
+            },
+        )
+        .await;
+        assert_eq!(report.failed(), 0, "{report:#?}");
+        mock.received_requests().await.unwrap()
+    });
+    let bundles: Vec<usize> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/fhir/" && r.method.as_str() == "POST")
+        .map(|r| {
+            let b: Value = serde_json::from_slice(&r.body).unwrap();
+            b["entry"].as_array().unwrap().len()
+        })
+        .collect();
+    assert_eq!(bundles, vec![4, 2], "each sent once, the second smaller");
+    let singles = requests
+        .iter()
+        .filter(|r| r.url.path() == "/fhir/Group" && r.method.as_str() == "POST")
+        .count();
+    assert_eq!(singles, 8, "every change written one by one after all");
+}

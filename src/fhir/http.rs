@@ -354,8 +354,15 @@ impl HttpStore {
         let max = if retry { self.max_retries } else { 0 };
         // Encoded once, however many attempts there are.
         let bytes: Option<Vec<u8>> = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        // A batch Bundle counts as large whatever its size: the server works through its
+        // entries one after another, so one that got no answer may still be storing them.
         let large = match (&bytes, body) {
-            (Some(b), Some(v)) if b.len() >= LARGE_WRITE_BYTES => Some(write_size(v, b.len())),
+            (Some(b), Some(v))
+                if b.len() >= LARGE_WRITE_BYTES
+                    || (v["resourceType"] == "Bundle" && v["type"] == "batch") =>
+            {
+                Some(write_size(v, b.len()))
+            }
             _ => None,
         };
         let bytes = bytes.as_deref();
