@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_few_members_joining_and_leaving_are_a_few_guarded_operations() {
-        let many: Vec<String> = (0..1000).map(|i| format!("Patient/p{i}")).collect();
+        let many: Vec<String> = (0..50_000).map(|i| format!("Patient/p{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let live = group(&refs);
         let mut after: Vec<&str> = refs.clone();
@@ -158,6 +158,10 @@ mod tests {
         assert_eq!(list[1]["op"], "test");
         assert_eq!(list[2], json!({"op": "remove", "path": "/member/500"}));
         assert_eq!(list[4], json!({"op": "remove", "path": "/member/3"}));
+        // a few hundred bytes instead of the whole 50,000-member group
+        let bytes = |v: &Value| serde_json::to_vec(v).unwrap().len();
+        assert!(bytes(&ops) < 600, "{} bytes", bytes(&ops));
+        assert!(bytes(&want) > 2_000_000, "{} bytes", bytes(&want));
         assert_eq!(apply(&live, &ops).unwrap(), want);
     }
 
