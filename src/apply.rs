@@ -14,6 +14,13 @@
 //!
 //! A failed write does not stop the others; the next plan starts from whatever landed.
 //!
+//! Where the dialect's table and the server's CapabilityStatement allow, a level's changes
+//! go `batchSize` at a time as FHIR `batch` Bundles (one of reads, one of writes; each
+//! entry under its own precondition, each entry's answer its change's outcome), and an
+//! update as a guarded JSON Patch ([`fhir::patch`]). A delete under `If-Match` is not read
+//! first. The read before an update stays: a PUT sends back every field careplane does not
+//! manage, and a patch needs the indexes and version it is computed from.
+//!
 //! A write whose answer is lost (the connection drops after the server took the request,
 //! so the retry finds the object existing or its version moved) is not reported as
 //! somebody else's edit: apply re-reads the object and, if it now holds what this apply
@@ -1083,9 +1090,6 @@ fn batchable(c: &Change, step: Step, dialect: &dyn Dialect) -> bool {
         }
 }
 
-/// One change's outcome, as `run_level` reports it.
-type Finished = (Result<Done, ApplyError>, usize);
-
 /// Up to `mode.batch` changes as two batch Bundles: one reading every object an update,
 /// adopt or delete writes (the whole resource is the body of a PUT; the read checks it is
 /// still careplane's and as planned), then one with every write, each under its own
@@ -1295,10 +1299,9 @@ async fn run_level<'a>(
     control: &'a Control<'a>,
     progress: &'a Progress,
 ) -> Vec<Outcome> {
-    let report = |i: usize, c: &Change, finished: Finished, note: Option<String>| {
-        let (result, writes) = finished;
+    let report = |i: usize, c: &Change, result: Result<Done, ApplyError>| {
         let (result, note, writes) = match result {
-            Ok(d) => (Ok(d.written), d.note.or(note), d.writes.max(writes)),
+            Ok(d) => (Ok(d.written), d.note, d.writes),
             Err(e) => (Err(e), None, 0),
         };
         let outcome = Outcome {
@@ -1332,7 +1335,7 @@ async fn run_level<'a>(
                     .iter()
                     .map(|(i, c, _)| {
                         let target = c.target.clone();
-                        report(*i, c, (Err(ApplyError::NotStarted { target }), 0), None)
+                        report(*i, c, Err(ApplyError::NotStarted { target }))
                     })
                     .collect::<Vec<_>>();
             }
@@ -1341,7 +1344,7 @@ async fn run_level<'a>(
                 chunk.iter().map(|(i, c, _)| (*i, *c)).collect();
             results
                 .into_iter()
-                .map(|(i, r)| report(i, changes[&i], (r, 0), None))
+                .map(|(i, r)| report(i, changes[&i], r))
                 .collect()
         })
         .buffer_unordered(concurrency.max(1))
@@ -1354,7 +1357,7 @@ async fn run_level<'a>(
             } else {
                 apply_one(c, step, &plan.project, store, dialect, mode).await
             };
-            report(i, c, (result, 0), None)
+            report(i, c, result)
         })
         .buffer_unordered(concurrency.max(1));
     let mut out: Vec<Outcome> = by_batch.collect().await;
