@@ -14,6 +14,13 @@
 //!
 //! A failed write does not stop the others; the next plan starts from whatever landed.
 //!
+//! Where the dialect's table and the server's CapabilityStatement allow, a level's changes
+//! go `batchSize` at a time as FHIR `batch` Bundles (one of reads, one of writes; each
+//! entry under its own precondition, each entry's answer its change's outcome), and an
+//! update as a guarded JSON Patch ([`fhir::patch`]). A delete under `If-Match` is not read
+//! first. The read before an update stays: a PUT sends back every field careplane does not
+//! manage, and a patch needs the indexes and version it is computed from.
+//!
 //! A write whose answer is lost (the connection drops after the server took the request,
 //! so the retry finds the object existing or its version moved) is not reported as
 //! somebody else's edit: apply re-reads the object and, if it now holds what this apply
@@ -361,10 +368,372 @@ async fn apply_one(
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
+    mode: &Mode,
 ) -> Result<Done, ApplyError> {
+    let write_err = |source: FhirError| write_error(c, source);
+    if c.fields
+        .iter()
+        .any(|f| f.membership.is_some() && f.sealed.is_none())
+    {
+        return Err(ApplyError::Stale {
+            target: c.target.clone(),
+            detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
+        });
+    }
+    if let (crate::vocab::Operation::CareTeamParticipant(p), Action::Update) =
+        (&c.operation, c.action)
+    {
+        return apply_care_team(c, p, project, store, dialect, mode).await;
+    }
+    match c.action {
+        Action::NoOp | Action::Manual => Ok(Done::default()),
+        Action::Create => {
+            let (resource, find, fields) = create_request(c, project, dialect);
+            let conditional = dialect.capabilities().target().conditional_create;
+            if !conditional {
+                let existing = store.search(&find).await.map_err(write_err)?;
+                if existing.iter().any(|r| {
+                    dialect
+                        .capabilities()
+                        .same_object(c.target.kind, &fields, r)
+                }) {
+                    return Err(exists_now(c, "it exists now"));
+                }
+            }
+            // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
+            let result = store.create(&resource, conditional.then_some(&find)).await;
+            created(c, project, store, dialect, &find, &fields, result).await
+        }
+        Action::Update | Action::Delete | Action::Adopt => {
+            let id = c.target.id.as_deref().unwrap_or_default();
+            if let Some(prepared) = unread_delete(c) {
+                let Some(Write::Delete(pre)) = &prepared.write else {
+                    unreachable!("unread_delete makes a delete")
+                };
+                let result = store
+                    .delete(&c.target.resource_type, id, pre)
+                    .await
+                    .map(|()| None);
+                return written(c, project, store, dialect, &prepared, result).await;
+            }
+            let live = store
+                .read(&c.target.resource_type, id)
+                .await
+                .map_err(write_err)?;
+            let prepared = prepare(c, step, project, dialect, live, mode)?;
+            let Some(write) = prepared.write.clone() else {
+                return Ok(Done::default());
+            };
+            let result = match &write {
+                Write::Delete(pre) => store
+                    .delete(&c.target.resource_type, id, pre)
+                    .await
+                    .map(|()| None),
+                Write::Put(body, pre) => store.update(body, pre).await.map(Some),
+                Write::Patch(ops, pre) => store
+                    .patch(&c.target.resource_type, id, ops, pre)
+                    .await
+                    .map(Some),
+            };
+            written(c, project, store, dialect, &prepared, result).await
+        }
+    }
+}
+
+/// A delete under `If-Match` needs no read first: the version it names is the one the
+/// plan saw careplane's object at, so the server refuses it (412) if anything changed,
+/// ownership included, and a DELETE carries no body.
+fn unread_delete(c: &Change) -> Option<Prepared> {
+    let version = c.precondition.version_id.clone()?;
+    (c.action == Action::Delete).then(|| Prepared {
+        write: Some(Write::Delete(fhir::Precondition {
+            version_id: Some(version.clone()),
+            last_updated: None,
+        })),
+        fields: BTreeMap::new(),
+        version: Some(version),
+    })
+}
+
+/// How one update, adopt or delete goes to the server, decided from the object as read.
+#[derive(Clone, Debug)]
+enum Write {
+    Delete(fhir::Precondition),
+    /// The whole resource (every field careplane does not manage sent back as read).
+    Put(Value, fhir::Precondition),
+    /// Only what changed, as a guarded JSON Patch ([`fhir::patch`]).
+    Patch(Value, fhir::Precondition),
+}
+
+/// An update, adopt or delete checked against the object as read: what to send (`None`:
+/// nothing, the object of a delete is gone) and the fields it writes.
+#[derive(Clone, Debug)]
+struct Prepared {
+    write: Option<Write>,
+    fields: BTreeMap<String, Option<Value>>,
+    /// The version the write was computed from (a refused patch is told apart by it).
+    version: Option<String>,
+}
+
+/// What apply may use on this target beyond single whole-resource requests: the
+/// dialect's table (`batch`, `patch`) confirmed by the server's CapabilityStatement.
+#[derive(Debug, Default)]
+struct Mode {
+    /// Writes per batch Bundle; 0 or 1: one request per write.
+    batch: usize,
+    /// Writes per Bundle now: halved each time a Bundle gets no answer in time (the
+    /// server takes longer per entry than the target's timeouts allow for `batch`).
+    size: std::sync::atomic::AtomicUsize,
+    /// Resource types updated by JSON Patch.
+    patch: BTreeSet<String>,
+}
+
+impl Mode {
+    async fn of(store: &Store, dialect: &dyn Dialect, writes: Writes) -> Mode {
+        let table = dialect.capabilities().target();
+        if !(table.patch || table.batch && writes.batch_size > 1) {
+            return Mode::default();
+        }
+        let server = store.features().await;
+        let batch = if table.batch && server.batch {
+            writes.batch_size
+        } else {
+            0
+        };
+        Mode {
+            batch,
+            size: std::sync::atomic::AtomicUsize::new(batch),
+            patch: if table.patch {
+                server.patch
+            } else {
+                BTreeSet::new()
+            },
+        }
+    }
+    fn batches(&self) -> bool {
+        self.batch > 1
+    }
+    /// Writes per Bundle now.
+    fn size(&self) -> usize {
+        self.size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// A Bundle got no answer in time: smaller ones from now on (down to one request per
+    /// change).
+    fn unanswered(&self) {
+        let _ = self.size.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| Some((n / 2).max(1)),
+        );
+    }
+}
+
+/// Whether a Bundle's failure means it got no answer in time (not a refusal).
+fn unanswered(e: &FhirError) -> bool {
+    matches!(
+        e,
+        FhirError::LargeWriteUnanswered { .. } | FhirError::Timeout { .. }
+    ) || matches!(
+        e,
+        FhirError::Http {
+            status: 408 | 504,
+            ..
+        }
+    )
+}
+
+/// `chunk` in Bundles of the size `mode` allows now (it shrinks when a Bundle gets no
+/// answer in time), one request per change once it is down to one.
+async fn apply_adaptive(
+    chunk: &[(usize, &Change, Step)],
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    mode: &Mode,
+) -> Vec<(usize, Result<Done, ApplyError>)> {
+    let mut out = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let n = mode.size().clamp(1, rest.len());
+        let (now, later) = rest.split_at(n);
+        if n == 1 && mode.size() <= 1 {
+            let (i, c, step) = now[0];
+            out.push((i, apply_one(c, step, project, store, dialect, mode).await));
+        } else {
+            out.extend(apply_chunk(now, project, store, dialect, mode).await);
+        }
+        rest = later;
+    }
+    out
+}
+
+#[allow(clippy::result_large_err)] // the error is the outcome: it is kept, not propagated far
+fn prepare(
+    c: &Change,
+    step: Step,
+    project: &str,
+    dialect: &dyn Dialect,
+    live: Option<Value>,
+    mode: &Mode,
+) -> Result<Prepared, ApplyError> {
+    let Some(live) = check_live(c, project, dialect, live, step != Step::AfterRelease)? else {
+        return Ok(Prepared {
+            write: None,
+            fields: BTreeMap::new(),
+            version: None,
+        });
+    };
+    let pre = write_precondition(c, &live, step);
+    let version = crate::vocab::json::meta(&live, "versionId");
+    if c.action == Action::Delete {
+        return Ok(Prepared {
+            write: Some(Write::Delete(pre)),
+            fields: BTreeMap::new(),
+            version,
+        });
+    }
+    let fields: BTreeMap<String, Option<Value>> = match step {
+        Step::Release => {
+            let exclusive = dialect
+                .capabilities()
+                .of(c.target.kind)
+                .map(|cap| cap.exclusive)
+                .unwrap_or_default();
+            released(c, exclusive)
+                .into_iter()
+                .map(|(field, (kept, _))| (field, Some(Value::Array(kept))))
+                .collect()
+        }
+        _ => c
+            .fields
+            .iter()
+            .map(|f| (f.field.clone(), written_value(f)))
+            .collect(),
+    };
+    let merged = dialect.merge(c.target.kind, &live, &fields);
+    // A patch where the server takes one for this type and the version guards it (an
+    // adoption rewrites ownership marks in `meta`: sent whole).
+    let patch = (c.action == Action::Update
+        && pre.version_id.is_some()
+        && mode.patch.contains(&c.target.resource_type))
+    .then(|| fhir::patch::diff(&live, &merged))
+    .flatten();
+    let write = match patch {
+        Some(ops) => Write::Patch(ops, pre),
+        None => Write::Put(merged, pre),
+    };
+    Ok(Prepared {
+        write: Some(write),
+        fields,
+        version,
+    })
+}
+
+/// The outcome of an update, adopt or delete sent as `prepared` (alone or in a batch).
+/// A write that may have landed though it failed (lost answer, conflict with our own
+/// first attempt, a patch whose guard failed) is re-read: if the object now holds what the
+/// write meant, it counts as done.
+async fn written(
+    c: &Change,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    prepared: &Prepared,
+    result: Result<Option<Written>, FhirError>,
+) -> Result<Done, ApplyError> {
+    let id = c.target.id.as_deref().unwrap_or_default();
+    let e = match result {
+        Ok(w) => return Ok(Done::wrote(w)),
+        Err(e) => e,
+    };
+    let patch_refused = matches!(prepared.write, Some(Write::Patch(..)))
+        && matches!(
+            e,
+            FhirError::Http {
+                status: 400 | 422,
+                ..
+            }
+        );
+    if !maybe_landed(&e) && !patch_refused {
+        return Err(write_error(c, e));
+    }
+    let now = store.read(&c.target.resource_type, id).await;
+    if matches!(prepared.write, Some(Write::Delete(_))) {
+        return match now {
+            Ok(None) => Ok(Done::landed(None)),
+            _ => Err(write_error(c, e)),
+        };
+    }
+    match now {
+        Ok(Some(now)) if holds(c, project, dialect, &now, &prepared.fields) => {
+            Ok(Done::landed(Some(Written {
+                id: id.to_owned(),
+                version_id: crate::vocab::json::meta(&now, "versionId"),
+                existed: false,
+            })))
+        }
+        // the patch's guard failed because the object moved: somebody else's edit
+        Ok(Some(now))
+            if patch_refused && crate::vocab::json::meta(&now, "versionId") != prepared.version =>
+        {
+            Err(ApplyError::Refused {
+                target: c.target.clone(),
+                status: match e {
+                    FhirError::Http { status, .. } => status,
+                    _ => 412,
+                },
+            })
+        }
+        _ => Err(write_error(c, e)),
+    }
+}
+
+/// A create's resource, its `If-None-Exist` search and the fields it writes.
+fn create_request(
+    c: &Change,
+    project: &str,
+    dialect: &dyn Dialect,
+) -> (Value, fhir::Query, crate::vocab::Fields) {
+    let find = dialect.find_query(project, c.target.kind, &c.target.name);
+    let fields = create_fields(c);
+    let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
+    (resource, find, fields)
+}
+
+/// The outcome of a create (alone or in a batch): one that found the object existing, or
+/// whose answer was lost, counts as done if careplane's search finds it holding what the
+/// create wrote.
+async fn created(
+    c: &Change,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    find: &fhir::Query,
+    fields: &crate::vocab::Fields,
+    result: Result<Written, FhirError>,
+) -> Result<Done, ApplyError> {
+    match result {
+        Ok(w) if !w.existed => Ok(Done::wrote(Some(w))),
+        // found existing: our own first attempt whose answer was lost, or another's
+        Ok(_) => created_here(c, project, store, dialect, find, fields)
+            .await
+            .map(|w| Done::landed(Some(w)))
+            .ok_or_else(|| exists_now(c, OTHER_VALUES)),
+        Err(e) if maybe_landed(&e) => {
+            match created_here(c, project, store, dialect, find, fields).await {
+                Some(w) => Ok(Done::landed(Some(w))),
+                None => Err(write_error(c, e)),
+            }
+        }
+        Err(e) => Err(write_error(c, e)),
+    }
+}
+
+/// A write's error as the change's outcome: a patient group's server message is withheld
+/// (it may quote members), a conflict is a refusal.
+fn write_error(c: &Change, source: FhirError) -> ApplyError {
     let sensitive = !c.target.kind.sensitive_fields().is_empty();
-    let write_err = |source: FhirError| match source {
-        // a patient group's server messages may quote its members
+    match source {
         FhirError::Http {
             what,
             status,
@@ -389,112 +758,6 @@ async fn apply_one(
             origin: c.reason.source.clone(),
             source,
         },
-    };
-    if c.fields
-        .iter()
-        .any(|f| f.membership.is_some() && f.sealed.is_none())
-    {
-        return Err(ApplyError::Stale {
-            target: c.target.clone(),
-            detail: "the plan carries patient lists only as counts and digests, and they were not re-evaluated".into(),
-        });
-    }
-    if let (crate::vocab::Operation::CareTeamParticipant(p), Action::Update) =
-        (&c.operation, c.action)
-    {
-        return apply_care_team(c, p, project, store, dialect).await;
-    }
-    match c.action {
-        Action::NoOp | Action::Manual => Ok(Done::default()),
-        Action::Create => {
-            let find = dialect.find_query(project, c.target.kind, &c.target.name);
-            let fields = create_fields(c);
-            let resource = dialect.build(project, c.target.kind, &c.target.name, &fields);
-            let conditional = dialect.capabilities().target().conditional_create;
-            if !conditional {
-                let existing = store.search(&find).await.map_err(write_err)?;
-                if existing.iter().any(|r| {
-                    dialect
-                        .capabilities()
-                        .same_object(c.target.kind, &fields, r)
-                }) {
-                    return Err(exists_now(c, "it exists now"));
-                }
-            }
-            // If-None-Exist both refuses a duplicate and makes the POST safe to retry.
-            match store.create(&resource, conditional.then_some(&find)).await {
-                Ok(w) if !w.existed => Ok(Done::wrote(Some(w))),
-                // found existing: our own first attempt whose answer was lost, or another's
-                Ok(_) => created_here(c, project, store, dialect, &find, &fields)
-                    .await
-                    .map(|w| Done::landed(Some(w)))
-                    .ok_or_else(|| exists_now(c, OTHER_VALUES)),
-                Err(e) if maybe_landed(&e) => {
-                    match created_here(c, project, store, dialect, &find, &fields).await {
-                        Some(w) => Ok(Done::landed(Some(w))),
-                        None => Err(write_err(e)),
-                    }
-                }
-                Err(e) => Err(write_err(e)),
-            }
-        }
-        Action::Update | Action::Delete | Action::Adopt => {
-            let id = c.target.id.as_deref().unwrap_or_default();
-            let live = store
-                .read(&c.target.resource_type, id)
-                .await
-                .map_err(write_err)?;
-            let Some(live) = check_live(c, project, dialect, live, step != Step::AfterRelease)?
-            else {
-                return Ok(Done::default());
-            };
-            let pre = write_precondition(c, &live, step);
-            if c.action == Action::Delete {
-                return match store.delete(&c.target.resource_type, id, &pre).await {
-                    Ok(()) => Ok(Done::wrote(None)),
-                    Err(e) if maybe_landed(&e) => {
-                        match store.read(&c.target.resource_type, id).await {
-                            Ok(None) => Ok(Done::landed(None)),
-                            _ => Err(write_err(e)),
-                        }
-                    }
-                    Err(e) => Err(write_err(e)),
-                };
-            }
-            let fields: BTreeMap<String, Option<Value>> = match step {
-                Step::Release => {
-                    let exclusive = dialect
-                        .capabilities()
-                        .of(c.target.kind)
-                        .map(|cap| cap.exclusive)
-                        .unwrap_or_default();
-                    released(c, exclusive)
-                        .into_iter()
-                        .map(|(field, (kept, _))| (field, Some(Value::Array(kept))))
-                        .collect()
-                }
-                _ => c
-                    .fields
-                    .iter()
-                    .map(|f| (f.field.clone(), written_value(f)))
-                    .collect(),
-            };
-            let merged = dialect.merge(c.target.kind, &live, &fields);
-            match store.update(&merged, &pre).await {
-                Ok(w) => Ok(Done::wrote(Some(w))),
-                Err(e) if maybe_landed(&e) => match store.read(&c.target.resource_type, id).await {
-                    Ok(Some(now)) if holds(c, project, dialect, &now, &fields) => {
-                        Ok(Done::landed(Some(Written {
-                            id: id.to_owned(),
-                            version_id: crate::vocab::json::meta(&now, "versionId"),
-                            existed: false,
-                        })))
-                    }
-                    _ => Err(write_err(e)),
-                },
-                Err(e) => Err(write_err(e)),
-            }
-        }
     }
 }
 
@@ -584,9 +847,8 @@ async fn apply_care_team(
     project: &str,
     store: &Store,
     dialect: &dyn Dialect,
+    mode: &Mode,
 ) -> Result<Done, ApplyError> {
-    use std::collections::BTreeSet;
-
     use crate::dialect::{CareTeamLocation, ParticipantChange};
     let stale = |detail: String| ApplyError::Stale {
         target: c.target.clone(),
@@ -640,9 +902,55 @@ async fn apply_care_team(
     // is it read and merged. A removal, and a handover on a care team the participant is
     // on, always read.
     let create_first = dialect.capabilities().target().conditional_create;
+    // Where the server takes batches, those first creates go `mode.batch` to a Bundle;
+    // a patient whose entry found a care team (or failed) goes the single way below,
+    // reading first.
+    let mut batched = BTreeSet::new();
+    let mut read_first = BTreeSet::new();
+    if create_first && mode.batches() {
+        let creates: Vec<(&String, fhir::BatchEntry)> = work
+            .iter()
+            .filter(|(_, add, exists)| *add && !*exists)
+            .filter_map(
+                |(patient, _, _)| match dialect.care_team_location(project, patient) {
+                    CareTeamLocation::Search(q) => Some((
+                        patient,
+                        fhir::BatchEntry::Create {
+                            resource: dialect.care_team_merge(
+                                project,
+                                patient,
+                                None,
+                                &change(true),
+                            ),
+                            if_none_exist: Some(q),
+                        },
+                    )),
+                    CareTeamLocation::Read { .. } => None,
+                },
+            )
+            .collect();
+        for chunk in creates.chunks(mode.batch) {
+            let entries: Vec<fhir::BatchEntry> = chunk.iter().map(|(_, e)| e.clone()).collect();
+            // a Bundle that failed whole: each patient the single way (conditional creates
+            // are safe to send again)
+            let Ok(answers) = store.batch(&entries).await else {
+                continue;
+            };
+            for ((patient, _), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(fhir::BatchAnswer::Written(w)) if !w.existed => {
+                        batched.insert((*patient).clone());
+                    }
+                    _ => {
+                        read_first.insert((*patient).clone());
+                    }
+                }
+            }
+        }
+    }
     let mut failed = Vec::new();
     let mut landed = 0;
-    for (patient, add, exists) in &work {
+    for (patient, add, exists) in work.iter().filter(|(p, _, _)| !batched.contains(p)) {
         let location = dialect.care_team_location(project, patient);
         let read = || async {
             match &location {
@@ -655,7 +963,13 @@ async fn apply_care_team(
             // by another write merges into it instead
             for attempt in 0..2 {
                 let conditional = matches!(location, CareTeamLocation::Search(_));
-                let live = if attempt == 0 && *add && !*exists && conditional && create_first {
+                let live = if attempt == 0
+                    && *add
+                    && !*exists
+                    && conditional
+                    && create_first
+                    && !read_first.contains(patient)
+                {
                     None
                 } else {
                     read().await?
@@ -802,56 +1116,316 @@ struct Progress {
     done: std::sync::atomic::AtomicUsize,
 }
 
-async fn run_batch<'a>(
-    batch: Vec<(usize, &'a Change, Step)>,
+/// Whether a change may go in a batch Bundle: a whole create (conditional), update, adopt
+/// or delete of one object whose write carries a version (`ifMatch`). Care-team
+/// assignments batch their own per-patient creates; release steps go singly.
+fn batchable(c: &Change, step: Step, dialect: &dyn Dialect) -> bool {
+    step == Step::Whole
+        && !matches!(c.operation, crate::vocab::Operation::CareTeamParticipant(_))
+        && match c.action {
+            Action::Create => dialect.capabilities().target().conditional_create,
+            Action::Update | Action::Adopt | Action::Delete => c.precondition.version_id.is_some(),
+            _ => false,
+        }
+}
+
+/// Up to `mode.batch` changes as two batch Bundles: one reading every object an update,
+/// adopt or delete writes (the whole resource is the body of a PUT; the read checks it is
+/// still careplane's and as planned), then one with every write, each under its own
+/// precondition (`ifNoneExist`, `ifMatch`). Each entry's answer is its change's outcome.
+/// A Bundle that fails whole (or whose answer was lost) sends each change the single way,
+/// after a re-read shows what landed.
+async fn apply_chunk(
+    chunk: &[(usize, &Change, Step)],
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    mode: &Mode,
+) -> Vec<(usize, Result<Done, ApplyError>)> {
+    let mut out: Vec<(usize, Result<Done, ApplyError>)> = Vec::new();
+    // reads
+    let reads: Vec<(usize, fhir::BatchEntry)> = chunk
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c, _))| c.action != Action::Create && unread_delete(c).is_none())
+        .map(|(k, (_, c, _))| {
+            (
+                k,
+                fhir::BatchEntry::Read {
+                    resource_type: c.target.resource_type.clone(),
+                    id: c.target.id.clone().unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
+    let mut live: BTreeMap<usize, Result<Option<Value>, FhirError>> = BTreeMap::new();
+    if !reads.is_empty() {
+        let entries: Vec<fhir::BatchEntry> = reads.iter().map(|(_, e)| e.clone()).collect();
+        match store.batch(&entries).await {
+            Ok(answers) => {
+                for ((k, _), a) in reads.iter().zip(answers) {
+                    live.insert(
+                        *k,
+                        a.map(|a| match a {
+                            fhir::BatchAnswer::Read(r) => r,
+                            _ => None,
+                        }),
+                    );
+                }
+            }
+            Err(e) => {
+                if unanswered(&e) {
+                    mode.unanswered();
+                }
+                // nothing was written yet: every change the single way
+                for (i, c, step) in chunk {
+                    let r = apply_one(c, *step, project, store, dialect, mode).await;
+                    out.push((*i, r));
+                }
+                return out;
+            }
+        }
+    }
+    // writes
+    enum Pending {
+        Create(fhir::Query, crate::vocab::Fields),
+        Write(Box<Prepared>),
+    }
+    let mut entries = Vec::new();
+    let mut pending: Vec<(usize, &Change, Step, Pending)> = Vec::new();
+    for (k, (i, c, step)) in chunk.iter().enumerate() {
+        if c.action == Action::Create {
+            let (resource, find, fields) = create_request(c, project, dialect);
+            entries.push(fhir::BatchEntry::Create {
+                resource,
+                if_none_exist: Some(find.clone()),
+            });
+            pending.push((*i, c, *step, Pending::Create(find, fields)));
+            continue;
+        }
+        let read = match live.remove(&k) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                out.push((*i, Err(write_error(c, e))));
+                continue;
+            }
+            None => None,
+        };
+        let prepared = match unread_delete(c) {
+            Some(p) => p,
+            None => match prepare(c, *step, project, dialect, read, mode) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push((*i, Err(e)));
+                    continue;
+                }
+            },
+        };
+        let id = c.target.id.clone().unwrap_or_default();
+        let rt = c.target.resource_type.clone();
+        let entry = match &prepared.write {
+            None => {
+                out.push((*i, Ok(Done::default())));
+                continue;
+            }
+            Some(Write::Delete(pre)) => fhir::BatchEntry::Delete {
+                resource_type: rt,
+                id,
+                pre: pre.clone(),
+            },
+            Some(Write::Put(body, pre)) => fhir::BatchEntry::Update {
+                resource: body.clone(),
+                pre: pre.clone(),
+            },
+            Some(Write::Patch(ops, pre)) => fhir::BatchEntry::Patch {
+                resource_type: rt,
+                id,
+                ops: ops.clone(),
+                pre: pre.clone(),
+            },
+        };
+        entries.push(entry);
+        pending.push((*i, c, *step, Pending::Write(Box::new(prepared))));
+    }
+    if entries.is_empty() {
+        return out;
+    }
+    match store.batch(&entries).await {
+        Ok(answers) => {
+            for ((i, c, _, p), a) in pending.into_iter().zip(answers) {
+                let r = match p {
+                    Pending::Create(find, fields) => {
+                        let result = a.and_then(|a| match a {
+                            fhir::BatchAnswer::Written(w) => Ok(w),
+                            _ => Err(FhirError::InvalidResponse {
+                                what: format!("create {}", c.target.resource_type),
+                                reason: "the batch answer is not a write".into(),
+                            }),
+                        });
+                        created(c, project, store, dialect, &find, &fields, result).await
+                    }
+                    Pending::Write(prepared) => {
+                        let result = a.map(|a| match a {
+                            fhir::BatchAnswer::Written(w) => Some(w),
+                            _ => None,
+                        });
+                        written(c, project, store, dialect, &prepared, result).await
+                    }
+                };
+                out.push((i, r));
+            }
+        }
+        Err(e) => {
+            // The Bundle failed whole. Where its answer may have been lost, what landed is
+            // read back first; the rest goes the single way (conditional creates are safe
+            // to send again; an update re-reads and meets its own precondition again).
+            if unanswered(&e) {
+                mode.unanswered();
+            }
+            let lost = maybe_landed(&e) || unanswered(&e);
+            for (i, c, step, p) in pending {
+                let r = match p {
+                    Pending::Create(find, fields) => {
+                        match lost.then(|| created_here(c, project, store, dialect, &find, &fields))
+                        {
+                            Some(f) => match f.await {
+                                Some(w) => Ok(Done::landed(Some(w))),
+                                None => apply_one(c, step, project, store, dialect, mode).await,
+                            },
+                            None => apply_one(c, step, project, store, dialect, mode).await,
+                        }
+                    }
+                    Pending::Write(prepared) => {
+                        let id = c.target.id.as_deref().unwrap_or_default();
+                        let landed = if lost {
+                            match store.read(&c.target.resource_type, id).await {
+                                Ok(None) => matches!(prepared.write, Some(Write::Delete(_))),
+                                Ok(Some(now)) => {
+                                    !matches!(prepared.write, Some(Write::Delete(_)))
+                                        && crate::vocab::json::meta(&now, "versionId")
+                                            != prepared.version
+                                        && holds(c, project, dialect, &now, &prepared.fields)
+                                }
+                                Err(_) => false,
+                            }
+                        } else {
+                            false
+                        };
+                        if landed {
+                            Ok(Done::landed(None))
+                        } else {
+                            apply_one(c, step, project, store, dialect, mode).await
+                        }
+                    }
+                };
+                out.push((i, r));
+            }
+        }
+    }
+    out
+}
+
+/// One level's changes, `concurrency` requests at a time: in batch Bundles of
+/// `mode.batch` where the target takes them, one request per change otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn run_level<'a>(
+    items: Vec<(usize, &'a Change, Step)>,
     plan: &'a Plan,
     store: &'a Store,
     dialect: &'a dyn Dialect,
     concurrency: usize,
+    mode: &'a Mode,
     control: &'a Control<'a>,
     progress: &'a Progress,
 ) -> Vec<Outcome> {
-    futures::stream::iter(batch)
-        .map(|(i, c, step)| async move {
-            let (result, note, writes) = if control.stopped() {
-                let target = c.target.clone();
-                (Err(ApplyError::NotStarted { target }), None, 0)
-            } else {
-                match apply_one(c, step, &plan.project, store, dialect).await {
-                    Ok(d) => (Ok(d.written), d.note, d.writes),
-                    Err(e) => (Err(e), None, 0),
-                }
-            };
-            let outcome = Outcome {
-                change: i,
-                action: c.action,
-                target: c.target.clone(),
-                result,
-                note,
-                writes,
-            };
-            let done = progress
-                .done
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                + 1;
-            if let Some(f) = control.on_done {
-                f(&outcome, done, progress.total);
+    let report = |i: usize, c: &Change, result: Result<Done, ApplyError>| {
+        let (result, note, writes) = match result {
+            Ok(d) => (Ok(d.written), d.note, d.writes),
+            Err(e) => (Err(e), None, 0),
+        };
+        let outcome = Outcome {
+            change: i,
+            action: c.action,
+            target: c.target.clone(),
+            result,
+            note,
+            writes,
+        };
+        let done = progress
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if let Some(f) = control.on_done {
+            f(&outcome, done, progress.total);
+        }
+        outcome
+    };
+    let (batched, single): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|(_, c, step)| mode.batches() && batchable(c, *step, dialect));
+    let chunks: Vec<Vec<(usize, &Change, Step)>> = batched
+        .chunks(mode.batch.max(1))
+        .map(<[_]>::to_vec)
+        .collect();
+    let by_batch = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            if control.stopped() {
+                return chunk
+                    .iter()
+                    .map(|(i, c, _)| {
+                        let target = c.target.clone();
+                        report(*i, c, Err(ApplyError::NotStarted { target }))
+                    })
+                    .collect::<Vec<_>>();
             }
-            outcome
+            let results = apply_adaptive(&chunk, &plan.project, store, dialect, mode).await;
+            let changes: BTreeMap<usize, &Change> =
+                chunk.iter().map(|(i, c, _)| (*i, *c)).collect();
+            results
+                .into_iter()
+                .map(|(i, r)| report(i, changes[&i], r))
+                .collect()
         })
         .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
+        .flat_map(futures::stream::iter);
+    let one_by_one = futures::stream::iter(single)
+        .map(|(i, c, step)| async move {
+            let result = if control.stopped() {
+                let target = c.target.clone();
+                Err(ApplyError::NotStarted { target })
+            } else {
+                apply_one(c, step, &plan.project, store, dialect, mode).await
+            };
+            report(i, c, result)
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut out: Vec<Outcome> = by_batch.collect().await;
+    out.extend(one_by_one.collect::<Vec<_>>().await);
+    out
+}
+
+/// How apply sends its writes (the target's settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Writes {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Writes per FHIR `batch` Bundle where the target takes them (1: one request each).
+    pub batch_size: usize,
+}
+
+impl Writes {
+    /// One request per write, `concurrency` at a time.
+    pub fn single(concurrency: usize) -> Self {
+        Writes {
+            concurrency,
+            batch_size: 1,
+        }
+    }
 }
 
 /// Apply every change of `plan` that writes, in order, `concurrency` at a time per level.
-pub async fn apply(
-    plan: &Plan,
-    store: &Store,
-    dialect: &dyn Dialect,
-    concurrency: usize,
-) -> Report {
-    apply_with(plan, store, dialect, concurrency, &Control::default()).await
+pub async fn apply(plan: &Plan, store: &Store, dialect: &dyn Dialect, writes: Writes) -> Report {
+    apply_with(plan, store, dialect, writes, &Control::default()).await
 }
 
 /// [`apply`], steered by `control` (stop flag, progress callback).
@@ -859,9 +1433,10 @@ pub async fn apply_with(
     plan: &Plan,
     store: &Store,
     dialect: &dyn Dialect,
-    concurrency: usize,
+    writes: Writes,
     control: &Control<'_>,
 ) -> Report {
+    let (concurrency, settings) = (writes.concurrency, writes);
     let mut report = Report::default();
     let writes: Vec<(usize, &Change)> = plan
         .changes
@@ -888,6 +1463,11 @@ pub async fn apply_with(
     let progress = Progress {
         total: phases.values().map(Vec::len).sum(),
         done: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let mode = if progress.total == 0 {
+        Mode::default()
+    } else {
+        Mode::of(store, dialect, settings).await
     };
     for (_, batch) in phases {
         // Exclusive values taken by some change of this batch: whoever gives one of them
@@ -955,12 +1535,13 @@ pub async fn apply_with(
             total: 0,
             done: std::sync::atomic::AtomicUsize::new(0),
         };
-        for o in run_batch(
+        for o in run_level(
             releases,
             plan,
             store,
             dialect,
             concurrency,
+            &mode,
             &quiet,
             &release_progress,
         )
@@ -983,9 +1564,19 @@ pub async fn apply_with(
             };
             rest.push((*i, *c, step));
         }
-        report
-            .outcomes
-            .extend(run_batch(rest, plan, store, dialect, concurrency, control, &progress).await);
+        report.outcomes.extend(
+            run_level(
+                rest,
+                plan,
+                store,
+                dialect,
+                concurrency,
+                &mode,
+                control,
+                &progress,
+            )
+            .await,
+        );
     }
     report.outcomes.sort_by_key(|o| o.change);
     report
@@ -1589,7 +2180,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let c = assign(&[], &["Patient/a", "Patient/b"]);
-            apply_care_team(&c, &p, "proj", &store, &dialect)
+            apply_care_team(&c, &p, "proj", &store, &dialect, &Mode::default())
                 .await
                 .unwrap();
             assert_eq!(requests(&store), 2, "one conditional create per patient");
@@ -1602,7 +2193,7 @@ mod tests {
             let mut c = assign(&[], &["Patient/a"]);
             c.operation = crate::vocab::Operation::CareTeamParticipant(other.clone());
             let before = requests(&store);
-            apply_care_team(&c, &other, "proj", &store, &dialect)
+            apply_care_team(&c, &other, "proj", &store, &dialect, &Mode::default())
                 .await
                 .unwrap();
             assert_eq!(
@@ -1620,7 +2211,7 @@ mod tests {
             // leaving: read, then update
             let c = assign(&["Patient/b"], &[]);
             let before = requests(&store);
-            apply_care_team(&c, &p, "proj", &store, &dialect)
+            apply_care_team(&c, &p, "proj", &store, &dialect, &Mode::default())
                 .await
                 .unwrap();
             assert_eq!(requests(&store) - before, 2);
@@ -1684,7 +2275,7 @@ mod tests {
             };
             for p in [&pcp_plain, &rn] {
                 let c = assign(p, vec![list("patients", &[], &["Patient/a"])]);
-                apply_care_team(&c, p, "proj", &store, &dialect)
+                apply_care_team(&c, p, "proj", &store, &dialect, &Mode::default())
                     .await
                     .unwrap();
             }
@@ -1697,7 +2288,7 @@ mod tests {
                 ],
             );
             let before = requests(&store);
-            let done = apply_care_team(&c, &pcp, "proj", &store, &dialect)
+            let done = apply_care_team(&c, &pcp, "proj", &store, &dialect, &Mode::default())
                 .await
                 .unwrap();
             assert_eq!(

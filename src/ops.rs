@@ -402,13 +402,15 @@ pub fn check_saved_plan(
 }
 
 pub async fn apply(plan: &Plan, target: &ResolvedTarget) -> Report {
-    apply::apply(
-        plan,
-        &target.store,
-        target.dialect.as_ref(),
-        target.concurrency,
-    )
-    .await
+    apply::apply(plan, &target.store, target.dialect.as_ref(), writes(target)).await
+}
+
+/// How apply writes to `target`: its concurrency and batch size.
+fn writes(target: &ResolvedTarget) -> apply::Writes {
+    apply::Writes {
+        concurrency: target.concurrency,
+        batch_size: target.batch_size,
+    }
 }
 
 /// A saved plan, checked whole against the target before its first write: every object
@@ -476,7 +478,7 @@ pub async fn apply_recorded_with(
         plan,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;
@@ -556,7 +558,7 @@ pub async fn apply_saved(
         &config,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;
@@ -658,7 +660,7 @@ pub async fn apply_saved(
         &effects,
         &target.store,
         target.dialect.as_ref(),
-        target.concurrency,
+        writes(target),
         control,
     )
     .await;

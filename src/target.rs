@@ -21,6 +21,8 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Where, relative to the manifest directory, apply records the plugin it installed on each
 /// target (`<target>.json`: version and rule digests, no patient data).
 pub const PLUGIN_RECORDS: &str = ".careplane/plugins";
+/// Writes per FHIR `batch` Bundle (`batchSize`).
+pub const DEFAULT_BATCH_SIZE: usize = 100;
 
 /// A URL as it may be printed: without user name, password, query or fragment.
 pub fn public_url(url: &url::Url) -> String {
@@ -40,6 +42,8 @@ pub struct ResolvedTarget {
     /// The target's plugin API (Canvas: `<host>/plugin-io/plugins/` on the host of its
     /// token URL, with the same credentials as its FHIR API); `None` elsewhere.
     pub plugin_api: Option<crate::dialect::plugin::live::Endpoint>,
+    /// Writes per `batch` Bundle (where the dialect and the server allow batches).
+    pub batch_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +134,7 @@ pub fn server(url: &str) -> Result<ResolvedTarget, TargetError> {
         dialect: Box::new(R4::default()),
         concurrency: DEFAULT_CONCURRENCY,
         plugin_api: None,
+        batch_size: DEFAULT_BATCH_SIZE,
     })
 }
 
@@ -188,6 +193,7 @@ fn file_target(
         dialect: Box::new(R4::default()),
         concurrency,
         plugin_api: None,
+        batch_size: DEFAULT_BATCH_SIZE,
     })
 }
 
@@ -219,6 +225,10 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
         .concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_CONCURRENCY);
+    let batch_size = spec
+        .batch_size
+        .map(|c| c as usize)
+        .unwrap_or(DEFAULT_BATCH_SIZE);
     let http = |url: &str,
                 auth: Auth,
                 dialect: Box<dyn Dialect>,
@@ -236,6 +246,7 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
             dialect,
             concurrency,
             plugin_api: None,
+            batch_size,
         })
     };
     match spec.target_type {

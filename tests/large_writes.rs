@@ -198,3 +198,29 @@ fn a_large_write_refused_with_503_is_retried() {
     rt().block_on(store.update(&group(4000), &pre())).unwrap();
     assert_eq!(server.seen(), ["PUT", "PUT"]);
 }
+
+#[test]
+fn a_large_batch_answered_408_is_sent_once_and_reported_with_its_size() {
+    let server = Slow::start(|_, _| Reply::Full(408, timed_out()));
+    // 300 care-team creates of a few hundred bytes each: a Bundle over the limit
+    let entries: Vec<careplane::fhir::BatchEntry> = (0..300)
+        .map(|i| careplane::fhir::BatchEntry::Create {
+            resource: json!({"resourceType": "CareTeam", "status": "active",
+                "subject": {"reference": format!("Patient/p{i:08}")},
+                "participant": [{"member": {"reference": "Practitioner/dr"},
+                    "role": [{"coding": [{"system": "http://snomed.info/sct", "code": "453231000124104", "display": "Primary care provider"}]}]}]}),
+            if_none_exist: Some(careplane::fhir::Query::new("CareTeam").param("subject", format!("Patient/p{i:08}"))),
+        })
+        .collect();
+    let store = server.store(Limits::default()).with_max_retries(4);
+    let err = rt().block_on(store.batch(&entries)).unwrap_err();
+    assert!(
+        matches!(err, FhirError::LargeWriteUnanswered { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("batch of 300 (create 300)"), "{text}");
+    assert!(text.contains("300 batch entries"), "{text}");
+    assert!(!text.contains("Patient/p"), "no patient reference: {text}");
+    assert_eq!(server.seen(), ["POST"], "sent once, not resent whole");
+}

@@ -432,6 +432,7 @@ proptest! {
             dialect: Box::new(R4::default()),
             concurrency: 4,
             plugin_api: None,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         saved_plan_survives_activity(&target, &first, &second, &act, &staff)?;
     }
@@ -450,6 +451,7 @@ proptest! {
             dialect: Box::new(R4::default()),
             concurrency: 4,
             plugin_api: None,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         converge(&target, &first, "prop", &staff)?;
         converge(&target, &second, "prop", &staff)?;
@@ -471,6 +473,7 @@ proptest! {
             dialect: Box::new(R4::default()),
             concurrency: 4,
             plugin_api: None,
+            batch_size: careplane::target::DEFAULT_BATCH_SIZE,
         };
         converge(&target, &first, &project, &staff)?;
         converge(&target, &second, &project, &staff)?;

@@ -162,6 +162,11 @@ impl Canvas {
                     provenance: false,
                     // If-None-Exist is not documented for Canvas: apply searches first
                     conditional_create: false,
+                    // canvas-api.md §9: no batch Bundles and no PATCH are documented: one
+                    // request per change, a read before each update (the PUT carries the
+                    // whole resource; a Task PUT clears what it omits)
+                    batch: false,
+                    patch: false,
                     // canvas-api.md §4: Task search by `modified` with date prefixes
                     modified_since: "modified",
                     // canvas-api.md §3: one CareTeam per patient, shared by everyone

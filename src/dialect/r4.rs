@@ -162,6 +162,10 @@ impl Default for R4 {
                     // a meta.tag and an identifier say which project routed a task
                     task_marker: true,
                     schedulable_staff_search: false,
+                    // R4 defines batch Bundles and PATCH: used where the server's
+                    // CapabilityStatement lists them
+                    batch: true,
+                    patch: true,
                 },
             ),
         }

@@ -33,7 +33,10 @@ use serde_json::Value;
 use url::Url;
 
 use super::auth::Auth;
-use super::{FhirError, Precondition, Query, TimeoutKind, Written, resource_type};
+use super::{
+    BatchAnswer, BatchEntry, FhirError, Precondition, Query, ServerFeatures, TimeoutKind, Written,
+    resource_type,
+};
 
 const FHIR_JSON: &str = "application/fhir+json";
 const JSON_PATCH: &str = "application/json-patch+json";
@@ -56,6 +59,10 @@ fn unanswered(e: &FhirError) -> bool {
 fn write_size(body: &Value, bytes: usize) -> String {
     let entries = match body {
         Value::Array(ops) => Some((ops.len(), "patch operations")),
+        _ if body["resourceType"] == "Bundle" => body
+            .get("entry")
+            .and_then(Value::as_array)
+            .map(|m| (m.len(), "batch entries")),
         _ => body
             .get("member")
             .and_then(Value::as_array)
@@ -111,6 +118,8 @@ pub struct HttpStore {
     max_retries: usize,
     limits: Limits,
     on_page: Option<PageHook>,
+    /// The CapabilityStatement's batch and patch support, read once.
+    features: tokio::sync::OnceCell<ServerFeatures>,
 }
 
 /// One attempt's failure, with the server's `Retry-After` if it gave one.
@@ -252,6 +261,7 @@ impl HttpStore {
             max_retries: 4,
             limits,
             on_page: None,
+            features: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -344,8 +354,15 @@ impl HttpStore {
         let max = if retry { self.max_retries } else { 0 };
         // Encoded once, however many attempts there are.
         let bytes: Option<Vec<u8>> = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        // A batch Bundle counts as large whatever its size: the server works through its
+        // entries one after another, so one that got no answer may still be storing them.
         let large = match (&bytes, body) {
-            (Some(b), Some(v)) if b.len() >= LARGE_WRITE_BYTES => Some(write_size(v, b.len())),
+            (Some(b), Some(v))
+                if b.len() >= LARGE_WRITE_BYTES
+                    || (v["resourceType"] == "Bundle" && v["type"] == "batch") =>
+            {
+                Some(write_size(v, b.len()))
+            }
             _ => None,
         };
         let bytes = bytes.as_deref();
@@ -886,6 +903,205 @@ impl HttpStore {
         }))
     }
 
+    /// The server's batch and patch support (`GET metadata`, once). A server that does not
+    /// show a CapabilityStatement gets single requests only.
+    pub async fn features(&self) -> ServerFeatures {
+        self.features
+            .get_or_init(|| async {
+                let Ok(url) = self.url("metadata") else {
+                    return ServerFeatures::default();
+                };
+                match self
+                    .exchange(
+                        Method::GET,
+                        url,
+                        None,
+                        HeaderMap::new(),
+                        "read the CapabilityStatement",
+                        true,
+                    )
+                    .await
+                {
+                    Ok(resp) if resp.status.is_success() => resp
+                        .body()
+                        .filter(|b| b["resourceType"] == "CapabilityStatement")
+                        .map(ServerFeatures::from_capability_statement)
+                        .unwrap_or_default(),
+                    _ => ServerFeatures::default(),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// `PATCH` with a JSON Patch document, under `pre` (`If-Match`). 409/412 are
+    /// conflicts; a patch the server refuses (a failed `test` operation: 400 or 422) is an
+    /// HTTP error the caller re-reads to tell apart.
+    pub async fn patch(
+        &self,
+        rt: &str,
+        id: &str,
+        ops: &Value,
+        pre: &Precondition,
+    ) -> Result<Written, FhirError> {
+        let what = format!("patch {}", super::shown(rt, id));
+        let url = self.url(&format!("{rt}/{id}"))?;
+        let resp = self
+            .exchange(
+                Method::PATCH,
+                url,
+                Some(ops),
+                precondition_headers(pre),
+                &what,
+                true,
+            )
+            .await?;
+        if matches!(resp.status.as_u16(), 409 | 412) {
+            return Err(FhirError::Conflict {
+                resource: super::shown(rt, id),
+                status: resp.status.as_u16(),
+            });
+        }
+        if !resp.status.is_success() {
+            return Err(Self::http_error(&what, &resp));
+        }
+        Ok(written(rt, &resp).unwrap_or(Written {
+            id: id.to_owned(),
+            version_id: None,
+            existed: false,
+        }))
+    }
+
+    /// One FHIR `batch` Bundle (`POST [base]`): one answer per entry, in order. Safe to
+    /// send again (reads, conditional creates, writes under `ifMatch`), except a large one
+    /// whose answer was lost ([`FhirError::LargeWriteUnanswered`]).
+    pub async fn batch(
+        &self,
+        entries: &[BatchEntry],
+    ) -> Result<Vec<Result<BatchAnswer, FhirError>>, FhirError> {
+        use base64::Engine;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let if_match = |pre: &Precondition, req: &mut serde_json::Map<String, Value>| {
+            if let Some(v) = &pre.version_id {
+                req.insert("ifMatch".into(), Value::String(format!("W/\"{v}\"")));
+            }
+        };
+        let mut bundle_entries = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut req = serde_json::Map::new();
+            let mut entry = serde_json::Map::new();
+            let (method, url) = match e {
+                BatchEntry::Read { resource_type, id } => ("GET", format!("{resource_type}/{id}")),
+                BatchEntry::Create {
+                    resource,
+                    if_none_exist,
+                } => {
+                    if let Some(q) = if_none_exist {
+                        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+                        for (k, v) in &q.params {
+                            ser.append_pair(k, v);
+                        }
+                        req.insert("ifNoneExist".into(), Value::String(ser.finish()));
+                    }
+                    entry.insert("resource".into(), resource.clone());
+                    ("POST", resource_type(resource)?.to_owned())
+                }
+                BatchEntry::Update { resource, pre } => {
+                    if_match(pre, &mut req);
+                    entry.insert("resource".into(), resource.clone());
+                    let id = resource["id"].as_str().unwrap_or_default();
+                    ("PUT", format!("{}/{id}", resource_type(resource)?))
+                }
+                BatchEntry::Patch {
+                    resource_type,
+                    id,
+                    ops,
+                    pre,
+                } => {
+                    if_match(pre, &mut req);
+                    let data = base64::engine::general_purpose::STANDARD
+                        .encode(serde_json::to_vec(ops).unwrap_or_default());
+                    entry.insert(
+                        "resource".into(),
+                        serde_json::json!({"resourceType": "Binary", "contentType": JSON_PATCH, "data": data}),
+                    );
+                    ("PATCH", format!("{resource_type}/{id}"))
+                }
+                BatchEntry::Delete {
+                    resource_type,
+                    id,
+                    pre,
+                } => {
+                    if_match(pre, &mut req);
+                    ("DELETE", format!("{resource_type}/{id}"))
+                }
+            };
+            req.insert("method".into(), method.into());
+            req.insert("url".into(), url.into());
+            entry.insert("request".into(), Value::Object(req));
+            bundle_entries.push(Value::Object(entry));
+        }
+        let body =
+            serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": bundle_entries});
+        // "batch of 100 (read 60, create 40)": verbs and counts, never ids
+        let mut verbs: Vec<(&str, usize)> = Vec::new();
+        for e in entries {
+            let verb = match e {
+                BatchEntry::Read { .. } => "read",
+                BatchEntry::Create { .. } => "create",
+                BatchEntry::Update { .. } => "update",
+                BatchEntry::Patch { .. } => "patch",
+                BatchEntry::Delete { .. } => "delete",
+            };
+            match verbs.iter_mut().find(|(v, _)| *v == verb) {
+                Some((_, n)) => *n += 1,
+                None => verbs.push((verb, 1)),
+            }
+        }
+        let what = format!(
+            "batch of {} ({})",
+            entries.len(),
+            verbs
+                .iter()
+                .map(|(v, n)| format!("{v} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let url = self.base.clone();
+        let resp = self
+            .exchange(
+                Method::POST,
+                url,
+                Some(&body),
+                HeaderMap::new(),
+                &what,
+                true,
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(Self::http_error(&what, &resp));
+        }
+        let answers: Vec<Value> = match resp.body() {
+            Some(b) if b["resourceType"] == "Bundle" && b["type"] == "batch-response" => {
+                b["entry"].as_array().cloned().unwrap_or_default()
+            }
+            _ => return Err(Self::not_a(&what, "batch-response Bundle", &resp)),
+        };
+        if answers.len() != entries.len() {
+            return Err(FhirError::InvalidResponse {
+                what,
+                reason: format!("{} answers for {} entries", answers.len(), entries.len()),
+            });
+        }
+        Ok(entries
+            .iter()
+            .zip(answers)
+            .map(|(e, a)| batch_answer(e, a))
+            .collect())
+    }
+
     pub async fn delete(&self, rt: &str, id: &str, pre: &Precondition) -> Result<(), FhirError> {
         let what = format!("delete {}", super::shown(rt, id));
         let url = self.url(&format!("{rt}/{id}"))?;
@@ -907,6 +1123,137 @@ impl HttpStore {
             }),
             _ => Err(Self::http_error(&what, &resp)),
         }
+    }
+}
+
+/// One entry's answer in a batch-response, as the single request's answer would be.
+fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError> {
+    let what = e.what();
+    let status: u16 = answer
+        .pointer("/response/status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| FhirError::InvalidResponse {
+            what: what.clone(),
+            reason: "the batch answer for this entry has no status".into(),
+        })?;
+    let resource = answer.get("resource").filter(|r| r.is_object());
+    let (rt, id) = match e {
+        BatchEntry::Read { resource_type, id }
+        | BatchEntry::Patch {
+            resource_type, id, ..
+        }
+        | BatchEntry::Delete {
+            resource_type, id, ..
+        } => (resource_type.clone(), id.clone()),
+        BatchEntry::Create { resource, .. } | BatchEntry::Update { resource, .. } => (
+            resource["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            resource["id"].as_str().unwrap_or_default().to_owned(),
+        ),
+    };
+    let failed = || FhirError::Http {
+        what: what.clone(),
+        status,
+        message: message(&what, answer.pointer("/response/outcome")),
+    };
+    let conflict = || FhirError::Conflict {
+        resource: if id.is_empty() {
+            format!("{rt} (create)")
+        } else {
+            super::shown(&rt, &id)
+        },
+        status,
+    };
+    let written = || -> Result<Written, FhirError> {
+        if let Some(r) = resource
+            && let Some(id) = r["id"].as_str()
+        {
+            return Ok(Written {
+                id: id.to_owned(),
+                version_id: r
+                    .pointer("/meta/versionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                existed: false,
+            });
+        }
+        let etag = answer
+            .pointer("/response/etag")
+            .and_then(Value::as_str)
+            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+        let loc = answer
+            .pointer("/response/location")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let segs: Vec<&str> = loc
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let found = segs.iter().rposition(|s| *s == rt).and_then(|i| {
+            let id = segs.get(i + 1)?.to_string();
+            let version = match (segs.get(i + 2), segs.get(i + 3)) {
+                (Some(&"_history"), Some(v)) => Some(v.to_string()),
+                _ => etag.clone(),
+            };
+            Some((id, version))
+        });
+        match found {
+            Some((id, version_id)) => Ok(Written {
+                id,
+                version_id,
+                existed: false,
+            }),
+            None if !id.is_empty() => Ok(Written {
+                id: id.clone(),
+                version_id: etag,
+                existed: false,
+            }),
+            None => Err(FhirError::InvalidResponse {
+                what: what.clone(),
+                reason: "no id in the entry's resource or location".into(),
+            }),
+        }
+    };
+    match e {
+        BatchEntry::Read { .. } => match status {
+            200 => match resource {
+                Some(r) if r["resourceType"] == rt.as_str() => {
+                    Ok(BatchAnswer::Read(Some(r.clone())))
+                }
+                _ => Err(FhirError::InvalidResponse {
+                    what,
+                    reason: format!("the batch answer for this entry holds no {rt}"),
+                }),
+            },
+            404 | 410 => Ok(BatchAnswer::Read(None)),
+            _ => Err(failed()),
+        },
+        BatchEntry::Create { if_none_exist, .. } => match status {
+            200..=299 => {
+                let mut w = written()?;
+                w.existed = if_none_exist.is_some() && status == 200;
+                Ok(BatchAnswer::Written(w))
+            }
+            409 | 412 => Err(conflict()),
+            _ => Err(failed()),
+        },
+        BatchEntry::Update { .. } | BatchEntry::Patch { .. } => match status {
+            200..=299 => Ok(BatchAnswer::Written(written()?)),
+            409 | 412 => Err(conflict()),
+            _ => Err(failed()),
+        },
+        BatchEntry::Delete { .. } => match status {
+            200..=299 | 404 | 410 => Ok(BatchAnswer::Deleted),
+            409 | 412 => Err(conflict()),
+            _ => Err(failed()),
+        },
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod file;
 pub mod http;
+pub mod patch;
 
 use serde_json::Value;
 
@@ -73,6 +74,110 @@ pub struct Written {
     pub version_id: Option<String>,
     /// A conditional create found the resource already there instead of creating it.
     pub existed: bool,
+}
+
+/// One entry of a FHIR `batch` Bundle: each is answered on its own, with the same
+/// preconditions a single request carries (`ifMatch`, `ifNoneExist`).
+#[derive(Clone, Debug)]
+pub enum BatchEntry {
+    Read {
+        resource_type: String,
+        id: String,
+    },
+    Create {
+        resource: Value,
+        if_none_exist: Option<Query>,
+    },
+    Update {
+        resource: Value,
+        pre: Precondition,
+    },
+    /// A JSON Patch (RFC 6902) of one resource.
+    Patch {
+        resource_type: String,
+        id: String,
+        ops: Value,
+        pre: Precondition,
+    },
+    Delete {
+        resource_type: String,
+        id: String,
+        pre: Precondition,
+    },
+}
+
+impl BatchEntry {
+    /// The entry's request in words, as a single request's errors name it (no patient ids).
+    pub fn what(&self) -> String {
+        match self {
+            BatchEntry::Read { resource_type, id } => format!("read {}", shown(resource_type, id)),
+            BatchEntry::Create { resource, .. } => format!(
+                "create {}",
+                resource["resourceType"].as_str().unwrap_or("resource")
+            ),
+            BatchEntry::Update { resource, .. } => format!(
+                "update {}",
+                shown(
+                    resource["resourceType"].as_str().unwrap_or_default(),
+                    resource["id"].as_str().unwrap_or_default()
+                )
+            ),
+            BatchEntry::Patch {
+                resource_type, id, ..
+            } => format!("patch {}", shown(resource_type, id)),
+            BatchEntry::Delete {
+                resource_type, id, ..
+            } => format!("delete {}", shown(resource_type, id)),
+        }
+    }
+}
+
+/// A batch entry's answer: what the single request would have returned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchAnswer {
+    /// A read: the resource, or `None` when it is gone (404, 410).
+    Read(Option<Value>),
+    /// A create, update or patch.
+    Written(Written),
+    Deleted,
+}
+
+/// What a server says it can do beyond single requests (its CapabilityStatement).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerFeatures {
+    /// `batch` Bundles (`rest.interaction` lists `batch`).
+    pub batch: bool,
+    /// Resource types that take a JSON Patch (`rest.resource.interaction` lists `patch`).
+    pub patch: std::collections::BTreeSet<String>,
+}
+
+impl ServerFeatures {
+    /// Read from a CapabilityStatement.
+    pub fn from_capability_statement(cs: &Value) -> Self {
+        let mut f = ServerFeatures::default();
+        let codes = |v: &Value| -> Vec<String> {
+            v["interaction"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["code"].as_str().map(str::to_owned))
+                .collect()
+        };
+        for rest in cs["rest"].as_array().into_iter().flatten() {
+            if rest["mode"].as_str().is_some_and(|m| m != "server") {
+                continue;
+            }
+            f.batch |= codes(rest).iter().any(|c| c == "batch");
+            for r in rest["resource"].as_array().into_iter().flatten() {
+                if let Some(t) = r["type"].as_str()
+                    && codes(r).iter().any(|c| c == "patch")
+                {
+                    f.patch.insert(t.to_owned());
+                }
+            }
+        }
+        f
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +377,78 @@ impl Store {
             Store::File(s) => s.update(resource, pre).await,
         }
     }
+    /// A JSON Patch (RFC 6902) of one resource, under `pre` (HTTP servers whose
+    /// CapabilityStatement lists `patch`; see [`Store::features`]).
+    pub async fn patch(
+        &self,
+        resource_type: &str,
+        id: &str,
+        ops: &Value,
+        pre: &Precondition,
+    ) -> Result<Written, FhirError> {
+        match self {
+            Store::Http(s) => s.patch(resource_type, id, ops, pre).await,
+            Store::File(_) => Err(FhirError::Unsupported(
+                "the file store takes whole resources, not patches".into(),
+            )),
+        }
+    }
+
+    /// Send `entries` as one FHIR `batch` Bundle: one answer per entry, in order (an
+    /// entry's failure is its own). The error is the whole request's (nothing or anything
+    /// may have landed when its answer was lost). The file store answers the entries one
+    /// by one.
+    pub async fn batch(
+        &self,
+        entries: &[BatchEntry],
+    ) -> Result<Vec<Result<BatchAnswer, FhirError>>, FhirError> {
+        match self {
+            Store::Http(s) => s.batch(entries).await,
+            Store::File(s) => {
+                let mut out = Vec::with_capacity(entries.len());
+                for e in entries {
+                    out.push(match e {
+                        BatchEntry::Read { resource_type, id } => {
+                            s.read(resource_type, id).await.map(BatchAnswer::Read)
+                        }
+                        BatchEntry::Create {
+                            resource,
+                            if_none_exist,
+                        } => s
+                            .create(resource, if_none_exist.as_ref())
+                            .await
+                            .map(BatchAnswer::Written),
+                        BatchEntry::Update { resource, pre } => {
+                            s.update(resource, pre).await.map(BatchAnswer::Written)
+                        }
+                        BatchEntry::Patch { .. } => Err(FhirError::Unsupported(
+                            "the file store takes whole resources, not patches".into(),
+                        )),
+                        BatchEntry::Delete {
+                            resource_type,
+                            id,
+                            pre,
+                        } => s
+                            .delete(resource_type, id, pre)
+                            .await
+                            .map(|()| BatchAnswer::Deleted),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// What the target can do beyond single requests: the server's CapabilityStatement,
+    /// read once (a server that does not show one gets single requests only). The file
+    /// store: nothing (its writes are local; it has no patches).
+    pub async fn features(&self) -> ServerFeatures {
+        match self {
+            Store::Http(s) => s.features().await,
+            Store::File(_) => ServerFeatures::default(),
+        }
+    }
+
     /// Versions of a resource, newest first, where the target keeps them (HTTP servers
     /// with `_history`); `None` otherwise.
     pub async fn history(

@@ -370,6 +370,12 @@ pub struct TargetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
     pub concurrency: Option<u32>,
+    /// `fhir` targets: writes per FHIR `batch` Bundle during apply (default 100), where
+    /// the server's CapabilityStatement lists `batch`; 1 sends one request per write.
+    /// Canvas has no batch: one request per write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub batch_size: Option<u32>,
     /// `fhir` and `canvas` targets: bounds on every request (timeouts, answer size, pages
     /// per search). The defaults suit most servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

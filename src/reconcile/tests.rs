@@ -1685,6 +1685,7 @@ fn resolved(dialect: Box<dyn Dialect>) -> ResolvedTarget {
         dialect,
         concurrency: 1,
         plugin_api: None,
+        batch_size: 1,
     }
 }
 

@@ -62,6 +62,13 @@ pub struct TargetCapability {
     /// scheduled (Canvas), so active staff missing from it are the non-schedulable ones.
     /// False: the target has no such notion.
     pub schedulable_staff_search: bool,
+    /// Writes may be sent as FHIR `batch` Bundles (the target setting `batchSize` per
+    /// Bundle) where the server's CapabilityStatement lists `batch`.
+    pub batch: bool,
+    /// Updates may be sent as JSON Patch (only what changed; a group's members joining
+    /// or leaving instead of the whole group) where the server's CapabilityStatement lists
+    /// `patch` for the resource type; elsewhere the whole resource is sent (PUT).
+    pub patch: bool,
 }
 
 /// Whose care teams careplane reads and writes.
