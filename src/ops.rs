@@ -750,16 +750,13 @@ async fn install_plugin(
                 })
                 .collect();
             let done = apply::plugin::install(i, c, &plan.project, api, &created).await;
-            if let (Some(record), Some(path)) = (&done.record, &api.record) {
+            if let (Some(record), Some(path), Some(root)) =
+                (&done.record, &api.record, &api.record_root)
+                && let Ok(text) = serde_json::to_string_pretty(record)
+            {
                 // the record only serves the next plan's diff: a failure to write it loses
                 // that diff, never the install
-                let _ = path
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .transpose()
-                    .ok()
-                    .and_then(|_| serde_json::to_string_pretty(record).ok())
-                    .map(|text| std::fs::write(path, text + "\n"));
+                let _ = write_inside(root, path, &(text + "\n"));
             }
             done.outcome
         }
@@ -773,6 +770,52 @@ async fn install_plugin(
     }
     report.outcomes.push(outcome);
     report.outcomes.sort_by_key(|o| o.change);
+}
+
+/// Writes `text` to `path` inside the directory `root`, atomically (a new file beside it,
+/// then renamed over it), creating the directories between; refuses a path that leaves
+/// `root` or passes through a symbolic link (a manifest repository may hold one at
+/// `.careplane` or at the file itself), and never follows one.
+fn write_inside(root: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let outside = || std::io::Error::other("the path leaves the manifest directory");
+    let relative = path.strip_prefix(root).map_err(|_| outside())?;
+    let (Some(file), Some(parent)) = (relative.file_name(), relative.parent()) else {
+        return Err(outside());
+    };
+    let mut dir = root.to_path_buf();
+    for part in parent.components() {
+        let std::path::Component::Normal(part) = part else {
+            return Err(outside());
+        };
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(outside()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
+            Err(e) => return Err(e),
+        }
+    }
+    let target = dir.join(file);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(outside());
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file.to_string_lossy(),
+        std::process::id()
+    ));
+    // create_new: fails on anything already there, a symbolic link included
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, &target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 async fn provenance(
@@ -807,3 +850,56 @@ pub fn agent(m: &Manifests, target: &ResolvedTarget) -> apply::Agent {
 
 /// Effects passes (`reconcile --effects`, `watch`): effects only, under the guards.
 pub mod effects;
+
+#[cfg(test)]
+mod tests {
+    use super::write_inside;
+
+    #[test]
+    fn the_plugin_record_is_written_inside_the_manifest_directory_only() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (root.path(), elsewhere.path());
+        let file = |r: &str| root.join(r);
+        // the plain case: directories made, the file written, then replaced whole
+        write_inside(root, &file(".careplane/plugins/canvas.json"), "one\n").unwrap();
+        write_inside(root, &file(".careplane/plugins/canvas.json"), "two\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file(".careplane/plugins/canvas.json")).unwrap(),
+            "two\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(file(".careplane/plugins"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["canvas.json"], "no temporary file left behind");
+        // a path that leaves the directory
+        assert!(write_inside(root, &file(".careplane/plugins/../../../x.json"), "x").is_err());
+        assert!(write_inside(root, &elsewhere.join("x.json"), "x").is_err());
+        #[cfg(unix)]
+        {
+            // a symbolic link to elsewhere at the record's file, and at a directory on the way
+            std::os::unix::fs::symlink(
+                elsewhere.join("victim.json"),
+                file(".careplane/plugins/linked.json"),
+            )
+            .unwrap();
+            assert!(write_inside(root, &file(".careplane/plugins/linked.json"), "x").is_err());
+            let other = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(elsewhere, other.path().join(".careplane")).unwrap();
+            assert!(
+                write_inside(
+                    other.path(),
+                    &other.path().join(".careplane/plugins/canvas.json"),
+                    "x"
+                )
+                .is_err()
+            );
+            assert_eq!(
+                std::fs::read_dir(elsewhere).unwrap().count(),
+                0,
+                "nothing written or made through a link"
+            );
+        }
+    }
+}

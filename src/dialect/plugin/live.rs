@@ -36,6 +36,9 @@ pub struct Endpoint {
     /// the rules' digests), for the next plan's rule-level diff: inside the manifest
     /// directory, `.careplane/plugins/<target>.json`.
     pub record: Option<std::path::PathBuf>,
+    /// The manifest directory the record must stay inside (apply refuses to write it
+    /// through a symbolic link or anywhere else).
+    pub record_root: Option<std::path::PathBuf>,
 }
 
 impl Endpoint {
@@ -46,12 +49,15 @@ impl Endpoint {
             base: format!("{}/plugin-io/plugins/", host.trim_end_matches('/')),
             auth,
             record: None,
+            record_root: None,
         }
     }
 
-    /// The same endpoint, recording what apply installs at `path`.
-    pub fn with_record(mut self, path: std::path::PathBuf) -> Endpoint {
-        self.record = Some(path);
+    /// The same endpoint, recording what apply installs at `relative` inside the manifest
+    /// directory `root`.
+    pub fn with_record(mut self, root: &std::path::Path, relative: &std::path::Path) -> Endpoint {
+        self.record = Some(root.join(relative));
+        self.record_root = Some(root.to_path_buf());
         self
     }
 }
