@@ -413,15 +413,38 @@ pub async fn apply(plan: &Plan, target: &ResolvedTarget) -> Report {
 
 /// A saved plan, checked whole against the target before its first write: every object
 /// it writes is re-read (creates: searched for) and compared with what the plan saw.
+/// The rules plugin is checked too, against its plugin API's list (it is written last,
+/// but a stale plugin stops the configuration as any stale object does).
 /// Returns every stale object; empty means the plan may be applied.
 pub async fn stale_objects(plan: &Plan, target: &ResolvedTarget) -> Vec<apply::ApplyError> {
-    apply::stale_objects(
+    let mut stale = apply::stale_objects(
         plan,
         &target.store,
         target.dialect.as_ref(),
         target.concurrency,
     )
-    .await
+    .await;
+    if let Some(c) = plan
+        .changes
+        .iter()
+        .find(|c| apply::is_plugin(c) && c.action.is_change())
+    {
+        let api_err = |source| apply::ApplyError::PluginApi {
+            target: c.target.clone(),
+            source,
+        };
+        let plugin = match &target.plugin_api {
+            None => Some(api_err(
+                crate::dialect::plugin::live::PluginApiError::NoPluginApi(target.info.name.clone()),
+            )),
+            Some(api) => match observe::plugins(api).await {
+                Ok(listed) => apply::plugin::stale_against(c, &listed),
+                Err(e) => Some(api_err(e)),
+            },
+        };
+        stale.extend(plugin);
+    }
+    stale
 }
 
 /// What `apply_recorded` did: the outcomes and the record of them.
