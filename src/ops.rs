@@ -631,23 +631,11 @@ pub async fn apply_saved(
     };
     // the plugin: the reviewed change (its precondition), with the rules rebuilt now from
     // the same manifests and the ids that are live after the configuration
+    // (with no fresh plan, interrupted or not plannable, the reviewed change still gets
+    // its outcome: not started, or refused for want of rules)
     let mut configured = configured;
-    if let Ok((fresh, _)) = &fresh {
-        let rebuilt: Vec<crate::plan::Change> = config
-            .changes
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                if apply::is_plugin(&c)
-                    && let Some(f) = fresh.changes.iter().find(|f| apply::is_plugin(f))
-                {
-                    c.fields = f.fields.clone();
-                }
-                c
-            })
-            .collect();
-        install_plugin(&config, &rebuilt, target, &mut configured, control).await;
-    }
+    let rebuilt = with_rebuilt_plugin(&config.changes, fresh.as_ref().ok().map(|(f, _)| f));
+    install_plugin(&config, &rebuilt, target, &mut configured, control).await;
     let (effects, checks) = match fresh {
         Ok((fresh, _)) => {
             let effects: Vec<crate::plan::Change> = fresh
@@ -714,6 +702,27 @@ pub async fn apply_saved(
         applied: Applied { report, record },
         plan,
     }
+}
+
+/// A saved plan's configuration `changes` with the rules plugin's fields taken from
+/// `fresh` (a plan made now: a saved plan carries no rules data); unchanged without one.
+fn with_rebuilt_plugin(
+    changes: &[crate::plan::Change],
+    fresh: Option<&Plan>,
+) -> Vec<crate::plan::Change> {
+    let built = fresh.and_then(|f| f.changes.iter().find(|c| apply::is_plugin(c)));
+    changes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if apply::is_plugin(&c)
+                && let Some(f) = built
+            {
+                c.fields = f.fields.clone();
+            }
+            c
+        })
+        .collect()
 }
 
 /// Apply's last write: the rules plugin among `changes` (numbered as in `plan`), after
@@ -877,6 +886,93 @@ pub mod effects;
 #[cfg(test)]
 mod tests {
     use super::write_inside;
+
+    /// A saved plan's plugin change gets an outcome even when apply is interrupted before
+    /// it (no fresh plan to rebuild its rules from): not started, never silently dropped.
+    #[test]
+    fn an_interrupted_saved_apply_reports_its_plugin_as_not_started() {
+        use crate::plan::{Action, Change, Plan, Precondition, Reason, ReasonCode, Target};
+        use crate::vocab::{ObjectKind, Operation};
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let api = MockServer::start().await;
+            Mock::given(method("GET"))
+                .and(path("/plugin-io/plugins/"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"results": [], "next": null})),
+                )
+                .mount(&api)
+                .await;
+            let m = crate::manifest::load_from_memory(Default::default(), "clinic").unwrap();
+            let mut target = crate::target::resolve(dir.path(), &m.project, None).unwrap();
+            target.plugin_api = Some(crate::dialect::plugin::live::Endpoint::new(
+                &api.uri(),
+                crate::fhir::auth::Auth::None,
+            ));
+            let plugin = Change {
+                action: Action::Create,
+                target: Target {
+                    kind: ObjectKind::Plugin,
+                    name: "careplane_clinic".into(),
+                    resource_type: "Plugin".into(),
+                    id: None,
+                },
+                fields: Vec::new(),
+                reason: Reason {
+                    code: ReasonCode::Missing,
+                    source: None,
+                    rule: "missing".into(),
+                },
+                operation: Operation::Plugin {
+                    sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
+                },
+                precondition: Precondition {
+                    absent: true,
+                    ..Default::default()
+                },
+                notes: Vec::new(),
+            };
+            let saved = Plan::new(
+                "clinic",
+                target.info.clone(),
+                Vec::new(),
+                &m.checksum,
+                false,
+                vec![plugin],
+                Vec::new(),
+            );
+            let stop = std::sync::atomic::AtomicBool::new(true);
+            let control = crate::apply::Control {
+                stop: Some(&stop),
+                on_done: None,
+            };
+            let agent = super::agent(&m, &target);
+            let done = super::apply_saved(&saved, &m, &target, agent, false, &control).await;
+            let report = &done.applied.report;
+            assert!(report.refused.is_empty(), "{:?}", report.refused);
+            let plugin: Vec<_> = report
+                .outcomes
+                .iter()
+                .filter(|o| o.target.kind == ObjectKind::Plugin)
+                .collect();
+            assert_eq!(plugin.len(), 1, "{:?}", report.outcomes);
+            assert!(
+                matches!(
+                    plugin[0].result,
+                    Err(crate::apply::ApplyError::NotStarted { .. })
+                ),
+                "{:?}",
+                plugin[0].result
+            );
+        });
+    }
 
     #[test]
     fn the_plugin_record_is_written_inside_the_manifest_directory_only() {
