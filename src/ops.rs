@@ -415,15 +415,38 @@ fn writes(target: &ResolvedTarget) -> apply::Writes {
 
 /// A saved plan, checked whole against the target before its first write: every object
 /// it writes is re-read (creates: searched for) and compared with what the plan saw.
+/// The rules plugin is checked too, against its plugin API's list (it is written last,
+/// but a stale plugin stops the configuration as any stale object does).
 /// Returns every stale object; empty means the plan may be applied.
 pub async fn stale_objects(plan: &Plan, target: &ResolvedTarget) -> Vec<apply::ApplyError> {
-    apply::stale_objects(
+    let mut stale = apply::stale_objects(
         plan,
         &target.store,
         target.dialect.as_ref(),
         target.concurrency,
     )
-    .await
+    .await;
+    if let Some(c) = plan
+        .changes
+        .iter()
+        .find(|c| apply::is_plugin(c) && c.action.is_change())
+    {
+        let api_err = |source| apply::ApplyError::PluginApi {
+            target: c.target.clone(),
+            source,
+        };
+        let plugin = match &target.plugin_api {
+            None => Some(api_err(
+                crate::dialect::plugin::live::PluginApiError::NoPluginApi(target.info.name.clone()),
+            )),
+            Some(api) => match observe::plugins(api).await {
+                Ok(listed) => apply::plugin::stale_against(c, &listed),
+                Err(e) => Some(api_err(e)),
+            },
+        };
+        stale.extend(plugin);
+    }
+    stale
 }
 
 /// What `apply_recorded` did: the outcomes and the record of them.
@@ -610,23 +633,11 @@ pub async fn apply_saved(
     };
     // the plugin: the reviewed change (its precondition), with the rules rebuilt now from
     // the same manifests and the ids that are live after the configuration
+    // (with no fresh plan, interrupted or not plannable, the reviewed change still gets
+    // its outcome: not started, or refused for want of rules)
     let mut configured = configured;
-    if let Ok((fresh, _)) = &fresh {
-        let rebuilt: Vec<crate::plan::Change> = config
-            .changes
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                if apply::is_plugin(&c)
-                    && let Some(f) = fresh.changes.iter().find(|f| apply::is_plugin(f))
-                {
-                    c.fields = f.fields.clone();
-                }
-                c
-            })
-            .collect();
-        install_plugin(&config, &rebuilt, target, &mut configured, control).await;
-    }
+    let rebuilt = with_rebuilt_plugin(&config.changes, fresh.as_ref().ok().map(|(f, _)| f));
+    install_plugin(&config, &rebuilt, target, &mut configured, control).await;
     let (effects, checks) = match fresh {
         Ok((fresh, _)) => {
             let effects: Vec<crate::plan::Change> = fresh
@@ -695,6 +706,27 @@ pub async fn apply_saved(
     }
 }
 
+/// A saved plan's configuration `changes` with the rules plugin's fields taken from
+/// `fresh` (a plan made now: a saved plan carries no rules data); unchanged without one.
+fn with_rebuilt_plugin(
+    changes: &[crate::plan::Change],
+    fresh: Option<&Plan>,
+) -> Vec<crate::plan::Change> {
+    let built = fresh.and_then(|f| f.changes.iter().find(|c| apply::is_plugin(c)));
+    changes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if apply::is_plugin(&c)
+                && let Some(f) = built
+            {
+                c.fields = f.fields.clone();
+            }
+            c
+        })
+        .collect()
+}
+
 /// Apply's last write: the rules plugin among `changes` (numbered as in `plan`), after
 /// every other write of `report` (the package carries the ids of the teams and groups they
 /// created); then what was installed is recorded for the next plan's rule-level diff.
@@ -752,16 +784,13 @@ async fn install_plugin(
                 })
                 .collect();
             let done = apply::plugin::install(i, c, &plan.project, api, &created).await;
-            if let (Some(record), Some(path)) = (&done.record, &api.record) {
+            if let (Some(record), Some(path), Some(root)) =
+                (&done.record, &api.record, &api.record_root)
+                && let Ok(text) = serde_json::to_string_pretty(record)
+            {
                 // the record only serves the next plan's diff: a failure to write it loses
                 // that diff, never the install
-                let _ = path
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .transpose()
-                    .ok()
-                    .and_then(|_| serde_json::to_string_pretty(record).ok())
-                    .map(|text| std::fs::write(path, text + "\n"));
+                let _ = write_inside(root, path, &(text + "\n"));
             }
             done.outcome
         }
@@ -775,6 +804,52 @@ async fn install_plugin(
     }
     report.outcomes.push(outcome);
     report.outcomes.sort_by_key(|o| o.change);
+}
+
+/// Writes `text` to `path` inside the directory `root`, atomically (a new file beside it,
+/// then renamed over it), creating the directories between; refuses a path that leaves
+/// `root` or passes through a symbolic link (a manifest repository may hold one at
+/// `.careplane` or at the file itself), and never follows one.
+fn write_inside(root: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let outside = || std::io::Error::other("the path leaves the manifest directory");
+    let relative = path.strip_prefix(root).map_err(|_| outside())?;
+    let (Some(file), Some(parent)) = (relative.file_name(), relative.parent()) else {
+        return Err(outside());
+    };
+    let mut dir = root.to_path_buf();
+    for part in parent.components() {
+        let std::path::Component::Normal(part) = part else {
+            return Err(outside());
+        };
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(outside()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
+            Err(e) => return Err(e),
+        }
+    }
+    let target = dir.join(file);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(outside());
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file.to_string_lossy(),
+        std::process::id()
+    ));
+    // create_new: fails on anything already there, a symbolic link included
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, &target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 async fn provenance(
@@ -809,3 +884,143 @@ pub fn agent(m: &Manifests, target: &ResolvedTarget) -> apply::Agent {
 
 /// Effects passes (`reconcile --effects`, `watch`): effects only, under the guards.
 pub mod effects;
+
+#[cfg(test)]
+mod tests {
+    use super::write_inside;
+
+    /// A saved plan's plugin change gets an outcome even when apply is interrupted before
+    /// it (no fresh plan to rebuild its rules from): not started, never silently dropped.
+    #[test]
+    fn an_interrupted_saved_apply_reports_its_plugin_as_not_started() {
+        use crate::plan::{Action, Change, Plan, Precondition, Reason, ReasonCode, Target};
+        use crate::vocab::{ObjectKind, Operation};
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let api = MockServer::start().await;
+            Mock::given(method("GET"))
+                .and(path("/plugin-io/plugins/"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"results": [], "next": null})),
+                )
+                .mount(&api)
+                .await;
+            let m = crate::manifest::load_from_memory(Default::default(), "clinic").unwrap();
+            let mut target = crate::target::resolve(dir.path(), &m.project, None).unwrap();
+            target.plugin_api = Some(crate::dialect::plugin::live::Endpoint::new(
+                &api.uri(),
+                crate::fhir::auth::Auth::None,
+            ));
+            let plugin = Change {
+                action: Action::Create,
+                target: Target {
+                    kind: ObjectKind::Plugin,
+                    name: "careplane_clinic".into(),
+                    resource_type: "Plugin".into(),
+                    id: None,
+                },
+                fields: Vec::new(),
+                reason: Reason {
+                    code: ReasonCode::Missing,
+                    source: None,
+                    rule: "missing".into(),
+                },
+                operation: Operation::Plugin {
+                    sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
+                },
+                precondition: Precondition {
+                    absent: true,
+                    ..Default::default()
+                },
+                notes: Vec::new(),
+            };
+            let saved = Plan::new(
+                "clinic",
+                target.info.clone(),
+                Vec::new(),
+                &m.checksum,
+                false,
+                vec![plugin],
+                Vec::new(),
+            );
+            let stop = std::sync::atomic::AtomicBool::new(true);
+            let control = crate::apply::Control {
+                stop: Some(&stop),
+                on_done: None,
+            };
+            let agent = super::agent(&m, &target);
+            let done = super::apply_saved(&saved, &m, &target, agent, false, &control).await;
+            let report = &done.applied.report;
+            assert!(report.refused.is_empty(), "{:?}", report.refused);
+            let plugin: Vec<_> = report
+                .outcomes
+                .iter()
+                .filter(|o| o.target.kind == ObjectKind::Plugin)
+                .collect();
+            assert_eq!(plugin.len(), 1, "{:?}", report.outcomes);
+            assert!(
+                matches!(
+                    plugin[0].result,
+                    Err(crate::apply::ApplyError::NotStarted { .. })
+                ),
+                "{:?}",
+                plugin[0].result
+            );
+        });
+    }
+
+    #[test]
+    fn the_plugin_record_is_written_inside_the_manifest_directory_only() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (root.path(), elsewhere.path());
+        let file = |r: &str| root.join(r);
+        // the plain case: directories made, the file written, then replaced whole
+        write_inside(root, &file(".careplane/plugins/canvas.json"), "one\n").unwrap();
+        write_inside(root, &file(".careplane/plugins/canvas.json"), "two\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file(".careplane/plugins/canvas.json")).unwrap(),
+            "two\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(file(".careplane/plugins"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["canvas.json"], "no temporary file left behind");
+        // a path that leaves the directory
+        assert!(write_inside(root, &file(".careplane/plugins/../../../x.json"), "x").is_err());
+        assert!(write_inside(root, &elsewhere.join("x.json"), "x").is_err());
+        #[cfg(unix)]
+        {
+            // a symbolic link to elsewhere at the record's file, and at a directory on the way
+            std::os::unix::fs::symlink(
+                elsewhere.join("victim.json"),
+                file(".careplane/plugins/linked.json"),
+            )
+            .unwrap();
+            assert!(write_inside(root, &file(".careplane/plugins/linked.json"), "x").is_err());
+            let other = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(elsewhere, other.path().join(".careplane")).unwrap();
+            assert!(
+                write_inside(
+                    other.path(),
+                    &other.path().join(".careplane/plugins/canvas.json"),
+                    "x"
+                )
+                .is_err()
+            );
+            assert_eq!(
+                std::fs::read_dir(elsewhere).unwrap().count(),
+                0,
+                "nothing written or made through a link"
+            );
+        }
+    }
+}

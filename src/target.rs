@@ -24,6 +24,28 @@ pub const PLUGIN_RECORDS: &str = ".careplane/plugins";
 /// Writes per FHIR `batch` Bundle (`batchSize`).
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 
+/// The file, relative to the manifest directory, where apply records the plugin it
+/// installed on target `name`: `.careplane/plugins/<name>.json` where the name is a plain
+/// file name, else `target-<digest of the name>.json` (a target's name is any key of the
+/// project file, and must not lead the write out of the directory: `../../x`, `a/b`).
+pub fn plugin_record_file(name: &str) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let plain = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let file = if plain {
+        format!("{name}.json")
+    } else {
+        let h = Sha256::digest(name.as_bytes());
+        let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("target-{hex}.json")
+    };
+    Path::new(PLUGIN_RECORDS).join(file)
+}
+
 /// A URL as it may be printed: without user name, password, query or fragment.
 pub fn public_url(url: &url::Url) -> String {
     let mut u = url.clone();
@@ -320,7 +342,7 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
             };
             let plugin_api =
                 crate::dialect::plugin::live::Endpoint::new(&plugin_host, auth.same_credentials())
-                    .with_record(dir.join(PLUGIN_RECORDS).join(format!("{name}.json")));
+                    .with_record(dir, &plugin_record_file(name));
             let dialect = Canvas::new(
                 spec.retire_prefix
                     .as_deref()
@@ -345,5 +367,32 @@ mod tests {
         assert_eq!(public_url(&u), "https://fhir.example.org/r4/");
         let t = server("https://svc:s3cret@fhir.example.org/r4").unwrap();
         assert!(!t.info.endpoint.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_target_name_never_leads_the_plugin_record_out_of_its_directory() {
+        let records = Path::new(PLUGIN_RECORDS);
+        assert_eq!(
+            plugin_record_file("canvas-prod"),
+            records.join("canvas-prod.json")
+        );
+        for hostile in [
+            "../../../etc/cron.d/x",
+            "a/b",
+            "..",
+            ".hidden",
+            "/abs",
+            "a\\b",
+            "",
+        ] {
+            let f = plugin_record_file(hostile);
+            assert_eq!(f.parent(), Some(records), "{hostile:?}: {f:?}");
+            let name = f.file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.starts_with("target-") && name.ends_with(".json"),
+                "{name}"
+            );
+        }
+        assert_ne!(plugin_record_file("a/b"), plugin_record_file("a/c"));
     }
 }

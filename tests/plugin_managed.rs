@@ -324,3 +324,46 @@ fn effects_watch_leaves_the_plugin_out_and_warns_while_it_is_enabled() {
         "{plan:#}"
     );
 }
+
+/// A saved plan is checked whole before its first write, the plugin included: a plugin
+/// uninstalled on the instance since the review makes the plan stale, and the team the
+/// same plan creates is not written either.
+#[test]
+fn a_saved_plan_whose_plugin_is_stale_writes_nothing() {
+    let (sim, dir) = setup("");
+    let dir = dir.path();
+    assert!(run(dir, &["apply", "--auto-approve"]).status.success());
+    // reviewed: a new team and a changed label (the plugin updated from its version now)
+    let intake = "apiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: intake\nspec:\n  displayName: Intake\n";
+    write(
+        dir,
+        &[
+            ("rules.yaml", rules("Psych Referral")),
+            ("intake.yaml", intake.into()),
+        ],
+    );
+    let saved = dir.join("reviewed.plan.json");
+    let o = run(dir, &["plan", "--out", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // then uninstalled on the instance
+    assert_eq!(
+        sim.plugin_api(reqwest::Method::DELETE, "careplane_clinic/", &[]),
+        204
+    );
+    let o = careplane()
+        .args(["apply", "--auto-approve", "--plan"])
+        .arg(&saved)
+        .arg(dir)
+        .env("SIM_ID", CLIENT_ID)
+        .env("SIM_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(!o.status.success(), "{shown}");
+    assert!(shown.contains("it was uninstalled"), "{shown}");
+    assert!(
+        !sim.teams().iter().any(|t| t["name"] == "Intake"),
+        "nothing written: {shown}"
+    );
+    assert!(sim.plugin("careplane_clinic").is_none());
+}

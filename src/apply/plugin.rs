@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{ApplyError, Outcome};
-use crate::dialect::plugin::live::{Endpoint, PluginApi};
+use crate::dialect::plugin::live::{self, Endpoint, PluginApi};
 use crate::dialect::plugin::{self, Applied, RULES_FIELD};
 use crate::fhir::Written;
 use crate::plan::Change;
@@ -22,6 +22,31 @@ pub type Created = BTreeMap<(ObjectKind, String), String>;
 pub struct Installed {
     pub outcome: Outcome,
     pub record: Option<Applied>,
+}
+
+/// Whether the plugin change `c` is stale against what the plugin API lists now: the plan
+/// saw it absent and it is installed, or saw a version and it is uninstalled or at another.
+/// Checked by [`install`] right before its upload, and with the rest of a saved plan's
+/// configuration before its first write (`ops::stale_objects`).
+pub fn stale_against(c: &Change, listed: &[live::Installed]) -> Option<ApplyError> {
+    let stale = |detail: String| ApplyError::Stale {
+        target: c.target.clone(),
+        detail,
+    };
+    let live = listed.iter().find(|p| p.name == c.target.name);
+    match (c.precondition.absent, live) {
+        (true, Some(p)) => Some(stale(format!(
+            "it is installed now (version {})",
+            p.version.as_deref().unwrap_or("unknown")
+        ))),
+        (false, None) => Some(stale("it was uninstalled".into())),
+        (false, Some(p)) if p.version != c.precondition.version_id => Some(stale(format!(
+            "version {} now, {} when planned",
+            p.version.as_deref().unwrap_or("unknown"),
+            c.precondition.version_id.as_deref().unwrap_or("unknown")
+        ))),
+        _ => None,
+    }
 }
 
 /// Installs or updates the plugin `c` (change number `i` of a plan for `project`).
@@ -85,23 +110,8 @@ pub async fn install(
     let result = async {
         let client = PluginApi::connect(api).await.map_err(api_err)?;
         let listed = client.list().await.map_err(api_err)?;
-        let live = listed.iter().find(|p| p.name == package.name);
-        match (c.precondition.absent, live) {
-            (true, Some(p)) => {
-                return Err(stale(format!(
-                    "it is installed now (version {})",
-                    p.version.as_deref().unwrap_or("unknown")
-                )));
-            }
-            (false, None) => return Err(stale("it was uninstalled".into())),
-            (false, Some(p)) if p.version != c.precondition.version_id => {
-                return Err(stale(format!(
-                    "version {} now, {} when planned",
-                    p.version.as_deref().unwrap_or("unknown"),
-                    c.precondition.version_id.as_deref().unwrap_or("unknown")
-                )));
-            }
-            _ => {}
+        if let Some(e) = stale_against(c, &listed) {
+            return Err(e);
         }
         client
             .upload(&package, c.precondition.absent)

@@ -23,6 +23,10 @@ pub enum PluginApiError {
     Token(#[source] crate::fhir::FhirError),
     #[error("the plugin list has more than {0} pages")]
     TooManyPages(usize),
+    #[error(
+        "the plugin list's next page is at {next}, not on the plugin API's origin {api}; careplane sends the target's credentials only there and did not follow it"
+    )]
+    ForeignNext { next: String, api: String },
 }
 
 /// Where a target's plugin API is and the credentials for it, as `target.rs` resolves
@@ -36,6 +40,9 @@ pub struct Endpoint {
     /// the rules' digests), for the next plan's rule-level diff: inside the manifest
     /// directory, `.careplane/plugins/<target>.json`.
     pub record: Option<std::path::PathBuf>,
+    /// The manifest directory the record must stay inside (apply refuses to write it
+    /// through a symbolic link or anywhere else).
+    pub record_root: Option<std::path::PathBuf>,
 }
 
 impl Endpoint {
@@ -46,12 +53,15 @@ impl Endpoint {
             base: format!("{}/plugin-io/plugins/", host.trim_end_matches('/')),
             auth,
             record: None,
+            record_root: None,
         }
     }
 
-    /// The same endpoint, recording what apply installs at `path`.
-    pub fn with_record(mut self, path: std::path::PathBuf) -> Endpoint {
-        self.record = Some(path);
+    /// The same endpoint, recording what apply installs at `relative` inside the manifest
+    /// directory `root`.
+    pub fn with_record(mut self, root: &std::path::Path, relative: &std::path::Path) -> Endpoint {
+        self.record = Some(root.join(relative));
+        self.record_root = Some(root.to_path_buf());
         self
     }
 }
@@ -109,7 +119,29 @@ impl PluginApi {
         })
     }
 
-    /// The installed plugins (GET, following `next`; canvas_cli `list`).
+    /// A `next` link (absolute, or relative to the page `from`), if it is http(s) on the
+    /// plugin API's own origin: the token goes nowhere else.
+    fn same_origin(&self, from: &str, link: &str) -> Result<String, PluginApiError> {
+        let api = url::Url::parse(&self.base).ok();
+        let next = url::Url::parse(from).and_then(|f| f.join(link)).ok();
+        match (&api, &next) {
+            (Some(a), Some(n))
+                if matches!(n.scheme(), "http" | "https") && n.origin() == a.origin() =>
+            {
+                Ok(n.to_string())
+            }
+            _ => Err(PluginApiError::ForeignNext {
+                next: next
+                    .map(|n| n.origin().ascii_serialization())
+                    .unwrap_or_else(|| "an unreadable address".into()),
+                api: api
+                    .map(|a| a.origin().ascii_serialization())
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// The installed plugins (GET, following `next` on the same origin; canvas_cli `list`).
     pub async fn list(&self) -> Result<Vec<Installed>, PluginApiError> {
         let mut next = Some(self.base.clone());
         let mut out = Vec::new();
@@ -135,7 +167,10 @@ impl PluginApi {
                     enabled: p["is_enabled"].as_bool().unwrap_or(false),
                 });
             }
-            next = body["next"].as_str().map(str::to_owned);
+            next = match body["next"].as_str() {
+                Some(link) => Some(self.same_origin(&url, link)?),
+                None => None,
+            };
         }
         Err(PluginApiError::TooManyPages(MAX_PAGES))
     }
@@ -180,4 +215,56 @@ impl PluginApi {
 /// The plugins installed on a target (its plugin API's list).
 pub async fn installed(endpoint: &Endpoint) -> Result<Vec<Installed>, PluginApiError> {
     PluginApi::connect(endpoint).await?.list().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    #[test]
+    fn the_plugin_list_follows_next_links_on_its_own_origin_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (api, elsewhere) = (MockServer::start().await, MockServer::start().await);
+            let auth = crate::fhir::auth::Auth::Bearer(secrecy::SecretString::from("t0ken"));
+            let page = |name: &str, next: Option<String>| {
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "results": [{"name": name, "version": "1", "is_enabled": true}],
+                    "next": next,
+                }))
+            };
+            // a relative next link on the same origin is followed
+            Mock::given(method("GET"))
+                .and(path("/plugin-io/plugins/"))
+                .and(query_param("page", "2"))
+                .respond_with(page("b", Some(format!("{}/steal/", elsewhere.uri()))))
+                .mount(&api)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/plugin-io/plugins/"))
+                .respond_with(page("a", Some("?page=2".into())))
+                .mount(&api)
+                .await;
+            Mock::given(method("GET"))
+                .respond_with(page("c", None))
+                .mount(&elsewhere)
+                .await;
+            let endpoint = Endpoint::new(&api.uri(), auth);
+            let listed = installed(&endpoint).await;
+            assert!(
+                matches!(&listed, Err(PluginApiError::ForeignNext { next, .. }) if *next == elsewhere.uri()),
+                "{listed:?}"
+            );
+            assert_eq!(api.received_requests().await.unwrap().len(), 2);
+            assert!(
+                elsewhere.received_requests().await.unwrap().is_empty(),
+                "the token went to another origin"
+            );
+        });
+    }
 }
