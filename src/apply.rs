@@ -73,6 +73,16 @@ pub enum ApplyError {
         "{target}: not started (the apply was interrupted before this write); the next apply makes it"
     )]
     NotStarted { target: Target },
+    /// A write the plugin's rules depend on (the create of a team or patient group whose
+    /// id they carry) failed or was not started: the plugin was left as it is.
+    #[error(
+        "{target}: not installed, because its rules carry the id of {dependency}, which {why}; the plugin was not changed, and the next apply installs it once that is written"
+    )]
+    DependencyUnwritten {
+        target: Target,
+        dependency: String,
+        why: String,
+    },
     /// The target's plugin API failed (the plugin was not changed).
     #[error("{target}: {source}; the plugin was not changed")]
     PluginApi {

@@ -783,7 +783,8 @@ async fn install_plugin(
                     Some(((o.target.kind, o.target.name.clone()), w.id.clone()))
                 })
                 .collect();
-            let done = apply::plugin::install(i, c, &plan.project, api, &created).await;
+            let unwritten = apply::plugin::unwritten(&report.outcomes);
+            let done = apply::plugin::install(i, c, &plan.project, api, &created, &unwritten).await;
             if let (Some(record), Some(path), Some(root)) =
                 (&done.record, &api.record, &api.record_root)
                 && let Ok(text) = serde_json::to_string_pretty(record)
@@ -973,6 +974,149 @@ mod tests {
                 "{:?}",
                 plugin[0].result
             );
+        });
+    }
+
+    /// The plugin waits for the teams and groups its rules carry the ids of: when such a
+    /// create failed or never started, apply leaves the plugin alone and says which write
+    /// it waits for (a plugin with a null team id would route tasks to no team).
+    #[test]
+    fn the_plugin_is_not_installed_when_a_create_it_depends_on_failed() {
+        use crate::apply::{ApplyError, Outcome, Report};
+        use crate::plan::{
+            Action, Change, FieldChange, Plan, Precondition, Reason, ReasonCode, Target,
+        };
+        use crate::vocab::{ObjectKind, Operation};
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let target_of = |kind, name: &str, rt: &str| Target {
+            kind,
+            name: name.into(),
+            resource_type: rt.into(),
+            id: None,
+        };
+        let rules = serde_json::json!({
+            "routing": [{"name": "psych", "set": {"team": {"name": "bh", "displayName": "BH", "groupId": null}}}],
+            "groups": [{"name": "opted-out", "displayName": "Opted out", "groupId": null}],
+        });
+        let plugin = Change {
+            action: Action::Create,
+            target: target_of(ObjectKind::Plugin, "careplane_clinic", "Plugin"),
+            fields: vec![FieldChange {
+                field: crate::dialect::plugin::RULES_FIELD.into(),
+                before: None,
+                after: None,
+                source: None,
+                labels: Default::default(),
+                membership: None,
+                sealed: Some((None, Some(rules))),
+            }],
+            reason: Reason {
+                code: ReasonCode::Missing,
+                source: None,
+                rule: "missing".into(),
+            },
+            operation: Operation::Plugin {
+                sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
+            },
+            precondition: Precondition {
+                absent: true,
+                ..Default::default()
+            },
+            notes: Vec::new(),
+        };
+        let failed = |kind, name: &str, rt: &str, e: ApplyError| Outcome {
+            change: 0,
+            action: Action::Create,
+            target: target_of(kind, name, rt),
+            result: Err(e),
+            note: None,
+            writes: 0,
+        };
+        rt.block_on(async {
+            let api = MockServer::start().await;
+            Mock::given(method("GET"))
+                .and(path("/plugin-io/plugins/"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"results": [], "next": null})),
+                )
+                .mount(&api)
+                .await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(201))
+                .expect(0)
+                .mount(&api)
+                .await;
+            let m = crate::manifest::load_from_memory(Default::default(), "clinic").unwrap();
+            let mut target = crate::target::resolve(dir.path(), &m.project, None).unwrap();
+            target.plugin_api = Some(crate::dialect::plugin::live::Endpoint::new(
+                &api.uri(),
+                crate::fhir::auth::Auth::None,
+            ));
+            let plan = Plan::new(
+                "clinic",
+                target.info.clone(),
+                Vec::new(),
+                &m.checksum,
+                false,
+                vec![plugin.clone()],
+                Vec::new(),
+            );
+            // the team's create failed; the group's was never started
+            let team = target_of(ObjectKind::Team, "bh", "Group");
+            let group = target_of(ObjectKind::PatientGroup, "opted-out", "Group");
+            let mut report = Report {
+                outcomes: vec![
+                    failed(
+                        ObjectKind::Team,
+                        "bh",
+                        "Group",
+                        ApplyError::Stale {
+                            target: team,
+                            detail: "test".into(),
+                        },
+                    ),
+                    failed(
+                        ObjectKind::PatientGroup,
+                        "opted-out",
+                        "Group",
+                        ApplyError::NotStarted { target: group },
+                    ),
+                ],
+                refused: Vec::new(),
+            };
+            let control = crate::apply::Control::default();
+            super::install_plugin(&plan, &plan.changes, &target, &mut report, &control).await;
+            let outcome = report
+                .outcomes
+                .iter()
+                .find(|o| o.target.kind == ObjectKind::Plugin)
+                .expect("the plugin change has an outcome");
+            let Err(e @ ApplyError::DependencyUnwritten { .. }) = &outcome.result else {
+                panic!("{:?}", outcome.result);
+            };
+            let text = e.to_string();
+            assert!(text.contains("team 'bh'"), "{text}");
+            assert!(text.contains("failed"), "{text}");
+            assert_eq!(outcome.writes, 0);
+            // the record says it too
+            let record = crate::apply::ApplyRecord::new(
+                &plan,
+                super::agent(&m, &target),
+                false,
+                std::time::SystemTime::now(),
+                std::time::SystemTime::now(),
+                Some(&report),
+                &[],
+            );
+            let json = serde_json::to_string(&record).unwrap();
+            assert!(json.contains("team 'bh'"), "{json}");
         });
     }
 

@@ -18,6 +18,26 @@ use crate::vocab::ObjectKind;
 /// Ids of the objects an apply created, by kind and manifest name.
 pub type Created = BTreeMap<(ObjectKind, String), String>;
 
+/// Writes of this apply that did not go through, by kind and manifest name: why, as the
+/// end of a sentence ("failed: …", "was not started …").
+pub type Unwritten = BTreeMap<(ObjectKind, String), String>;
+
+/// The writes among `outcomes` that did not go through, for [`install`].
+pub fn unwritten(outcomes: &[Outcome]) -> Unwritten {
+    outcomes
+        .iter()
+        .filter_map(|o| {
+            let why = match o.result.as_ref().err()? {
+                ApplyError::NotStarted { .. } => {
+                    "was not started (the apply was interrupted before it)".to_owned()
+                }
+                _ => "failed to be written in this apply".to_owned(),
+            };
+            Some(((o.target.kind, o.target.name.clone()), why))
+        })
+        .collect()
+}
+
 /// What [`install`] did: the outcome, and what to record for the next plan's diff.
 pub struct Installed {
     pub outcome: Outcome,
@@ -56,6 +76,7 @@ pub async fn install(
     project: &str,
     api: &Endpoint,
     created: &Created,
+    unwritten: &Unwritten,
 ) -> Installed {
     let done = |result: Result<Option<Written>, ApplyError>, note: Option<String>| Outcome {
         change: i,
@@ -100,6 +121,23 @@ pub async fn install(
         &of(ObjectKind::Team),
         &of(ObjectKind::PatientGroup),
     );
+    // a rule whose team or group has no id (its create failed or never started) would run
+    // with none: the plugin waits for the next apply, which writes that object first
+    if let Some((kind, name)) = plugin::missing_ids(&rules).into_iter().next() {
+        let why = unwritten
+            .get(&(kind, name.clone()))
+            .cloned()
+            .unwrap_or_else(|| "has no id on the target (this apply did not create it)".into());
+        let e = ApplyError::DependencyUnwritten {
+            target: c.target.clone(),
+            dependency: format!("{} '{name}'", kind.label()),
+            why,
+        };
+        return Installed {
+            outcome: done(Err(e), None),
+            record: None,
+        };
+    }
     let Some(package) = plugin::package_from_rules(project, rules, Vec::new()) else {
         let e = stale("the plugin's rules are empty".into());
         return Installed {

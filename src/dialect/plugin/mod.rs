@@ -553,6 +553,32 @@ pub fn fill_ids(
     n
 }
 
+/// The teams and patient groups the rules data still has no id for, by manifest name
+/// (each once, in the data's order): a team a routing rule sets, a group a group rule keeps.
+pub fn missing_ids(rules: &Value) -> Vec<(crate::vocab::ObjectKind, String)> {
+    use crate::vocab::ObjectKind;
+    let mut out: Vec<(ObjectKind, String)> = Vec::new();
+    let mut push = |kind, name: Option<&str>| {
+        if let Some(name) = name
+            && !out.iter().any(|(k, n)| *k == kind && n == name)
+        {
+            out.push((kind, name.to_owned()));
+        }
+    };
+    for r in rules["routing"].as_array().into_iter().flatten() {
+        let t = &r["set"]["team"];
+        if t.is_object() && t["groupId"].is_null() {
+            push(ObjectKind::Team, t["name"].as_str());
+        }
+    }
+    for g in rules["groups"].as_array().into_iter().flatten() {
+        if g["groupId"].is_null() {
+            push(ObjectKind::PatientGroup, g["name"].as_str());
+        }
+    }
+    out
+}
+
 /// SHA-256 over the files, sorted by path (path, NUL, contents, NUL).
 pub fn content_hash(files: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
