@@ -86,6 +86,10 @@ pub enum TargetError {
         "target '{target}': the file store '{path}' leads outside the manifest directory (through a symbolic link); keep the store inside it"
     )]
     StoreOutside { target: String, path: String },
+    #[error(
+        "target '{target}': pluginUrl must be an http(s) address with a host and no path (only the origin is used), e.g. https://<instance>.canvasmedical.com"
+    )]
+    PluginUrl { target: String },
     #[error(transparent)]
     Fhir(#[from] FhirError),
 }
@@ -311,19 +315,15 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                 client_secret_env: "CANVAS_CLIENT_SECRET".into(),
                 scope: None,
             };
-            // canvas_cli `plugin_url`: the plugin API is on the EMR host, the one whose
-            // /auth/token/ issues the token; with a bearer token, the target's own host
             let emr = format!("https://{instance}.canvasmedical.com");
-            let (auth, plugin_host) = match &spec.auth {
+            let (auth, token_url) = match &spec.auth {
                 Some(a) if a.bearer_token_env.is_some() => (
                     Auth::Bearer(SecretString::from(env(
                         a.bearer_token_env.as_deref().unwrap_or_default(),
                         "bearer token",
                         name,
                     )?)),
-                    url::Url::parse(&url)
-                        .map(|u| u.origin().ascii_serialization())
-                        .unwrap_or(emr),
+                    None,
                 ),
                 other => {
                     let o = other
@@ -334,12 +334,10 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
                         .token_url
                         .clone()
                         .unwrap_or_else(|| format!("{emr}/auth/token/"));
-                    let host = url::Url::parse(&token_url)
-                        .map(|u| u.origin().ascii_serialization())
-                        .unwrap_or(emr);
-                    (oauth2(name, o, token_url)?, host)
+                    (oauth2(name, o, token_url.clone())?, Some(token_url))
                 }
             };
+            let plugin_host = plugin_host(name, spec, &url, token_url.as_deref())?;
             let plugin_api =
                 crate::dialect::plugin::live::Endpoint::new(&plugin_host, auth.same_credentials())
                     .with_record(dir, &plugin_record_file(name));
@@ -357,6 +355,40 @@ fn from_spec(dir: &Path, name: &str, spec: &TargetSpec) -> Result<ResolvedTarget
     }
 }
 
+/// The origin of a Canvas target's plugin API (canvas_cli `plugin_url`:
+/// `<EMR host>/plugin-io/plugins/`), where the target's credentials are also sent:
+/// `pluginUrl` if set; else the EMR host `https://<instance>.canvasmedical.com`; without
+/// an instance (a simulator, a proxy), the host of the OAuth2 `token_url`, or with a bearer
+/// token (`token_url` none) the host of the FHIR `url`.
+fn plugin_host(
+    name: &str,
+    spec: &TargetSpec,
+    url: &str,
+    token_url: Option<&str>,
+) -> Result<String, TargetError> {
+    let origin = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .map(|u| (u.origin().ascii_serialization(), u.path().to_owned()))
+    };
+    if let Some(p) = &spec.plugin_url {
+        return match origin(p) {
+            Some((o, path)) if path == "/" || path.is_empty() => Ok(o),
+            _ => Err(TargetError::PluginUrl {
+                target: name.into(),
+            }),
+        };
+    }
+    if let Some(instance) = spec.instance.as_deref().filter(|i| !i.is_empty()) {
+        return Ok(format!("https://{instance}.canvasmedical.com"));
+    }
+    let fallback = token_url.unwrap_or(url);
+    Ok(origin(fallback)
+        .map(|(o, _)| o)
+        .unwrap_or_else(|| fallback.trim_end_matches('/').to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +399,94 @@ mod tests {
         assert_eq!(public_url(&u), "https://fhir.example.org/r4/");
         let t = server("https://svc:s3cret@fhir.example.org/r4").unwrap();
         assert!(!t.info.endpoint.contains("s3cret"));
+    }
+
+    fn canvas(extra: serde_json::Value) -> TargetSpec {
+        let mut v = serde_json::json!({"type": "canvas"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// canvas_cli puts the plugin API on the EMR host `<instance>.canvasmedical.com`, not
+    /// on the FHIR host (fumage-<instance>) nor on a custom token URL's host.
+    #[test]
+    fn the_plugin_api_is_on_the_emr_host_of_the_instance() {
+        let fhir = "https://fumage-acme.canvasmedical.com";
+        let spec = canvas(serde_json::json!({"instance": "acme"}));
+        // bearer token: not the FHIR URL's origin
+        assert_eq!(
+            plugin_host("t", &spec, fhir, None).unwrap(),
+            "https://acme.canvasmedical.com"
+        );
+        // OAuth2 with a login server's token URL: not the login server
+        assert_eq!(
+            plugin_host(
+                "t",
+                &spec,
+                fhir,
+                Some("https://login.example.org/oauth/token")
+            )
+            .unwrap(),
+            "https://acme.canvasmedical.com"
+        );
+    }
+
+    #[test]
+    fn plugin_url_sets_the_plugin_api_origin() {
+        let spec = canvas(serde_json::json!({
+            "instance": "acme",
+            "pluginUrl": "https://emr.acme.example:8443/"
+        }));
+        assert_eq!(
+            plugin_host(
+                "t",
+                &spec,
+                "https://fhir.acme.example",
+                Some("https://login.x/t")
+            )
+            .unwrap(),
+            "https://emr.acme.example:8443"
+        );
+        // credentials in the address never become part of the origin
+        let spec = canvas(serde_json::json!({"pluginUrl": "https://u:pw@emr.acme.example"}));
+        assert_eq!(
+            plugin_host("t", &spec, "https://fhir.acme.example", None).unwrap(),
+            "https://emr.acme.example"
+        );
+        for bad in [
+            "emr.acme.example",
+            "ftp://emr.acme.example",
+            "https://emr.acme.example/plugin-io/plugins/",
+            "not a url",
+        ] {
+            let spec = canvas(serde_json::json!({"pluginUrl": bad}));
+            let e = plugin_host("t", &spec, "https://fhir.acme.example", None).unwrap_err();
+            assert!(matches!(e, TargetError::PluginUrl { .. }), "{bad}: {e}");
+            assert!(!e.to_string().contains("pw"));
+        }
+    }
+
+    /// Without an instance (a simulator, a proxy) the rule is as before: the token URL's
+    /// host with OAuth2, the FHIR URL's host with a bearer token.
+    #[test]
+    fn without_an_instance_the_plugin_api_follows_the_token_or_fhir_host() {
+        let spec = canvas(serde_json::json!({"url": "http://127.0.0.1:9/fhir"}));
+        assert_eq!(
+            plugin_host("t", &spec, "http://127.0.0.1:9/fhir", None).unwrap(),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            plugin_host(
+                "t",
+                &spec,
+                "http://127.0.0.1:9/fhir",
+                Some("http://127.0.0.1:10/auth/token/")
+            )
+            .unwrap(),
+            "http://127.0.0.1:10"
+        );
     }
 
     #[test]

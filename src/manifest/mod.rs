@@ -694,11 +694,14 @@ fn check_project(ck: &mut Checker, d: &Doc<'_>, spec: &ProjectSpec) {
             );
         }
         if t.target_type != TargetType::Canvas
-            && (t.instance.is_some() || t.retire_prefix.is_some() || t.manage_all_teams.is_some())
+            && (t.instance.is_some()
+                || t.plugin_url.is_some()
+                || t.retire_prefix.is_some()
+                || t.manage_all_teams.is_some())
         {
             ck.error(
                 d.at(&format!("/spec/targets/{name}")),
-                format!("target '{name}': instance, retirePrefix and manageAllTeams apply to canvas targets only"),
+                format!("target '{name}': instance, pluginUrl, retirePrefix and manageAllTeams apply to canvas targets only"),
                 "remove them, or set `type: canvas`",
             );
         }

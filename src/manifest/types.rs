@@ -347,6 +347,12 @@ pub struct TargetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
     pub instance: Option<String>,
+    /// `canvas` targets: the EMR host whose `/plugin-io/plugins/` is the plugin API (only
+    /// its origin counts), e.g. `https://<instance>.canvasmedical.com`. Default: derived
+    /// from `instance`; without `instance`, the token URL's host (OAuth2) or the FHIR URL's
+    /// host (bearer token). The target's credentials are sent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_url: Option<String>,
     /// `canvas` targets: prefix given to a team that `--prune` retires (Canvas has no
     /// DELETE). Default `zz-retired `.
     #[serde(default, skip_serializing_if = "Option::is_none")]
