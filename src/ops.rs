@@ -274,6 +274,16 @@ async fn plugin_input(
     Ok(input)
 }
 
+/// Why a plan for `target` has no plugin change (for `plugin status` / `plugin install`):
+/// decided from the project's `effects` on the target and whether the manifests declare
+/// routing or patient-group rules.
+pub fn plugin_unmanaged(m: &Manifests, target: &ResolvedTarget) -> reconcile::plugin::Unmanaged {
+    let has_kind = target.dialect.capabilities().runs_plugins();
+    let effects = crate::manifest::types::EffectsBy::on(m.project.effects, has_kind);
+    let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
+    reconcile::plugin::unmanaged(effects, has_rules)
+}
+
 /// `plugin build --target`: the ids of the teams and patient groups the manifests declare,
 /// read from the target once and matched as plan matches them.
 pub async fn plugin_ids(

@@ -367,3 +367,50 @@ fn a_saved_plan_whose_plugin_is_stale_writes_nothing() {
     );
     assert!(sim.plugin("careplane_clinic").is_none());
 }
+
+/// `plugin status` / `plugin install` with no plugin change say what is true: with
+/// `effects: plugin` and no rule left, nothing keeps rules (not `careplane watch`); with
+/// `effects: watch` and rules, watch keeps them.
+#[test]
+fn plugin_status_without_a_plugin_change_says_who_keeps_the_rules() {
+    let (_sim, dir) = setup("  effects: plugin\n");
+    let dir = dir.path();
+    let team_only = rules("Internal Referral");
+    let team_only = team_only.split("---").next().unwrap().to_owned();
+    write(dir, &[("rules.yaml", team_only)]);
+    let o = run(dir, &["plugin", "status", "--target", "canvas"]);
+    let said = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{said}{}", text(&o.stderr));
+    assert!(!said.contains("careplane watch"), "{said}");
+    assert!(
+        said.contains("declares no routing or patient-group rule")
+            && said.contains("effects: plugin"),
+        "{said}"
+    );
+    let o = run(
+        dir,
+        &["plugin", "install", "--target", "canvas", "--auto-approve"],
+    );
+    let said = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(!said.contains("careplane watch"), "{said}");
+    assert!(said.contains("no plugin to install"), "{said}");
+
+    // effects: watch with rules: watch keeps them
+    write(dir, &[("rules.yaml", rules("Internal Referral"))]);
+    let project = std::fs::read_to_string(dir.join("careplane.yaml")).unwrap();
+    write(
+        dir,
+        &[(
+            "careplane.yaml",
+            project.replace("effects: plugin", "effects: watch"),
+        )],
+    );
+    let o = run(dir, &["plugin", "status", "--target", "canvas"]);
+    let said = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{said}{}", text(&o.stderr));
+    assert!(
+        said.contains("kept by `careplane watch`") && said.contains("effects: watch"),
+        "{said}"
+    );
+}

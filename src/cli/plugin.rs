@@ -232,7 +232,12 @@ fn describe(c: &Change, target: &str) -> String {
 }
 
 async fn status(a: StatusArgs) -> u8 {
-    let Planned { plan, change, .. } = match planned(&a).await {
+    let Planned {
+        m,
+        target,
+        plan,
+        change,
+    } = match planned(&a).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -241,11 +246,8 @@ async fn status(a: StatusArgs) -> u8 {
     }
     match change {
         None => {
-            out(&format!(
-                "the project's effects are kept by `careplane watch` on target '{}' (effects: {}): careplane does not manage its plugin there\n",
-                a.target,
-                plan.effects_by.word()
-            ));
+            let why = crate::ops::plugin_unmanaged(&m, &target);
+            out(&format!("{}\n", why.status(&a.target)));
             if plan.warnings.is_empty() {
                 EXIT_OK
             } else {
@@ -367,11 +369,8 @@ async fn install(a: InstallArgs) -> u8 {
     };
     let c = match change {
         None => {
-            err(&format!(
-                "error: the project's effects are kept by `careplane watch` on target '{}' (effects: {}); set effects: plugin in the project file to install the plugin\n",
-                s.target,
-                plan.effects_by.word()
-            ));
+            let why = crate::ops::plugin_unmanaged(&m, &target);
+            err(&format!("error: {}\n", why.install(&s.target)));
             return EXIT_ERROR;
         }
         Some(c) if c.action == Action::NoOp => {

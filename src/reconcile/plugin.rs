@@ -42,6 +42,62 @@ pub struct Input {
 
 pub use crate::dialect::plugin::RULES_FIELD;
 
+/// Why a plan for a target that runs plugins has no plugin change: what keeps the
+/// project's rules there instead, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmanaged {
+    /// `effects: watch`, and the project declares rules: `careplane watch` keeps them.
+    KeptByWatch,
+    /// The project declares no routing or patient-group rule: nothing keeps any (the
+    /// project's `effects` setting as it is).
+    NoRules(EffectsBy),
+    /// `effects: plugin` with rules, but the target has no plugin API to install on.
+    NoPluginApi,
+}
+
+/// [`Unmanaged`] from the project's `effects` on a target that runs plugins and whether
+/// it declares routing or patient-group rules (with `effects: plugin` and rules, a plan
+/// lacks the plugin change only where the target has no plugin API).
+pub fn unmanaged(effects: EffectsBy, has_rules: bool) -> Unmanaged {
+    match (has_rules, effects) {
+        (false, e) => Unmanaged::NoRules(e),
+        (true, EffectsBy::Watch) => Unmanaged::KeptByWatch,
+        (true, EffectsBy::Plugin) => Unmanaged::NoPluginApi,
+    }
+}
+
+impl Unmanaged {
+    /// What `plugin status` says for target `target`.
+    pub fn status(self, target: &str) -> String {
+        match self {
+            Unmanaged::KeptByWatch => format!(
+                "the project's routing and patient-group rules are kept by `careplane watch` on target '{target}' (effects: watch): careplane does not manage its plugin there"
+            ),
+            Unmanaged::NoRules(e) => format!(
+                "the project declares no routing or patient-group rule, so there is nothing for a plugin to keep on target '{target}' (effects: {}): careplane manages no plugin there",
+                e.word()
+            ),
+            Unmanaged::NoPluginApi => format!(
+                "target '{target}' has no plugin API, so careplane cannot install the project's plugin there (effects: plugin)"
+            ),
+        }
+    }
+
+    /// Why `plugin install` has nothing to install on target `target`, and what to do.
+    pub fn install(self, target: &str) -> String {
+        match self {
+            Unmanaged::KeptByWatch => format!(
+                "the project's routing and patient-group rules are kept by `careplane watch` on target '{target}' (effects: watch); set effects: plugin in the project file to install the plugin"
+            ),
+            Unmanaged::NoRules(e) => format!(
+                "the project declares no routing or patient-group rule, so there is no plugin to install on target '{target}' (effects: {}); add a RoutingRule or PatientGroup first",
+                e.word()
+            ),
+            Unmanaged::NoPluginApi => self.status(target),
+        }
+    }
+}
+
 fn field(name: &str, before: Option<Value>, after: Option<Value>) -> FieldChange {
     FieldChange {
         field: name.to_owned(),
@@ -227,4 +283,37 @@ pub fn change(input: &Input, created: &[String]) -> (Option<Change>, Vec<String>
         notes,
     };
     (Some(change), warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_plugin_change_is_explained_by_effects_and_rules() {
+        assert_eq!(
+            unmanaged(EffectsBy::Plugin, false),
+            Unmanaged::NoRules(EffectsBy::Plugin)
+        );
+        assert_eq!(
+            unmanaged(EffectsBy::Watch, false),
+            Unmanaged::NoRules(EffectsBy::Watch)
+        );
+        assert_eq!(unmanaged(EffectsBy::Watch, true), Unmanaged::KeptByWatch);
+        assert_eq!(unmanaged(EffectsBy::Plugin, true), Unmanaged::NoPluginApi);
+        // only where watch keeps rules does the sentence say so
+        for u in [
+            Unmanaged::NoRules(EffectsBy::Plugin),
+            Unmanaged::NoRules(EffectsBy::Watch),
+            Unmanaged::NoPluginApi,
+        ] {
+            assert!(!u.status("t").contains("kept by"), "{u:?}");
+            assert!(!u.install("t").contains("kept by"), "{u:?}");
+        }
+        assert!(
+            Unmanaged::KeptByWatch
+                .status("t")
+                .contains("`careplane watch`")
+        );
+    }
 }
