@@ -99,7 +99,8 @@ type CareTeamFact = (String, String, Option<String>);
 
 #[derive(Debug, Default)]
 pub struct FactsBuilder {
-    patients: BTreeMap<String, PatientFacts>,
+    /// In arrival order (a later record of the same patient wins).
+    patients: Vec<PatientFacts>,
     /// (patient id, category codings as (system, code, status)), in arrival order.
     consents: Vec<(String, Vec<ConsentFact>)>,
     /// (patient id, participants of one active care team), in arrival order.
@@ -125,19 +126,39 @@ impl FactsBuilder {
     }
 
     /// The facts per patient id: patients, each with its consents and care teams.
+    ///
+    /// Built from one sorted list, so the map's nodes are full and each patient's lists
+    /// are exactly as long as they need to be (200,000 patients: tens of MB less).
     pub fn finish(self) -> BTreeMap<String, PatientFacts> {
-        let mut out = self.patients;
+        let mut patients = self.patients;
+        // stable: of two records of one patient, the later one stays (as `insert` would)
+        patients.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut out: Vec<PatientFacts> = Vec::with_capacity(patients.len());
+        for p in patients {
+            match out.last_mut() {
+                Some(last) if last.id == p.id => *last = p,
+                _ => out.push(p),
+            }
+        }
+        let find =
+            |out: &[PatientFacts], pid: &str| out.binary_search_by(|p| p.id.as_str().cmp(pid)).ok();
         for (pid, codings) in self.consents {
-            if let Some(p) = out.get_mut(&pid) {
-                p.consents.extend(codings);
+            if let Some(i) = find(&out, &pid) {
+                out[i].consents.extend(codings);
             }
         }
         for (pid, participants) in self.care_teams {
-            if let Some(p) = out.get_mut(&pid) {
-                p.care_team.extend(participants);
+            if let Some(i) = find(&out, &pid) {
+                out[i].care_team.extend(participants);
             }
         }
-        out
+        out.into_iter()
+            .map(|mut p| {
+                p.consents.shrink_to_fit();
+                p.care_team.shrink_to_fit();
+                (p.id.clone(), p)
+            })
+            .collect()
     }
 
     fn add_patient(&mut self, r: &Value) {
@@ -167,7 +188,7 @@ impl FactsBuilder {
             consents: Vec::new(),
             care_team: Vec::new(),
         };
-        self.patients.insert(id.to_owned(), f);
+        self.patients.push(f);
     }
 
     fn add_consent(&mut self, c: &Value) {
