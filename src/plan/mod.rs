@@ -113,8 +113,7 @@ pub struct FieldChange {
     pub labels: std::collections::BTreeMap<String, String>,
     /// For lists that identify patients: `before`/`after` are counts, and this says what
     /// changes, with keyed pseudonyms instead of ids.
-    /// (Boxed, as is `sealed`: most changes have neither, and a plan may hold 100,000
-    /// changes.)
+    // Boxed, as is `sealed`: most changes have neither, and a plan may hold 100,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<Box<MembershipDelta>>,
     /// The real values of such a list, in memory only: never serialised into a plan file,
