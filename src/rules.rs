@@ -120,9 +120,17 @@ impl FactsBuilder {
 
     /// Everything `other` read, after what this one read (searches merge in their order).
     pub fn extend(&mut self, other: FactsBuilder) {
-        self.patients.extend(other.patients);
-        self.consents.extend(other.consents);
-        self.care_teams.extend(other.care_teams);
+        // moved, not copied, into an empty builder (200,000 patients: no second list)
+        fn append<T>(to: &mut Vec<T>, more: Vec<T>) {
+            if to.is_empty() {
+                *to = more;
+            } else {
+                to.extend(more);
+            }
+        }
+        append(&mut self.patients, other.patients);
+        append(&mut self.consents, other.consents);
+        append(&mut self.care_teams, other.care_teams);
     }
 
     /// The facts per patient id: patients, each with its consents and care teams.
@@ -144,7 +152,11 @@ impl FactsBuilder {
             |out: &[PatientFacts], pid: &str| out.binary_search_by(|p| p.id.as_str().cmp(pid)).ok();
         for (pid, codings) in self.consents {
             if let Some(i) = find(&out, &pid) {
-                out[i].consents.extend(codings);
+                if out[i].consents.is_empty() {
+                    out[i].consents = codings;
+                } else {
+                    out[i].consents.extend(codings);
+                }
             }
         }
         for (pid, participants) in self.care_teams {
@@ -200,7 +212,7 @@ impl FactsBuilder {
             return;
         };
         let status = c["status"].as_str().unwrap_or_default();
-        let codings: Vec<ConsentFact> = c["category"]
+        let mut codings: Vec<ConsentFact> = c["category"]
             .as_array()
             .into_iter()
             .flatten()
@@ -214,6 +226,7 @@ impl FactsBuilder {
             })
             .collect();
         if !codings.is_empty() {
+            codings.shrink_to_fit(); // one coding, most often: not room for four
             self.consents.push((pid.to_owned(), codings));
         }
     }
