@@ -267,7 +267,7 @@ fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Preconditio
 /// The value a write sets a field to: the sealed real list for patient lists (whose
 /// `after` in the plan is only a count), else `after`.
 fn written_value(f: &crate::plan::FieldChange) -> Option<Value> {
-    match (&f.membership, &f.sealed) {
+    match (f.membership.as_deref(), f.sealed.as_deref()) {
         (Some(_), Some((_, after))) => after.clone(),
         // ops re-evaluates saved plans before apply; without a sealed list nothing is
         // written for this field rather than a count
@@ -863,7 +863,7 @@ async fn apply_care_team(
         .fields
         .iter()
         .find(|f| f.field == "patients")
-        .and_then(|f| f.sealed.clone())
+        .and_then(|f| f.sealed.as_deref().cloned())
     else {
         return Err(stale("the plan carries no patient lists".into()));
     };
@@ -2166,7 +2166,7 @@ mod tests {
                 source: None,
                 labels: Default::default(),
                 membership: None,
-                sealed: Some((Some(json!(before)), Some(json!(after)))),
+                sealed: Some(Box::new((Some(json!(before)), Some(json!(after))))),
             });
             c
         };
