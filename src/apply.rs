@@ -882,7 +882,7 @@ async fn apply_care_team(
         .fields
         .iter()
         .find(|f| f.field == crate::plan::LEAD_FIELD)
-        .and_then(|f| f.sealed.clone())
+        .and_then(|f| f.sealed.as_deref().cloned())
         .map(|(b, a)| list(&a).difference(&list(&b)).cloned().collect())
         .unwrap_or_default();
     let joins: BTreeSet<String> = after.difference(&before).cloned().collect();
@@ -2242,7 +2242,7 @@ mod tests {
             source: None,
             labels: Default::default(),
             membership: None,
-            sealed: Some((Some(json!(before)), Some(json!(after)))),
+            sealed: Some(Box::new((Some(json!(before)), Some(json!(after))))),
         };
         let assign = |p: &crate::vocab::Participant, fields: Vec<crate::plan::FieldChange>| {
             let mut c = change(

@@ -1911,7 +1911,7 @@ fn an_authoritative_care_team_assignment_takes_the_role_from_others_and_off_unse
     let lead = &c.fields[1];
     assert_eq!(lead.field, crate::plan::LEAD_FIELD);
     assert_eq!(
-        lead.sealed,
+        lead.sealed.as_deref().cloned(),
         Some((
             Some(json!(["Patient/p1"])),
             Some(json!(["Patient/p1", "Patient/p3"]))
@@ -2041,7 +2041,7 @@ fn a_lead_assignment_whose_participant_is_on_the_team_but_not_lead_plans_a_hando
     assert_eq!(lead_field(c), Some((1, 3, 2, 2)));
     let lead = &c.fields[1];
     assert_eq!(
-        lead.sealed,
+        lead.sealed.as_deref().cloned(),
         Some((
             Some(json!(["Patient/p3"])),
             Some(json!(["Patient/p1", "Patient/p2", "Patient/p3"]))
