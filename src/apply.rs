@@ -277,7 +277,7 @@ fn write_precondition(c: &Change, live: &Value, step: Step) -> fhir::Preconditio
 /// The value a write sets a field to: the sealed real list for patient lists (whose
 /// `after` in the plan is only a count), else `after`.
 fn written_value(f: &crate::plan::FieldChange) -> Option<Value> {
-    match (&f.membership, &f.sealed) {
+    match (f.membership.as_deref(), f.sealed.as_deref()) {
         (Some(_), Some((_, after))) => after.clone(),
         // ops re-evaluates saved plans before apply; without a sealed list nothing is
         // written for this field rather than a count
@@ -873,7 +873,7 @@ async fn apply_care_team(
         .fields
         .iter()
         .find(|f| f.field == "patients")
-        .and_then(|f| f.sealed.clone())
+        .and_then(|f| f.sealed.as_deref().cloned())
     else {
         return Err(stale("the plan carries no patient lists".into()));
     };
@@ -892,7 +892,7 @@ async fn apply_care_team(
         .fields
         .iter()
         .find(|f| f.field == crate::plan::LEAD_FIELD)
-        .and_then(|f| f.sealed.clone())
+        .and_then(|f| f.sealed.as_deref().cloned())
         .map(|(b, a)| list(&a).difference(&list(&b)).cloned().collect())
         .unwrap_or_default();
     let joins: BTreeSet<String> = after.difference(&before).cloned().collect();
@@ -2176,7 +2176,7 @@ mod tests {
                 source: None,
                 labels: Default::default(),
                 membership: None,
-                sealed: Some((Some(json!(before)), Some(json!(after)))),
+                sealed: Some(Box::new((Some(json!(before)), Some(json!(after))))),
             });
             c
         };
@@ -2252,7 +2252,7 @@ mod tests {
             source: None,
             labels: Default::default(),
             membership: None,
-            sealed: Some((Some(json!(before)), Some(json!(after)))),
+            sealed: Some(Box::new((Some(json!(before)), Some(json!(after))))),
         };
         let assign = |p: &crate::vocab::Participant, fields: Vec<crate::plan::FieldChange>| {
             let mut c = change(

@@ -7,12 +7,17 @@
 use crate::dialect::{Dialect, Purpose};
 use crate::fhir::Query;
 use crate::fhir::{FhirError, Store};
-use crate::vocab::{ForeignObject, ObservedObject, PatientReads, Recognised, StaffIndex};
+use crate::vocab::{
+    CompactObject, ForeignObject, ObjectKind, ObservedObject, PatientReads, Recognised, StaffIndex,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    /// Everything the dialect recognised (managed or not).
+    /// Everything the dialect recognised (managed or not), open tasks aside.
     pub objects: Vec<ObservedObject>,
+    /// Open tasks as routing objects (never managed), held compactly: a plan materialises
+    /// only the ones it routes.
+    pub task_objects: Vec<CompactObject>,
     pub foreign: Vec<ForeignObject>,
     pub staff: StaffIndex,
     /// How many searches were run.
@@ -83,6 +88,8 @@ pub fn patient_queries(how: PatientReads, consents: bool, care_teams: bool) -> V
 struct Reduced {
     /// Each resource's (type, id) and what the dialect recognised in it, in order.
     recognised: Vec<((String, String), Recognised)>,
+    /// Open tasks the dialect recognised as routing objects, compact.
+    task_objects: Vec<CompactObject>,
     staff: Vec<serde_json::Value>,
     /// Resources kept whole for [`Dialect::aggregate`].
     kept: Vec<serde_json::Value>,
@@ -129,8 +136,12 @@ impl Reduced {
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_owned();
-                self.recognised
-                    .push(((rt.clone(), id), dialect.identify(project, &r)));
+                match dialect.identify(project, &r) {
+                    Recognised::Object(o) if o.kind == ObjectKind::TaskRouting && !o.managed => {
+                        self.task_objects.push(CompactObject::new(o));
+                    }
+                    recognised => self.recognised.push(((rt.clone(), id), recognised)),
+                }
                 let keep = dialect.aggregates(&rt);
                 if purpose == Purpose::StaffAndObjects {
                     if keep {
@@ -200,6 +211,7 @@ pub async fn observe(
         kept.extend(reduced.kept);
         facts.extend(reduced.facts);
         observed.tasks.extend(reduced.tasks);
+        observed.task_objects.extend(reduced.task_objects);
         for (key, recognised) in reduced.recognised {
             if !seen.insert(key) {
                 continue;
@@ -211,6 +223,21 @@ pub async fn observe(
             }
         }
     }
+    // a task found by two searches counts once (the first), as other objects do
+    let keep: Vec<bool> = {
+        let mut ids = std::collections::HashSet::new();
+        observed
+            .task_objects
+            .iter()
+            .map(|t| ids.insert(t.id()))
+            .collect()
+    };
+    let mut keep = keep.into_iter();
+    observed
+        .task_objects
+        .retain(|_| keep.next().unwrap_or(true));
+    observed.task_objects.shrink_to_fit();
+    observed.tasks.shrink_to_fit();
     observed.staff = StaffIndex::from_practitioners(&staff);
     observed.staff_inactive = staff
         .iter()

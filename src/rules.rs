@@ -134,7 +134,8 @@ type ConsentFact = (String, String, String);
 
 #[derive(Debug, Default)]
 pub struct FactsBuilder {
-    patients: BTreeMap<String, PatientFacts>,
+    /// In arrival order (a later record of the same patient wins).
+    patients: Vec<PatientFacts>,
     /// (patient id, category codings as (system, code, status)), in arrival order.
     consents: Vec<(String, Vec<ConsentFact>)>,
     /// (patient id, participants of one active care team), in arrival order.
@@ -154,25 +155,57 @@ impl FactsBuilder {
 
     /// Everything `other` read, after what this one read (searches merge in their order).
     pub fn extend(&mut self, other: FactsBuilder) {
-        self.patients.extend(other.patients);
-        self.consents.extend(other.consents);
-        self.care_teams.extend(other.care_teams);
+        // moved, not copied, into an empty builder (200,000 patients: no second list)
+        fn append<T>(to: &mut Vec<T>, more: Vec<T>) {
+            if to.is_empty() {
+                *to = more;
+            } else {
+                to.extend(more);
+            }
+        }
+        append(&mut self.patients, other.patients);
+        append(&mut self.consents, other.consents);
+        append(&mut self.care_teams, other.care_teams);
     }
 
     /// The facts per patient id: patients, each with its consents and care teams.
+    ///
+    /// Built from one sorted list, so the map's nodes are full and each patient's lists
+    /// are exactly as long as they need to be (200,000 patients: tens of MB less).
     pub fn finish(self) -> BTreeMap<String, PatientFacts> {
-        let mut out = self.patients;
+        let mut patients = self.patients;
+        // stable: of two records of one patient, the later one stays (as `insert` would)
+        patients.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut out: Vec<PatientFacts> = Vec::with_capacity(patients.len());
+        for p in patients {
+            match out.last_mut() {
+                Some(last) if last.id == p.id => *last = p,
+                _ => out.push(p),
+            }
+        }
+        let find =
+            |out: &[PatientFacts], pid: &str| out.binary_search_by(|p| p.id.as_str().cmp(pid)).ok();
         for (pid, codings) in self.consents {
-            if let Some(p) = out.get_mut(&pid) {
-                p.consents.extend(codings);
+            if let Some(i) = find(&out, &pid) {
+                if out[i].consents.is_empty() {
+                    out[i].consents = codings;
+                } else {
+                    out[i].consents.extend(codings);
+                }
             }
         }
         for (pid, participants) in self.care_teams {
-            if let Some(p) = out.get_mut(&pid) {
-                p.care_team.extend(participants);
+            if let Some(i) = find(&out, &pid) {
+                out[i].care_team.extend(participants);
             }
         }
-        out
+        out.into_iter()
+            .map(|mut p| {
+                p.consents.shrink_to_fit();
+                p.care_team.shrink_to_fit();
+                (p.id.clone(), p)
+            })
+            .collect()
     }
 
     fn add_patient(&mut self, r: &Value) {
@@ -202,7 +235,7 @@ impl FactsBuilder {
             consents: Vec::new(),
             care_team: Vec::new(),
         };
-        self.patients.insert(id.to_owned(), f);
+        self.patients.push(f);
     }
 
     fn add_consent(&mut self, c: &Value) {
@@ -214,7 +247,7 @@ impl FactsBuilder {
             return;
         };
         let status = c["status"].as_str().unwrap_or_default();
-        let codings: Vec<ConsentFact> = c["category"]
+        let mut codings: Vec<ConsentFact> = c["category"]
             .as_array()
             .into_iter()
             .flatten()
@@ -228,6 +261,7 @@ impl FactsBuilder {
             })
             .collect();
         if !codings.is_empty() {
+            codings.shrink_to_fit(); // one coding, most often: not room for four
             self.consents.push((pid.to_owned(), codings));
         }
     }

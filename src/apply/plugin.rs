@@ -98,7 +98,7 @@ pub async fn install(
         .fields
         .iter()
         .find(|f| f.field == RULES_FIELD)
-        .and_then(|f| f.sealed.clone())
+        .and_then(|f| f.sealed.as_deref().cloned())
         .and_then(|(_, after)| after)
     else {
         let e = stale(

@@ -49,7 +49,7 @@ pub(super) struct Ctx<'a, 'f> {
 impl Ctx<'_, '_> {
     /// The spec as `T`, or `None` after an error at `/spec`.
     fn typed<T: DeserializeOwned>(&mut self) -> Option<T> {
-        match serde_json::from_value::<T>(self.doc.doc.value["spec"].clone()) {
+        match T::deserialize(&self.doc.doc.value["spec"]) {
             Ok(s) => Some(s),
             Err(e) => {
                 self.ck

@@ -350,7 +350,8 @@ fn build(
     let mut names: HashMap<(String, String), Source> = HashMap::new();
     for d in &valid {
         let kind = d.doc.value["kind"].as_str().unwrap_or_default().to_owned();
-        let metadata: Metadata = match serde_json::from_value(d.doc.value["metadata"].clone()) {
+        let metadata = match <Metadata as serde::Deserialize>::deserialize(&d.doc.value["metadata"])
+        {
             Ok(m) => m,
             Err(e) => {
                 ck.error(d.at("/metadata"), e.to_string(), "");
@@ -568,6 +569,10 @@ fn expand_variables(
         .iter_mut()
         .filter(|d| kind_of(d).as_deref() != Some("Values"))
     {
+        // most documents name no variable: nothing to walk
+        if !vars::mentions(&d.doc.value) {
+            continue;
+        }
         let mut errors = Vec::new();
         vars::substitute(&mut d.doc.value, "", &resolver, &mut used, &mut errors);
         // Other targets' settings are not this run's business: a variable only they use

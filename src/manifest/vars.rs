@@ -98,6 +98,16 @@ fn expand(
 }
 
 /// Expand every string in `value` (not mapping keys).
+/// Whether any string in `value` has a `$` (a variable reference, or an escaped `$${`).
+pub fn mentions(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('$'),
+        Value::Array(items) => items.iter().any(mentions),
+        Value::Object(map) => map.values().any(mentions),
+        _ => false,
+    }
+}
+
 pub fn substitute(
     value: &mut Value,
     pointer: &str,

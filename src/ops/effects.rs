@@ -221,7 +221,8 @@ fn restrict(c: &Change, scope: &Scope, pseudo: &Pseudonymizer) -> Option<Change>
     let mut out = c.clone();
     let mut moved = false;
     for f in out.fields.iter_mut() {
-        let (Some(m), Some((before, after))) = (&f.membership, &f.sealed) else {
+        let (Some(m), Some((before, after))) = (f.membership.as_deref(), f.sealed.as_deref())
+        else {
             continue;
         };
         let list = |v: &Option<Value>| -> BTreeSet<String> {
@@ -712,7 +713,7 @@ mod tests {
     }
 
     fn sealed_after(c: &Change) -> BTreeSet<String> {
-        let (_, after) = c.fields[0].sealed.clone().unwrap();
+        let (_, after) = *c.fields[0].sealed.clone().unwrap();
         crate::vocab::json::str_list(after.as_ref())
             .into_iter()
             .collect()

@@ -124,13 +124,14 @@ pub struct FieldChange {
     pub labels: std::collections::BTreeMap<String, String>,
     /// For lists that identify patients: `before`/`after` are counts, and this says what
     /// changes, with keyed pseudonyms instead of ids.
+    // Boxed, as is `sealed`: most changes have neither, and a plan may hold 100,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub membership: Option<MembershipDelta>,
+    pub membership: Option<Box<MembershipDelta>>,
     /// The real values of such a list, in memory only: never serialised into a plan file,
     /// so a saved plan is re-evaluated (and compared by digest) before apply.
     #[serde(skip)]
     #[schemars(skip)]
-    pub sealed: Option<(Option<Value>, Option<Value>)>,
+    pub sealed: Option<Box<(Option<Value>, Option<Value>)>>,
 }
 
 /// What a change does to a list of patients, without naming them.

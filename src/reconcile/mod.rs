@@ -92,18 +92,20 @@ pub fn plan(
         &staff,
         &care_team_roles,
     );
-    let mut wanted = crate::dialect::desired(dialect, desired, &observed.staff, &memberships)?;
-    let (routed, waiting) = routing::objects(
+    let wanted = crate::dialect::desired(dialect, desired, &observed.staff, &memberships)?;
+    let (routed, waiting) = routing::routes(
         desired,
         dialect,
         observed,
         &memberships,
         opts.route_existing,
     )?;
-    wanted.extend(routed);
+    let marker = dialect.capabilities().target().task_marker;
     let pseudo = &opts.pseudo;
-    let mut d = objects::diff(
+    // routed tasks become desired objects one at a time, as they are diffed
+    let mut d = objects::diff_streamed(
         &wanted,
+        &mut routed.iter().map(|r| r.object(desired, observed, marker)),
         observed,
         dialect,
         objects::Options {

@@ -8,7 +8,7 @@
 //! - values of exclusive fields (a responsibility belongs to one team) that move between
 //!   objects are noted, so the plan says apply will release them before taking them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ use crate::plan::{
     Action, Change, FieldChange, MembershipDelta, Operation, Orphan, Precondition, Reason, Target,
 };
 use crate::rules::Pseudonymizer;
-use crate::vocab::{DesiredObject, Identity, ObservedObject};
+use crate::vocab::{CompactObject, DesiredObject, Identity, ObjectKind, ObservedObject};
 
 pub struct DiffResult {
     pub changes: Vec<Change>,
@@ -72,7 +72,7 @@ fn field_changes(
     } else {
         desired.fields.keys().chain(live.keys()).collect()
     };
-    names
+    let mut out: Vec<FieldChange> = names
         .into_iter()
         .filter_map(|name| {
             let before = live.get(name).filter(|v| !v.is_null());
@@ -117,7 +117,10 @@ fn field_changes(
                 source,
             })
         })
-        .collect()
+        .collect();
+    // one per routed task, 100,000 of them: no spare room
+    out.shrink_to_fit();
+    out
 }
 
 fn set_of(v: Option<&Value>) -> BTreeSet<String> {
@@ -163,8 +166,8 @@ pub(crate) fn sensitive_change(
         after: after.map(|_| serde_json::json!({"count": a.len()})),
         source,
         labels: BTreeMap::new(),
-        membership: Some(membership),
-        sealed: Some((before.cloned(), after.cloned())),
+        membership: Some(Box::new(membership)),
+        sealed: Some(Box::new((before.cloned(), after.cloned()))),
     }
 }
 
@@ -234,20 +237,116 @@ pub fn diff(
     opts: Options,
     pseudo: &Pseudonymizer,
 ) -> DiffResult {
+    diff_streamed(
+        desired,
+        &mut std::iter::empty(),
+        observed,
+        dialect,
+        opts,
+        pseudo,
+    )
+}
+
+/// A live object as diff finds it: whole, or compact (materialised when matched).
+#[derive(Clone, Copy)]
+enum Live<'a> {
+    Full(&'a ObservedObject),
+    Compact(&'a CompactObject),
+}
+
+/// [`diff`], with more desired objects made one at a time (`streamed`: one routed task
+/// each) and dropped once diffed, so that 100,000 of them are never all held at once.
+pub fn diff_streamed(
+    desired: &[DesiredObject],
+    streamed: &mut dyn Iterator<Item = DesiredObject>,
+    observed: &Observed,
+    dialect: &dyn Dialect,
+    opts: Options,
+    pseudo: &Pseudonymizer,
+) -> DiffResult {
     let prune = opts.prune;
     let caps = dialect.capabilities();
-    let mut changes = Vec::new();
+    let mut changes = Vec::with_capacity(desired.len() + streamed.size_hint().0);
     let mut orphans = Vec::new();
     let mut errors = Vec::new();
-    let mut matched = BTreeSet::new();
+    let mut matched: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    // Live objects by kind and name, and by kind and natural key, in observed order: one
+    // lookup per desired object (100,000 routed tasks scanned 100,000 objects each).
+    let mut by_name: HashMap<(ObjectKind, &str), Vec<Live>> = HashMap::new();
+    let mut by_key: HashMap<(ObjectKind, &str), Vec<Live>> = HashMap::new();
+    for o in &observed.objects {
+        if let Some(n) = &o.name {
+            by_name
+                .entry((o.kind, n.as_str()))
+                .or_default()
+                .push(Live::Full(o));
+        }
+        if let Some(k) = &o.natural_key {
+            by_key
+                .entry((o.kind, k.as_str()))
+                .or_default()
+                .push(Live::Full(o));
+        }
+    }
+    for o in &observed.task_objects {
+        if let Some(n) = o.name() {
+            by_name
+                .entry((o.kind, n))
+                .or_default()
+                .push(Live::Compact(o));
+        }
+        if let Some(k) = o.natural_key() {
+            by_key
+                .entry((o.kind, k))
+                .or_default()
+                .push(Live::Compact(o));
+        }
+    }
+    // streamed objects of kinds with exclusive fields, kept for the check below
+    let mut kept: Vec<DesiredObject> = Vec::new();
 
-    for d in desired {
+    let all = desired
+        .iter()
+        .map(std::borrow::Cow::Borrowed)
+        .chain(streamed.map(std::borrow::Cow::Owned));
+    for d in all {
         let Some(cap) = caps.of(d.kind) else { continue };
-        let live: Vec<&ObservedObject> = observed
-            .objects
+        if let std::borrow::Cow::Owned(o) = &d
+            && !cap.exclusive.is_empty()
+        {
+            kept.push(o.clone());
+        }
+        let found: &[Live] = match cap.identity {
+            Identity::ManifestName => by_name.get(&(d.kind, d.name.as_str())),
+            Identity::NaturalKey => d
+                .natural_key
+                .as_deref()
+                .and_then(|k| by_key.get(&(d.kind, k))),
+        }
+        .map_or(&[], Vec::as_slice);
+        // compact objects (open tasks: never managed, no exclusive fields) are only
+        // materialised here, and never take part in the orphan and holder checks below
+        let materialised: Vec<ObservedObject> = found
             .iter()
-            .filter(|o| matches(cap.identity, d, o))
+            .filter_map(|l| match l {
+                Live::Compact(c) => Some(c.to_observed()),
+                Live::Full(_) => None,
+            })
             .collect();
+        for l in found {
+            if let Live::Full(o) = l {
+                matched.insert((o.resource_type.as_str(), o.id.as_str()));
+            }
+        }
+        let live: Vec<&ObservedObject> = found
+            .iter()
+            .filter_map(|l| match l {
+                Live::Full(o) => Some(*o),
+                Live::Compact(_) => None,
+            })
+            .chain(&materialised)
+            .collect();
+        debug_assert!(live.iter().all(|o| matches(cap.identity, &d, o)));
         if live.len() > 1 {
             let ids: Vec<String> = live
                 .iter()
@@ -267,9 +366,6 @@ pub fn diff(
                         .into(),
                 ),
             });
-            for o in &live {
-                matched.insert((o.resource_type.clone(), o.id.clone()));
-            }
             continue;
         }
         match live.first() {
@@ -297,7 +393,7 @@ pub fn diff(
                         changes.push(Change {
                             action: Action::Adopt,
                             target: target_of(&as_observed, d.name.clone()),
-                            fields: field_changes(d, Some(&as_observed), pseudo),
+                            fields: field_changes(&d, Some(&as_observed), pseudo),
                             reason: Reason::new(
                                 Some(d.source.clone()),
                                 Why::Adopt {
@@ -342,7 +438,7 @@ pub fn diff(
                         resource_type: cap.resource_type.into(),
                         id: None,
                     },
-                    fields: field_changes(d, None, pseudo),
+                    fields: field_changes(&d, None, pseudo),
                     reason: Reason::new(Some(d.source.clone()), why),
                     operation: d.operation.clone(),
                     precondition: Precondition {
@@ -353,8 +449,7 @@ pub fn diff(
                 });
             }
             Some(o) => {
-                matched.insert((o.resource_type.clone(), o.id.clone()));
-                let fields = field_changes(d, Some(o), pseudo);
+                let fields = field_changes(&d, Some(o), pseudo);
                 let route = match &d.operation {
                     Operation::RouteTask { rule, order } => Some(Route {
                         rule,
@@ -397,7 +492,7 @@ pub fn diff(
     }
 
     for o in &observed.objects {
-        if !o.managed || matched.contains(&(o.resource_type.clone(), o.id.clone())) {
+        if !o.managed || matched.contains(&(o.resource_type.as_str(), o.id.as_str())) {
             continue;
         }
         let Some(cap) = caps.of(o.kind) else { continue };
@@ -448,13 +543,13 @@ pub fn diff(
     // A value of an exclusive field (a responsibility) wanted here but held by an object
     // this plan does not touch (a team the manifests do not declare): the target would
     // refuse the write, so say so now.
-    let touched: BTreeSet<(String, String)> = changes
+    let touched: std::collections::HashSet<(&str, &str)> = changes
         .iter()
         .filter_map(|c| {
             c.target
                 .id
-                .clone()
-                .map(|id| (c.target.resource_type.clone(), id))
+                .as_deref()
+                .map(|id| (c.target.resource_type.as_str(), id))
         })
         .collect();
     let take_over = |kind| {
@@ -465,14 +560,14 @@ pub fn diff(
             .and_then(|r| r.take_over)
     };
     for o in &observed.objects {
-        let key = (o.resource_type.clone(), o.id.clone());
+        let key = (o.resource_type.as_str(), o.id.as_str());
         if matched.contains(&key) || touched.contains(&key) {
             continue;
         }
         let Some(cap) = caps.of(o.kind) else { continue };
         for field in cap.exclusive {
             for v in o.fields.get(*field).map(items).unwrap_or_default() {
-                let wanted_by = desired.iter().find(|d| {
+                let wanted_by = desired.iter().chain(&kept).find(|d| {
                     d.kind == o.kind
                         && d.fields
                             .get(*field)

@@ -216,7 +216,7 @@ pub fn change(input: &Input, created: &[String]) -> (Option<Change>, Vec<String>
                 package.routing_rules, package.group_rules
             ))),
         );
-        rules.sealed = Some((None, Some(package.rules.clone())));
+        rules.sealed = Some(Box::new((None, Some(package.rules.clone()))));
         fields.push(rules);
         let waiting: Vec<&String> = package
             .unresolved

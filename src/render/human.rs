@@ -58,7 +58,7 @@ fn membership(out: &mut String, f: &FieldChange, show_members: bool) -> bool {
             m.sample_removed.join(", ").red()
         );
     }
-    if show_members && let Some((before, after)) = &f.sealed {
+    if show_members && let Some((before, after)) = f.sealed.as_deref() {
         let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
         let (b, a) = (set(before), set(after));
         for x in a.iter().filter(|x| !b.contains(x)) {
@@ -257,7 +257,7 @@ pub fn plan_with_members(p: &Plan, stats: Option<&Stats>, show_members: bool) ->
                         && crate::reconcile::effects::rule_of(c) == (e.kind, e.rule.as_str())
                 }) {
                     for f in &c.fields {
-                        if let Some((before, after)) = &f.sealed {
+                        if let Some((before, after)) = f.sealed.as_deref() {
                             let set = |v: &Option<Value>| crate::vocab::json::str_list(v.as_ref());
                             let (b, a) = (set(before), set(after));
                             let lead = if f.field == crate::plan::LEAD_FIELD {
@@ -691,7 +691,7 @@ mod tests {
             after: Some(json!({"count": 1})),
             source: None,
             labels: Default::default(),
-            membership: Some(MembershipDelta {
+            membership: Some(Box::new(MembershipDelta {
                 mode: "authoritative".into(),
                 before: 1,
                 after: 1,
@@ -703,8 +703,11 @@ mod tests {
                 digest_before: String::new(),
                 digest_after: String::new(),
                 max_removal_share: 1.0,
-            }),
-            sealed: Some((Some(json!(["Patient/old"])), Some(json!(["Patient/new"])))),
+            })),
+            sealed: Some(Box::new((
+                Some(json!(["Patient/old"])),
+                Some(json!(["Patient/new"])),
+            ))),
         };
         let c = Change {
             action: Action::Update,

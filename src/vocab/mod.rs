@@ -16,6 +16,8 @@ pub use capability::{
     TargetCapability,
 };
 pub use kind::ObjectKind;
-pub use object::{DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised};
+pub use object::{
+    CompactObject, DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised,
+};
 pub use operation::{Coding, Operation, Participant};
 pub use staff::{StaffIndex, Unresolved};

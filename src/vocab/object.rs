@@ -94,6 +94,91 @@ impl ObservedObject {
     }
 }
 
+/// An [`ObservedObject`] held compactly: boxed strings and its non-null fields as one
+/// sorted slice (a null field reads as an absent one everywhere: diff and routing skip
+/// both). For kinds observed by the hundred thousand (open tasks), of which a plan turns
+/// only the few it touches back into [`ObservedObject`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactObject {
+    pub kind: ObjectKind,
+    name: Option<Box<str>>,
+    natural_key: Option<Box<str>>,
+    resource_type: Box<str>,
+    id: Box<str>,
+    version_id: Option<Box<str>>,
+    last_updated: Option<Box<str>>,
+    fields: Box<[(Box<str>, Value)]>,
+    managed: bool,
+    partial: bool,
+    evidence: Option<Box<str>>,
+}
+
+impl CompactObject {
+    pub fn new(o: ObservedObject) -> Self {
+        let boxed = |s: Option<String>| s.map(String::into_boxed_str);
+        CompactObject {
+            kind: o.kind,
+            name: boxed(o.name),
+            natural_key: boxed(o.natural_key),
+            resource_type: o.resource_type.into_boxed_str(),
+            id: o.id.into_boxed_str(),
+            version_id: boxed(o.version_id),
+            last_updated: boxed(o.last_updated),
+            fields: o
+                .fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.into_boxed_str(), v))
+                .collect(),
+            managed: o.managed,
+            partial: o.partial,
+            evidence: boxed(o.evidence),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn natural_key(&self) -> Option<&str> {
+        self.natural_key.as_deref()
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// A non-null field.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &self.fields[i].1)
+    }
+
+    /// The object as the stages see it (without the null fields).
+    pub fn to_observed(&self) -> ObservedObject {
+        let owned = |s: &Option<Box<str>>| s.as_deref().map(str::to_owned);
+        ObservedObject {
+            kind: self.kind,
+            name: owned(&self.name),
+            natural_key: owned(&self.natural_key),
+            resource_type: self.resource_type.to_string(),
+            id: self.id.to_string(),
+            version_id: owned(&self.version_id),
+            last_updated: owned(&self.last_updated),
+            fields: self
+                .fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            managed: self.managed,
+            partial: self.partial,
+            evidence: owned(&self.evidence),
+        }
+    }
+}
+
 /// A live resource careplane does not own but that a manifest object could be mistaken for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForeignObject {
