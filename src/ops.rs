@@ -1024,7 +1024,7 @@ mod tests {
                 source: None,
                 labels: Default::default(),
                 membership: None,
-                sealed: Some((None, Some(rules))),
+                sealed: Some(Box::new((None, Some(rules)))),
             }],
             reason: Reason {
                 code: ReasonCode::Missing,
