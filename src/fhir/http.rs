@@ -887,20 +887,7 @@ impl HttpStore {
         let resp = self
             .exchange(Method::PUT, url, Some(resource), headers, &what, true)
             .await?;
-        if matches!(resp.status.as_u16(), 409 | 412) {
-            return Err(FhirError::Conflict {
-                resource: super::shown(rt, id),
-                status: resp.status.as_u16(),
-            });
-        }
-        if !resp.status.is_success() {
-            return Err(Self::http_error(&what, &resp));
-        }
-        Ok(written(rt, &resp).unwrap_or(Written {
-            id: id.to_owned(),
-            version_id: None,
-            existed: false,
-        }))
+        Self::rewritten(rt, id, &what, &resp)
     }
 
     /// The server's batch and patch support (`GET metadata`, once). A server that does not
@@ -956,6 +943,12 @@ impl HttpStore {
                 true,
             )
             .await?;
+        Self::rewritten(rt, id, &what, &resp)
+    }
+
+    /// The answer to an update or patch of `rt/id`: 409/412 a conflict, another failure an
+    /// HTTP error, else what was written (the id as sent when the answer names none).
+    fn rewritten(rt: &str, id: &str, what: &str, resp: &Response) -> Result<Written, FhirError> {
         if matches!(resp.status.as_u16(), 409 | 412) {
             return Err(FhirError::Conflict {
                 resource: super::shown(rt, id),
@@ -963,9 +956,9 @@ impl HttpStore {
             });
         }
         if !resp.status.is_success() {
-            return Err(Self::http_error(&what, &resp));
+            return Err(Self::http_error(what, resp));
         }
-        Ok(written(rt, &resp).unwrap_or(Written {
+        Ok(written(rt, resp).unwrap_or(Written {
             id: id.to_owned(),
             version_id: None,
             existed: false,
