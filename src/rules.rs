@@ -663,6 +663,7 @@ mod tests {
             rule,
             include: include.iter().map(loc).collect(),
             exclude: exclude.iter().map(loc).collect(),
+            max_deviation: Default::default(),
             source: src(),
         }
     }

@@ -46,6 +46,7 @@ fn rule(name: &str, order: i64, line: u64) -> RoutingRule {
         owner: None,
         add_labels: vec![],
         mode: Default::default(),
+        max_deviation: Default::default(),
         source: src(line),
     }
 }
@@ -70,6 +71,7 @@ fn cta(
         lead,
         authoritative: false,
         max_removal_share: 0.5,
+        max_deviation: Default::default(),
         source: src(line),
     }
 }

@@ -325,13 +325,10 @@ fn care_team_assignment(c: &mut Ctx<'_, '_>) {
         lead: spec.lead,
         authoritative: spec.authoritative,
         max_removal_share: spec.max_removal_share.unwrap_or(0.2),
+        max_deviation: spec.max_deviation.unwrap_or_default(),
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
-    if let Some(x) = spec.max_deviation {
-        let key = format!("CareTeamAssignment/{}", c.name);
-        c.out.desired.max_deviation.insert(key, x);
-    }
     c.out.desired.care_team_assignments.push(a);
 }
 
@@ -475,13 +472,10 @@ fn routing_rule(c: &mut Ctx<'_, '_>) {
         }),
         add_labels: spec.set.add_labels,
         mode: spec.routing.map(|r| r.mode).unwrap_or_default(),
+        max_deviation: spec.max_deviation.unwrap_or_default(),
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
-    if let Some(x) = spec.max_deviation {
-        let key = format!("RoutingRule/{}", c.name);
-        c.out.desired.max_deviation.insert(key, x);
-    }
     c.out.desired.routing_rules.push(r);
 }
 
@@ -504,13 +498,10 @@ fn patient_group(c: &mut Ctx<'_, '_>) {
         rule: spec.rule,
         include: c.located("include", spec.include),
         exclude: c.located("exclude", spec.exclude),
+        max_deviation: spec.max_deviation.unwrap_or_default(),
         name: c.name.clone(),
         source: c.at("/metadata/name"),
     };
-    if let Some(x) = spec.max_deviation {
-        let key = format!("PatientGroup/{}", c.name);
-        c.out.desired.max_deviation.insert(key, x);
-    }
     c.out.desired.patient_groups.push(g);
 }
 

@@ -158,6 +158,9 @@ pub struct PatientGroup {
     pub display_name: String,
     pub mode: rule::MembershipMode,
     pub max_removal_share: f64,
+    /// How far `apply --plan` lets this rule's recomputed effects drift from the reviewed
+    /// preview (`maxDeviation`; the default when the manifest sets none).
+    pub max_deviation: rule::MaxDeviation,
     pub rule: Option<rule::Condition>,
     pub include: Vec<Located<String>>,
     pub exclude: Vec<Located<String>>,
@@ -180,6 +183,9 @@ pub struct RoutingRule {
     pub add_labels: Vec<String>,
     /// Route once (default) or keep enforcing.
     pub mode: rule::RoutingMode,
+    /// How far `apply --plan` lets this rule's recomputed effects drift from the reviewed
+    /// preview (`maxDeviation`; the default when the manifest sets none).
+    pub max_deviation: rule::MaxDeviation,
     pub source: Source,
 }
 
@@ -195,6 +201,9 @@ pub struct CareTeamAssignment {
     pub lead: bool,
     pub authoritative: bool,
     pub max_removal_share: f64,
+    /// How far `apply --plan` lets this rule's recomputed effects drift from the reviewed
+    /// preview (`maxDeviation`; the default when the manifest sets none).
+    pub max_deviation: rule::MaxDeviation,
     pub source: Source,
 }
 
@@ -247,9 +256,6 @@ pub struct DesiredState {
     pub care_model: Option<CareModelDecl>,
     /// The label catalog of a `Labels` document (labels unchecked otherwise).
     pub labels: Option<LabelCatalog>,
-    /// `maxDeviation` of the rules that set one, by manifest kind and name
-    /// (`PatientGroup/care-management`); see [`DesiredState::max_deviation`].
-    pub max_deviation: std::collections::BTreeMap<String, rule::MaxDeviation>,
 }
 
 /// One fit rule: staff fit when at least one of their roles is in one of `domains` (all
@@ -292,10 +298,25 @@ impl DesiredState {
     /// The deviation a rule's recomputed effects may have from a reviewed preview
     /// (`kind`: the manifest kind, `PatientGroup`, `CareTeamAssignment` or `RoutingRule`).
     pub fn max_deviation(&self, kind: &str, name: &str) -> rule::MaxDeviation {
-        self.max_deviation
-            .get(&format!("{kind}/{name}"))
-            .copied()
-            .unwrap_or_default()
+        let found = match kind {
+            "PatientGroup" => self
+                .patient_groups
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| g.max_deviation),
+            "CareTeamAssignment" => self
+                .care_team_assignments
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.max_deviation),
+            "RoutingRule" => self
+                .routing_rules
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.max_deviation),
+            _ => None,
+        };
+        found.unwrap_or_default()
     }
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.name == name)

@@ -1419,6 +1419,7 @@ fn patient_group(name: &str, mode: MembershipMode) -> PatientGroup {
         rule: None,
         include: vec![],
         exclude: vec![],
+        max_deviation: Default::default(),
         source: at(40),
     }
 }
@@ -1739,6 +1740,7 @@ fn care_team_state(authoritative: bool, npi: &str) -> DesiredState {
         lead: true,
         authoritative,
         max_removal_share: 0.2,
+        max_deviation: Default::default(),
         source: at(18),
     });
     s
@@ -2181,6 +2183,7 @@ fn routing_state(owner_npi: &str) -> DesiredState {
         owner: Some(located(PractitionerRef::Npi(owner_npi.into()), 31)),
         add_labels: vec!["triaged".into()],
         mode: crate::model::rule::RoutingMode::Once,
+        max_deviation: Default::default(),
         source: at(30),
     });
     s
@@ -2755,6 +2758,7 @@ fn the_planner_reads_the_date_it_is_given_not_the_clock() {
         })),
         include: vec![],
         exclude: vec![],
+        max_deviation: Default::default(),
         source: at(40),
     });
     let d = R4::default();
