@@ -238,12 +238,12 @@ async fn plugin_input(
     use crate::dialect::plugin;
     let caps = target.dialect.capabilities();
     let has_kind = caps.runs_plugins();
-    let effects = crate::manifest::types::EffectsBy::on(m.project.effects, has_kind);
+    let effects = effects_by(m, target);
     let mut input = reconcile::plugin::Input {
         effects,
         ..Default::default()
     };
-    let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
+    let has_rules = m.desired.has_plugin_rules();
     let (Some(api), true) = (&target.plugin_api, has_kind) else {
         return Ok(input);
     };
@@ -278,10 +278,16 @@ async fn plugin_input(
 /// decided from the project's `effects` on the target and whether the manifests declare
 /// routing or patient-group rules.
 pub fn plugin_unmanaged(m: &Manifests, target: &ResolvedTarget) -> reconcile::plugin::Unmanaged {
-    let has_kind = target.dialect.capabilities().runs_plugins();
-    let effects = crate::manifest::types::EffectsBy::on(m.project.effects, has_kind);
-    let has_rules = !m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty();
-    reconcile::plugin::unmanaged(effects, has_rules)
+    reconcile::plugin::unmanaged(effects_by(m, target), m.desired.has_plugin_rules())
+}
+
+/// Who keeps the effects of rules on `target`: the project's `effects`, else `plugin`
+/// where the target's capability table has the plugin kind, `watch` elsewhere.
+pub fn effects_by(m: &Manifests, target: &ResolvedTarget) -> crate::manifest::types::EffectsBy {
+    crate::manifest::types::EffectsBy::on(
+        m.project.effects,
+        target.dialect.capabilities().runs_plugins(),
+    )
 }
 
 /// `plugin build --target`: the ids of the teams and patient groups the manifests declare,

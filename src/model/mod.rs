@@ -318,6 +318,11 @@ impl DesiredState {
         };
         found.unwrap_or_default()
     }
+    /// Whether the manifests declare rules the Canvas plugin can run (routing or
+    /// patient-group rules).
+    pub fn has_plugin_rules(&self) -> bool {
+        !self.routing_rules.is_empty() || !self.patient_groups.is_empty()
+    }
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.name == name)
     }

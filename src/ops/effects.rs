@@ -111,12 +111,8 @@ pub fn rules_with_effects(d: &crate::model::DesiredState) -> usize {
 /// plugin (`effects: plugin`, the default on targets that run plugins), since the two
 /// would route and maintain the same groups twice.
 pub fn may_run(m: &Manifests, target: &ResolvedTarget) -> Result<(), OpsError> {
-    let by = crate::manifest::types::EffectsBy::on(
-        m.project.effects,
-        target.dialect.capabilities().runs_plugins(),
-    );
-    if by == crate::manifest::types::EffectsBy::Plugin
-        && (!m.desired.routing_rules.is_empty() || !m.desired.patient_groups.is_empty())
+    if super::effects_by(m, target) == crate::manifest::types::EffectsBy::Plugin
+        && m.desired.has_plugin_rules()
     {
         return Err(OpsError::EffectsByPlugin {
             target: target.info.name.clone(),
