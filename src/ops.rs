@@ -33,6 +33,10 @@ pub enum OpsError {
         plugin: String,
         declared: bool,
     },
+    #[error(
+        "target '{target}' is a {dialect} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)"
+    )]
+    NotPluginTarget { target: String, dialect: String },
     #[error("reading the target's plugins failed: {0}")]
     Plugins(#[source] crate::dialect::plugin::live::PluginApiError),
     /// The manifests are valid but cannot be planned against this target (a staff member
@@ -279,6 +283,18 @@ async fn plugin_input(
 /// routing or patient-group rules.
 pub fn plugin_unmanaged(m: &Manifests, target: &ResolvedTarget) -> reconcile::plugin::Unmanaged {
     reconcile::plugin::unmanaged(effects_by(m, target), m.desired.has_plugin_rules())
+}
+
+/// `plugin build --target`, `plugin status` and `plugin install` need a target whose
+/// capability table has the plugin kind.
+pub fn plugin_target(target: &ResolvedTarget) -> Result<(), OpsError> {
+    if target.dialect.capabilities().runs_plugins() {
+        return Ok(());
+    }
+    Err(OpsError::NotPluginTarget {
+        target: target.info.name.clone(),
+        dialect: target.info.dialect.clone(),
+    })
 }
 
 /// Who keeps the effects of rules on `target`: the project's `effects`, else `plugin`

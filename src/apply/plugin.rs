@@ -38,6 +38,13 @@ pub fn unwritten(outcomes: &[Outcome]) -> Unwritten {
         .collect()
 }
 
+fn stale(c: &Change, detail: String) -> ApplyError {
+    ApplyError::Stale {
+        target: c.target.clone(),
+        detail,
+    }
+}
+
 /// What [`install`] did: the outcome, and what to record for the next plan's diff.
 pub struct Installed {
     pub outcome: Outcome,
@@ -49,10 +56,7 @@ pub struct Installed {
 /// Checked by [`install`] right before its upload, and with the rest of a saved plan's
 /// configuration before its first write (`ops::stale_objects`).
 pub fn stale_against(c: &Change, listed: &[live::Installed]) -> Option<ApplyError> {
-    let stale = |detail: String| ApplyError::Stale {
-        target: c.target.clone(),
-        detail,
-    };
+    let stale = |detail: String| stale(c, detail);
     let live = listed.iter().find(|p| p.name == c.target.name);
     match (c.precondition.absent, live) {
         (true, Some(p)) => Some(stale(format!(
@@ -86,10 +90,7 @@ pub async fn install(
         result,
         note,
     };
-    let stale = |detail: String| ApplyError::Stale {
-        target: c.target.clone(),
-        detail,
-    };
+    let stale = |detail: String| stale(c, detail);
     let api_err = |source| ApplyError::PluginApi {
         target: c.target.clone(),
         source,

@@ -111,11 +111,8 @@ async fn package_for(
                     return Err(EXIT_ERROR);
                 }
             };
-            if !target.dialect.capabilities().runs_plugins() {
-                err(&format!(
-                    "error: target '{name}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
-                    target.info.dialect
-                ));
+            if let Err(e) = crate::ops::plugin_target(&target) {
+                print_error(&e, dir);
                 return Err(EXIT_ERROR);
             }
             match crate::ops::plugin_ids(&m, &target).await {
@@ -152,11 +149,8 @@ async fn planned(s: &StatusArgs) -> Result<Planned, u8> {
             return Err(EXIT_ERROR);
         }
     };
-    if !target.dialect.capabilities().runs_plugins() {
-        err(&format!(
-            "error: target '{}' is a {} target; plugins run inside Canvas only (on other targets `careplane watch` keeps the rules)\n",
-            s.target, target.info.dialect
-        ));
+    if let Err(e) = crate::ops::plugin_target(&target) {
+        print_error(&e, &dir);
         return Err(EXIT_ERROR);
     }
     let plan = match crate::ops::plan(&m, &target, false).await {

@@ -836,13 +836,9 @@ impl HttpStore {
         let url = self.url(rt)?;
         let mut headers = HeaderMap::new();
         if let Some(q) = if_none_exist {
-            let mut ser = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &q.params {
-                ser.append_pair(k, v);
-            }
             headers.insert(
                 "If-None-Exist",
-                HeaderValue::from_str(&ser.finish()).map_err(|_| {
+                HeaderValue::from_str(&search_params(q)).map_err(|_| {
                     FhirError::Unsupported("condition is not a valid header".into())
                 })?,
             );
@@ -978,7 +974,7 @@ impl HttpStore {
         }
         let if_match = |pre: &Precondition, req: &mut serde_json::Map<String, Value>| {
             if let Some(v) = &pre.version_id {
-                req.insert("ifMatch".into(), Value::String(format!("W/\"{v}\"")));
+                req.insert("ifMatch".into(), Value::String(weak_etag(v)));
             }
         };
         let mut bundle_entries = Vec::with_capacity(entries.len());
@@ -992,11 +988,7 @@ impl HttpStore {
                     if_none_exist,
                 } => {
                     if let Some(q) = if_none_exist {
-                        let mut ser = url::form_urlencoded::Serializer::new(String::new());
-                        for (k, v) in &q.params {
-                            ser.append_pair(k, v);
-                        }
-                        req.insert("ifNoneExist".into(), Value::String(ser.finish()));
+                        req.insert("ifNoneExist".into(), Value::String(search_params(q)));
                     }
                     entry.insert("resource".into(), resource.clone());
                     ("POST", resource_type(resource)?.to_owned())
@@ -1376,10 +1368,24 @@ fn short(e: &FhirError) -> String {
     }
 }
 
+/// A search's parameters, form-encoded (`If-None-Exist`, a batch entry's `ifNoneExist`).
+fn search_params(q: &Query) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &q.params {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// The weak ETag of a version (`If-Match`, a batch entry's `ifMatch`).
+fn weak_etag(version_id: &str) -> String {
+    format!("W/\"{version_id}\"")
+}
+
 fn precondition_headers(pre: &Precondition) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Some(v) = &pre.version_id {
-        if let Ok(v) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
+        if let Ok(v) = HeaderValue::from_str(&weak_etag(v)) {
             h.insert("If-Match", v);
         }
     } else if let Some(t) = &pre.last_updated
