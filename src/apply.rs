@@ -912,7 +912,7 @@ async fn apply_care_team(
     // is it read and merged. A removal, and a handover on a care team the participant is
     // on, always read.
     let create_first = dialect.capabilities().target().conditional_create;
-    // Where the server takes batches, those first creates go `mode.batch` to a Bundle;
+    // Where the server takes batches, those first creates go `mode.size()` to a Bundle;
     // a patient whose entry found a care team (or failed) goes the single way below,
     // reading first.
     let mut batched = BTreeSet::new();
@@ -939,14 +939,23 @@ async fn apply_care_team(
                 },
             )
             .collect();
-        for chunk in creates.chunks(mode.batch) {
-            let entries: Vec<fhir::BatchEntry> = chunk.iter().map(|(_, e)| e.clone()).collect();
+        let (patients, entries): (Vec<&String>, Vec<fhir::BatchEntry>) =
+            creates.into_iter().unzip();
+        let size = mode.size().max(1);
+        for (patients, entries) in patients.chunks(size).zip(entries.chunks(size)) {
             // a Bundle that failed whole: each patient the single way (conditional creates
-            // are safe to send again)
-            let Ok(answers) = store.batch(&entries).await else {
-                continue;
+            // are safe to send again); one without an answer in time makes the Bundles
+            // after it smaller, as for every other change
+            let answers = match store.batch(entries).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    if unanswered(&e) {
+                        mode.unanswered();
+                    }
+                    continue;
+                }
             };
-            for ((patient, _), answer) in chunk.iter().zip(answers) {
+            for (patient, answer) in patients.iter().zip(answers) {
                 match answer {
                     Ok(fhir::BatchAnswer::Written(w)) if !w.existed => {
                         batched.insert((*patient).clone());
