@@ -196,7 +196,7 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
             };
             let p = &mut pending[at];
             match c.target.kind {
-                ObjectKind::TaskRouting => p.tasks += 1,
+                ObjectKind::TaskRouting => p.tasks += c.width(),
                 _ => {
                     for f in &c.fields {
                         let Some(m) = &f.membership else { continue };

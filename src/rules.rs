@@ -20,13 +20,15 @@ use crate::model::PatientGroup;
 pub struct PatientFacts {
     pub id: String,
     pub active: Option<bool>,
-    pub gender: Option<String>,
+    /// Shared with every patient of the same gender (interned: [`Sym`]).
+    pub gender: Option<Sym>,
     /// (year, month, day); month/day 1 when the server only has the year.
     pub birth_date: Option<(i64, u32, u32)>,
     pub identifiers: Vec<(String, String)>,
     pub states: Vec<String>,
-    /// (category system, category code, status)
-    pub consents: Vec<(String, String, String)>,
+    /// (category system, category code, status), interned: 200,000 consents of a handful
+    /// of categories hold a handful of strings.
+    pub consents: Vec<(Sym, Sym, Sym)>,
     /// Active care-team participation, one entry per participant of each active care team.
     pub care_team: Vec<CareTeamFact>,
 }
@@ -130,7 +132,22 @@ pub fn facts(resources: &[Value]) -> BTreeMap<String, PatientFacts> {
 /// be dropped as soon as they are read. Consents and care teams are attached to their
 /// patients by [`FactsBuilder::finish`]; those of patients never seen are dropped.
 /// A consent category coding as rules see it: (system, code, status).
-type ConsentFact = (String, String, String);
+type ConsentFact = (Sym, Sym, Sym);
+
+/// A string many patients share (a gender, a consent category or status), held once.
+pub type Sym = std::sync::Arc<str>;
+
+/// The shared copy of `s` (made on first sight).
+fn intern(syms: &mut std::collections::HashSet<Sym>, s: &str) -> Sym {
+    match syms.get(s) {
+        Some(x) => x.clone(),
+        None => {
+            let x: Sym = s.into();
+            syms.insert(x.clone());
+            x
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct FactsBuilder {
@@ -140,6 +157,8 @@ pub struct FactsBuilder {
     consents: Vec<(String, Vec<ConsentFact>)>,
     /// (patient id, participants of one active care team), in arrival order.
     care_teams: Vec<(String, Vec<CareTeamFact>)>,
+    /// Strings shared between patients ([`Sym`]).
+    syms: std::collections::HashSet<Sym>,
 }
 
 impl FactsBuilder {
@@ -166,6 +185,7 @@ impl FactsBuilder {
         append(&mut self.patients, other.patients);
         append(&mut self.consents, other.consents);
         append(&mut self.care_teams, other.care_teams);
+        self.syms.extend(other.syms);
     }
 
     /// The facts per patient id: patients, each with its consents and care teams.
@@ -213,7 +233,7 @@ impl FactsBuilder {
         let f = PatientFacts {
             id: id.to_owned(),
             active: r["active"].as_bool(),
-            gender: r["gender"].as_str().map(str::to_owned),
+            gender: r["gender"].as_str().map(|g| intern(&mut self.syms, g)),
             birth_date: r["birthDate"].as_str().and_then(parse_date),
             identifiers: r["identifier"]
                 .as_array()
@@ -246,7 +266,8 @@ impl FactsBuilder {
         else {
             return;
         };
-        let status = c["status"].as_str().unwrap_or_default();
+        let status = intern(&mut self.syms, c["status"].as_str().unwrap_or_default());
+        let syms = &mut self.syms;
         let mut codings: Vec<ConsentFact> = c["category"]
             .as_array()
             .into_iter()
@@ -254,9 +275,9 @@ impl FactsBuilder {
             .flat_map(|cc| cc["coding"].as_array().into_iter().flatten())
             .map(|coding| {
                 (
-                    coding["system"].as_str().unwrap_or_default().to_owned(),
-                    coding["code"].as_str().unwrap_or_default().to_owned(),
-                    status.to_owned(),
+                    intern(syms, coding["system"].as_str().unwrap_or_default()),
+                    intern(syms, coding["code"].as_str().unwrap_or_default()),
+                    status.clone(),
                 )
             })
             .collect();
@@ -330,7 +351,9 @@ pub fn holds(c: &Condition, p: &PatientFacts, ctx: &Context<'_>) -> bool {
         Condition::Consent(cc) => {
             let want = status_word(cc.status.unwrap_or(ConsentStatus::Active));
             p.consents.iter().any(|(sys, code, status)| {
-                code == &cc.code && cc.system.as_ref().is_none_or(|s| s == sys) && status == want
+                **code == *cc.code
+                    && cc.system.as_deref().is_none_or(|s| s == &**sys)
+                    && &**status == want
             })
         }
         Condition::Identifier(ic) => p

@@ -94,12 +94,17 @@ pub fn print_pass(prefix: &str, o: &PassOutcome) -> bool {
                 Ok(_) => {
                     let m = c.fields.iter().find_map(|f| f.membership.as_ref());
                     match (&c.operation, m) {
-                        (Operation::RouteTask { rule, order }, _) => {
+                        (
+                            Operation::RouteTask { rule, order }
+                            | Operation::RouteTasks { rule, order, .. },
+                            _,
+                        ) => {
                             let fields: Vec<&str> =
                                 c.fields.iter().map(|f| f.field.as_str()).collect();
+                            // the task is the outcome's (a folded change stands for many)
                             out(&format!(
                                 "{prefix}: routed {} (routing rule '{rule}' (order {order})): {}\n",
-                                c.target.name,
+                                outcome.target.name,
                                 fields.join(", ")
                             ));
                         }

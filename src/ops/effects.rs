@@ -410,7 +410,10 @@ impl Totals {
                 Ok(_) => {
                     let m = c.fields.iter().find_map(|f| f.membership.as_ref());
                     match (&c.operation, m) {
-                        (Operation::RouteTask { .. }, _) => self.tasks_routed += 1,
+                        // one outcome per task, folded or not
+                        (Operation::RouteTask { .. } | Operation::RouteTasks { .. }, _) => {
+                            self.tasks_routed += 1
+                        }
                         (Operation::CareTeamParticipant(_), Some(m)) => {
                             self.care_team_added += m.added;
                             self.care_team_removed += m.removed;

@@ -8,6 +8,7 @@
 //! absent).
 
 pub mod file;
+pub mod fold;
 pub mod reason;
 pub mod schema;
 
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use crate::model::Source;
 use crate::vocab::ObjectKind;
-pub use crate::vocab::{Coding, Operation, Participant};
+pub use crate::vocab::{Coding, Operation, Participant, RoutedTask};
 
 pub const FORMAT: &str = "careplane-plan";
 /// 3: `changes` holds the configuration layer only; the effects of rules are `effects`, a
@@ -240,7 +241,9 @@ impl Change {
     /// (a group's name, rule or mode included) is configuration.
     pub fn layer(&self) -> Layer {
         match self.operation {
-            Operation::RouteTask { .. } | Operation::CareTeamParticipant(_) => Layer::Effects,
+            Operation::RouteTask { .. }
+            | Operation::RouteTasks { .. }
+            | Operation::CareTeamParticipant(_) => Layer::Effects,
             Operation::Object
                 if self.action == Action::Update
                     && !self.fields.is_empty()
@@ -261,7 +264,7 @@ impl Change {
     /// group), by manifest name.
     pub fn rule_name(&self) -> &str {
         match &self.operation {
-            Operation::RouteTask { rule, .. } => rule,
+            Operation::RouteTask { rule, .. } | Operation::RouteTasks { rule, .. } => rule,
             _ => &self.target.name,
         }
     }
@@ -450,12 +453,13 @@ pub fn preview(
         .iter()
         .filter(|c| c.action.is_change() && !matches!(c.action, Action::Delete | Action::Manual))
     {
-        if let Operation::RouteTask { rule, .. } = &c.operation {
+        if let Operation::RouteTask { rule, .. } | Operation::RouteTasks { rule, .. } = &c.operation
+        {
             add(
                 ObjectKind::TaskRouting,
                 rule,
                 c.reason.source.as_ref(),
-                (1, 0, 0),
+                (c.width() as u64, 0, 0),
                 (&[], &[], &[]),
                 &[],
             );

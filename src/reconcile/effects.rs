@@ -17,7 +17,8 @@ use crate::vocab::ObjectKind;
 /// patient group or care-team assignment it changes.
 pub fn rule_of(c: &Change) -> (ObjectKind, &str) {
     match &c.operation {
-        crate::vocab::Operation::RouteTask { rule, .. } => (ObjectKind::TaskRouting, rule),
+        crate::vocab::Operation::RouteTask { rule, .. }
+        | crate::vocab::Operation::RouteTasks { rule, .. } => (ObjectKind::TaskRouting, rule),
         _ => (c.target.kind, &c.target.name),
     }
 }

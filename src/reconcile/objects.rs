@@ -266,7 +266,8 @@ pub fn diff_streamed(
 ) -> DiffResult {
     let prune = opts.prune;
     let caps = dialect.capabilities();
-    let mut changes = Vec::with_capacity(desired.len() + streamed.size_hint().0);
+    // streamed objects' changes are folded (one per routing rule): not counted here
+    let mut changes = Vec::with_capacity(desired.len());
     let mut orphans = Vec::new();
     let mut errors = Vec::new();
     let mut matched: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
@@ -309,7 +310,15 @@ pub fn diff_streamed(
         .iter()
         .map(std::borrow::Cow::Borrowed)
         .chain(streamed.map(std::borrow::Cow::Owned));
+    // Changes of streamed objects (routed tasks) are folded as they are made, one per
+    // routing rule (`plan::fold`): `changes[streamed..]` is the one not folded yet.
+    let mut fold = crate::plan::fold::Fold::default();
+    let mut streamed: Option<usize> = None;
     for d in all {
+        if let std::borrow::Cow::Owned(_) = &d {
+            let from = *streamed.get_or_insert(changes.len());
+            fold_from(&mut changes, from, &mut fold, observed);
+        }
         let Some(cap) = caps.of(d.kind) else { continue };
         if let std::borrow::Cow::Owned(o) = &d
             && !cap.exclusive.is_empty()
@@ -491,6 +500,11 @@ pub fn diff_streamed(
         }
     }
 
+    if let Some(from) = streamed {
+        fold_from(&mut changes, from, &mut fold, observed);
+    }
+    changes.extend(fold.finish());
+
     for o in &observed.objects {
         if !o.managed || matched.contains(&(o.resource_type.as_str(), o.id.as_str())) {
             continue;
@@ -602,25 +616,10 @@ pub fn diff_streamed(
         }
     }
     // Name staff in values that the manifests no longer mention (a member who leaves, a
-    // deleted team's members) the way a manifest would, for reviewers.
+    // deleted team's members) the way a manifest would, for reviewers (folded routing
+    // changes were named before they were folded).
     for f in changes.iter_mut().flat_map(|c| c.fields.iter_mut()) {
-        let values: Vec<String> = f
-            .before
-            .iter()
-            .chain(f.after.iter())
-            .flat_map(|v| {
-                items(v)
-                    .into_iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-            })
-            .collect();
-        for s in values {
-            if !f.labels.contains_key(&s)
-                && let Some(name) = observed.staff.describe(&s)
-            {
-                f.labels.insert(s, name.clone());
-            }
-        }
+        name_staff(f, observed);
     }
     note_moves(&mut changes, dialect);
     note_manual_references(&mut changes, dialect);
@@ -642,6 +641,43 @@ pub fn diff_streamed(
 /// create (a checklist item: a role, on targets where roles are made by hand) will be
 /// refused until that person has: say so on the change. Which kinds name which is the
 /// capability table's `references`.
+/// Label the staff ids in a field's values that the labels do not name yet.
+fn name_staff(f: &mut FieldChange, observed: &Observed) {
+    let values: Vec<String> = f
+        .before
+        .iter()
+        .chain(f.after.iter())
+        .flat_map(|v| {
+            items(v)
+                .into_iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+        })
+        .collect();
+    for s in values {
+        if !f.labels.contains_key(&s)
+            && let Some(name) = observed.staff.describe(&s)
+        {
+            f.labels.insert(s, name.clone());
+        }
+    }
+}
+
+/// Fold the changes made since `from` (at most the last streamed object's), with their
+/// staff named first, as the final pass names everyone else's.
+fn fold_from(
+    changes: &mut Vec<Change>,
+    from: usize,
+    fold: &mut crate::plan::fold::Fold,
+    observed: &Observed,
+) {
+    for mut c in changes.drain(from..) {
+        for f in &mut c.fields {
+            name_staff(f, observed);
+        }
+        fold.push(c);
+    }
+}
+
 fn note_manual_references(changes: &mut [Change], dialect: &dyn Dialect) {
     for r in dialect.capabilities().target().references {
         let pending: BTreeMap<String, String> = changes

@@ -2440,10 +2440,15 @@ fn compact_open_tasks_plan_as_whole_ones_do() {
         Options::default(),
         &pseudo(),
     );
-    assert_eq!(compact.changes, whole.changes);
+    // streamed routing changes come folded, one per rule: unfolded, they are diff's
+    assert_eq!(
+        compact.changes.iter().map(Change::width).sum::<usize>(),
+        whole.changes.len()
+    );
+    let unfolded: Vec<Change> = compact.changes.iter().flat_map(Change::unfolded).collect();
+    assert_eq!(unfolded, whole.changes);
     assert_eq!(compact.errors, whole.errors);
-    let c = compact
-        .changes
+    let c = unfolded
         .iter()
         .find(|c| c.target.kind == ObjectKind::TaskRouting)
         .unwrap();
@@ -2455,6 +2460,61 @@ fn compact_open_tasks_plan_as_whole_ones_do() {
         ),
         (Action::Update, Some("t1"), Some("3"))
     );
+}
+
+/// A plan that routes many tasks holds one folded change per routing rule and shape
+/// (`plan::fold`), not one per task: here 40 tasks, 10 of which had a label already (their
+/// own values, same shape), fold into one change of width 40, and unfolded they are the
+/// changes `diff` makes for all of them at once.
+#[test]
+fn many_routed_tasks_fold_into_one_change_per_rule() {
+    let mut resources = vec![r4_team(
+        "g1",
+        "front-desk",
+        "Front Desk",
+        &["Practitioner/pa"],
+        &[PAYMENTS],
+    )];
+    for i in 0..40 {
+        let labels: &[&str] = if i % 4 == 0 { &["urgent"] } else { &[] };
+        resources.push(task(&format!("t{i:02}"), "Refill request", labels, None, None));
+    }
+    let resources = with_staff(resources);
+    let (whole, _) = plan_routing(routing_state(NPI_A), resources.clone()).unwrap();
+    let d = R4::default();
+    let mut observed = observed_from(&d, &resources);
+    observed.tasks = crate::rules::task_facts(&resources);
+    let m = manifests(routing_state(NPI_A));
+    let (routed, _) =
+        crate::reconcile::routing::routes(&m.desired, &d, &observed, &Memberships::new(), false)
+            .unwrap();
+    assert_eq!(routed.len(), 40);
+    let streamed = diff::diff_streamed(
+        &desired_of(&d, &m.desired, &observed),
+        &mut routed.iter().map(|r| r.object(&m.desired, &observed, true)),
+        &observed,
+        &d,
+        Options::default(),
+        &pseudo(),
+    );
+    let routing: Vec<&Change> = streamed
+        .changes
+        .iter()
+        .filter(|c| c.target.kind == ObjectKind::TaskRouting)
+        .collect();
+    assert_eq!(routing.len(), 1, "one folded change for the rule");
+    assert!(routing[0].unfolds());
+    assert_eq!(routing[0].width(), 40);
+    let mut unfolded: Vec<Change> = streamed.changes.iter().flat_map(Change::unfolded).collect();
+    let key = |c: &Change| (c.target.kind, c.target.name.clone());
+    unfolded.sort_by_key(key);
+    let mut want = whole.changes.clone();
+    want.sort_by_key(key);
+    assert_eq!(unfolded, want);
+    // the plan previews them as 40 tasks of the rule
+    let preview = crate::plan::preview(&streamed.changes, &|_, _| Default::default());
+    assert_eq!(preview.len(), 1);
+    assert_eq!((preview[0].rule.as_str(), preview[0].adds), ("refills", 40));
 }
 
 #[test]

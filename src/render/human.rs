@@ -526,8 +526,13 @@ pub fn report(p: &Plan, r: &Report) -> String {
     // routed tasks are counted per rule, as plans show them
     let mut routed: Vec<(&str, usize)> = Vec::new();
     for o in &r.outcomes {
-        if let (Ok(_), Some(crate::plan::Operation::RouteTask { rule, .. })) =
-            (&o.result, p.changes.get(o.change).map(|c| &c.operation))
+        if let (
+            Ok(_),
+            Some(
+                crate::plan::Operation::RouteTask { rule, .. }
+                | crate::plan::Operation::RouteTasks { rule, .. },
+            ),
+        ) = (&o.result, p.changes.get(o.change).map(|c| &c.operation))
         {
             match routed.iter_mut().find(|(r, _)| r == rule) {
                 Some((_, n)) => *n += 1,

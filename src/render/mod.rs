@@ -54,14 +54,19 @@ pub struct RoutingGroup<'a> {
 
 /// Whether a change routes one task.
 pub fn is_routing(c: &crate::plan::Change) -> bool {
-    matches!(c.operation, crate::plan::Operation::RouteTask { .. })
+    matches!(
+        c.operation,
+        crate::plan::Operation::RouteTask { .. } | crate::plan::Operation::RouteTasks { .. }
+    )
 }
 
 /// The routing changes among `changes`, by rule (in rule order).
 pub fn routing_groups<'a>(changes: &[&'a crate::plan::Change]) -> Vec<RoutingGroup<'a>> {
     let mut groups: Vec<RoutingGroup<'a>> = Vec::new();
     for c in changes {
-        let crate::plan::Operation::RouteTask { rule, order } = &c.operation else {
+        let (crate::plan::Operation::RouteTask { rule, order, .. }
+        | crate::plan::Operation::RouteTasks { rule, order, .. }) = &c.operation
+        else {
             continue;
         };
         let at = match groups.iter().position(|g| g.rule == rule.as_str()) {
@@ -78,7 +83,7 @@ pub fn routing_groups<'a>(changes: &[&'a crate::plan::Change]) -> Vec<RoutingGro
             }
         };
         let g = &mut groups[at];
-        g.tasks += 1;
+        g.tasks += c.width();
         g.fields.extend(
             c.fields
                 .iter()

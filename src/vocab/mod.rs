@@ -19,5 +19,5 @@ pub use kind::ObjectKind;
 pub use object::{
     CompactObject, DesiredObject, Fields, ForeignObject, Memberships, ObservedObject, Recognised,
 };
-pub use operation::{Coding, Operation, Participant};
+pub use operation::{Coding, Operation, Participant, RoutedTask};
 pub use staff::{StaffIndex, Unresolved};

@@ -22,6 +22,20 @@ pub enum Operation {
         /// Its `order`.
         order: i64,
     },
+    /// Open tasks one routing rule routes, folded into one change (a plan may route
+    /// 100,000 tasks): each task's change is this change (action, fields, reason, notes)
+    /// on `Task/<id>`, with the task's own precondition and, where they differ, its own
+    /// before/after values. Never in a plan file (routing is an effect of rules); apply
+    /// unfolds it into one `RouteTask` change per task (`plan::Change::unfolded`).
+    RouteTasks {
+        /// The routing rule's `metadata.name`.
+        rule: String,
+        /// Its `order`.
+        order: i64,
+        #[serde(skip)]
+        #[schemars(skip)]
+        tasks: Vec<RoutedTask>,
+    },
     /// Install (create) or update the rules plugin through the target's plugin API, enabled:
     /// the package is built from the rules data the change carries sealed (never in a plan
     /// file), with the ids of teams and groups this apply creates filled in.
@@ -49,4 +63,51 @@ pub struct Coding {
     pub system: String,
     pub code: String,
     pub display: String,
+}
+
+/// One open task of a folded routing change ([`Operation::RouteTasks`]): what differs from
+/// the folded change, kept compact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutedTask {
+    /// The task's server id, then its `meta.versionId` and `meta.lastUpdated` seen when
+    /// planning (its precondition), each after a line break: one allocation per task, not
+    /// three ([`RoutedTask::new`]).
+    seen: Box<str>,
+    /// Which of the version and the time were seen (bits 0 and 1).
+    present: u8,
+    /// Before and after of each of the folded change's fields, in its order, where any of
+    /// them is not the folded change's own (a task that had labels already).
+    pub values: Option<Box<[(Option<serde_json::Value>, Option<serde_json::Value>)]>>,
+}
+
+impl RoutedTask {
+    /// A task by id, with the version and time seen; None if one of them holds a line
+    /// break (no FHIR id or instant does).
+    pub fn new(id: &str, version_id: Option<&str>, last_updated: Option<&str>) -> Option<Self> {
+        let parts = [Some(id), version_id, last_updated];
+        if parts.iter().flatten().any(|p| p.contains('\n')) {
+            return None;
+        }
+        Some(RoutedTask {
+            seen: parts.map(|p| p.unwrap_or("")).join("\n").into(),
+            present: u8::from(version_id.is_some()) | (u8::from(last_updated.is_some()) << 1),
+            values: None,
+        })
+    }
+
+    fn part(&self, i: usize) -> &str {
+        self.seen.split('\n').nth(i).unwrap_or("")
+    }
+
+    pub fn id(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn version_id(&self) -> Option<&str> {
+        (self.present & 1 != 0).then(|| self.part(1))
+    }
+
+    pub fn last_updated(&self) -> Option<&str> {
+        (self.present & 2 != 0).then(|| self.part(2))
+    }
 }
