@@ -175,13 +175,17 @@ pub fn routes(
         live_tasks.entry(c.id()).or_insert(LiveTask::Compact(c));
     }
     // Owners resolved once per rule.
-    let owners: Vec<Option<Result<Arc<(String, String)>, crate::manifest::Diagnostic>>> = rules
+    type Owner = Result<Arc<(String, String)>, crate::manifest::Diagnostic>;
+    let owners: Vec<Option<Owner>> = rules
         .iter()
         .map(|r| {
             r.owner
                 .as_ref()
                 .map(|o| match observed.staff.resolve(&o.value) {
-                    Ok(id) => Ok(Arc::new((format!("Practitioner/{id}"), o.value.to_string()))),
+                    Ok(id) => Ok(Arc::new((
+                        format!("Practitioner/{id}"),
+                        o.value.to_string(),
+                    ))),
                     Err(_) => Err(crate::manifest::Diagnostic {
                         source: o.source.clone(),
                         message: format!("no single Practitioner on the target has {}", o.value),

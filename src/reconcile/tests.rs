@@ -2477,7 +2477,13 @@ fn many_routed_tasks_fold_into_one_change_per_rule() {
     )];
     for i in 0..40 {
         let labels: &[&str] = if i % 4 == 0 { &["urgent"] } else { &[] };
-        resources.push(task(&format!("t{i:02}"), "Refill request", labels, None, None));
+        resources.push(task(
+            &format!("t{i:02}"),
+            "Refill request",
+            labels,
+            None,
+            None,
+        ));
     }
     let resources = with_staff(resources);
     let (whole, _) = plan_routing(routing_state(NPI_A), resources.clone()).unwrap();

@@ -77,8 +77,11 @@ pub struct RoutedTask {
     present: u8,
     /// Before and after of each of the folded change's fields, in its order, where any of
     /// them is not the folded change's own (a task that had labels already).
-    pub values: Option<Box<[(Option<serde_json::Value>, Option<serde_json::Value>)]>>,
+    pub values: Option<Box<[BeforeAfter]>>,
 }
+
+/// A field's value before and after a change (`None`: absent).
+pub type BeforeAfter = (Option<serde_json::Value>, Option<serde_json::Value>);
 
 impl RoutedTask {
     /// A task by id, with the version and time seen; None if one of them holds a line
