@@ -1442,6 +1442,10 @@ impl Writes {
     }
 }
 
+/// Tasks of a folded routing change unfolded and written at a time (at least one round of
+/// Bundles at full concurrency); a handful in unit tests, so that several parts are quick.
+const UNFOLDED_AT_ONCE: usize = if cfg!(test) { 7 } else { 2_000 };
+
 /// Apply every change of `plan` that writes, in order, `concurrency` at a time per level.
 pub async fn apply(plan: &Plan, store: &Store, dialect: &dyn Dialect, writes: Writes) -> Report {
     apply_with(plan, store, dialect, writes, &Control::default()).await
@@ -1463,27 +1467,19 @@ pub async fn apply_with(
             Action::Create | Action::Update | Action::Delete | Action::Adopt
         ) && !is_plugin(c)
     };
-    // Folded routing changes are unfolded here, one change per task; every write below is
-    // numbered by its place in `items` (its plan change's index in `of_item`).
-    let unfolded: Vec<(usize, Change)> = plan
+    // Every write is numbered: `of_item[n]` is the index in the plan of write `n`'s change.
+    // A folded routing change is unfolded (one change per task) a part at a time when its
+    // level comes, each task numbered then: 75,000 routed tasks are never all unfolded.
+    let mut of_item: Vec<usize> = Vec::new();
+    let writes: Vec<(usize, &Change)> = plan
         .changes
         .iter()
         .enumerate()
-        .filter(|(_, c)| writing(c) && c.unfolds())
-        .flat_map(|(i, c)| c.unfolded().into_iter().map(move |u| (i, u)))
-        .collect();
-    let items: Vec<(usize, &Change)> = plan
-        .changes
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| writing(c) && !c.unfolds())
-        .chain(unfolded.iter().map(|(i, c)| (*i, c)))
-        .collect();
-    let of_item: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
-    let writes: Vec<(usize, &Change)> = items
-        .into_iter()
-        .enumerate()
-        .map(|(k, (_, c))| (k, c))
+        .filter(|(_, c)| writing(c))
+        .map(|(i, c)| {
+            of_item.push(i);
+            (of_item.len() - 1, c)
+        })
         .collect();
     // (phase, level): creates/updates by ascending level, then deletes by descending level.
     let mut phases: BTreeMap<(u8, i16), Vec<(usize, &Change)>> = BTreeMap::new();
@@ -1497,7 +1493,7 @@ pub async fn apply_with(
         phases.entry(key).or_default().push((i, c));
     }
     let progress = Progress {
-        total: phases.values().map(Vec::len).sum(),
+        total: phases.values().flatten().map(|(_, c)| c.width()).sum(),
         done: std::sync::atomic::AtomicUsize::new(0),
     };
     let mode = if progress.total == 0 {
@@ -1506,6 +1502,7 @@ pub async fn apply_with(
         Mode::of(store, dialect, settings).await
     };
     for (_, batch) in phases {
+        let (folded, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, c)| c.unfolds());
         // Exclusive values taken by some change of this batch: whoever gives one of them
         // up writes that first.
         let exclusive_of = |c: &Change| {
@@ -1613,6 +1610,33 @@ pub async fn apply_with(
             )
             .await,
         );
+        // folded routing changes (no exclusive values: nothing to release first)
+        let part = UNFOLDED_AT_ONCE.max(mode.batch * concurrency);
+        for (n, c) in folded {
+            for from in (0..c.width()).step_by(part) {
+                let tasks = c.unfolded_part(from..(from + part).min(c.width()));
+                let items: Vec<(usize, &Change, Step)> = tasks
+                    .iter()
+                    .map(|t| {
+                        of_item.push(of_item[n]);
+                        (of_item.len() - 1, t, Step::Whole)
+                    })
+                    .collect();
+                report.outcomes.extend(
+                    run_level(
+                        items,
+                        plan,
+                        store,
+                        dialect,
+                        concurrency,
+                        &mode,
+                        control,
+                        &progress,
+                    )
+                    .await,
+                );
+            }
+        }
     }
     report.outcomes.sort_by_key(|o| o.change);
     for o in &mut report.outcomes {
@@ -2355,6 +2379,107 @@ mod tests {
             assert!(
                 leads.contains(&("Practitioner/rn".into(), false)),
                 "{leads:?}"
+            );
+        });
+    }
+
+    /// A folded routing change is written task by task, a part at a time: every task gets
+    /// its own write under its own precondition and its own outcome (numbered with the
+    /// folded change's index), across more tasks than one part holds; a task changed since
+    /// the plan fails alone.
+    #[test]
+    fn a_folded_routing_change_writes_every_task_under_its_own_precondition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::File(crate::fhir::file::FileStore::new(dir.path()));
+        let dialect = crate::dialect::r4::R4::default();
+        let n = 3 * UNFOLDED_AT_ONCE + 2;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut seen = Vec::new();
+            for i in 0..n {
+                let task = json!({"resourceType": "Task", "id": format!("t{i}"),
+                    "status": "requested", "intent": "order", "description": "Lab follow-up"});
+                let w = store
+                    .update(&task, &crate::fhir::Precondition::default())
+                    .await
+                    .unwrap();
+                seen.push(w.version_id.unwrap());
+            }
+            let mut fold = crate::plan::fold::Fold::default();
+            for (i, version) in seen.iter().enumerate() {
+                let mut c = change(
+                    ObjectKind::TaskRouting,
+                    "Task",
+                    Some(&format!("t{i}")),
+                    Action::Update,
+                );
+                c.target.name = format!("Task/t{i}");
+                c.operation = crate::vocab::Operation::RouteTask {
+                    rule: "labs".into(),
+                    order: 10,
+                };
+                c.fields.push(crate::plan::FieldChange {
+                    field: "team".into(),
+                    before: None,
+                    after: Some(json!("Group/g1")),
+                    source: None,
+                    labels: Default::default(),
+                    membership: None,
+                    sealed: None,
+                });
+                c.precondition.version_id = Some(version.clone());
+                fold.push(c);
+            }
+            let folded = fold.finish();
+            assert_eq!((folded.len(), folded[0].width()), (1, n));
+            // task t7 changes after the plan: its precondition no longer holds
+            let t7 = store.read("Task", "t7").await.unwrap().unwrap();
+            store
+                .update(&t7, &crate::fhir::Precondition::default())
+                .await
+                .unwrap();
+            let role = change(ObjectKind::Role, "CodeSystem", None, Action::NoOp);
+            let plan = Plan::new(
+                "proj",
+                TargetInfo {
+                    name: "local".into(),
+                    dialect: "fhir-r4".into(),
+                    endpoint: "store".into(),
+                },
+                Vec::new(),
+                "sha",
+                false,
+                vec![role, folded[0].clone()],
+                Vec::new(),
+            );
+            let report = apply(&plan, &store, &dialect, Writes::single(4)).await;
+            assert_eq!(report.outcomes.len(), n);
+            assert!(report.outcomes.iter().all(|o| o.change == 1));
+            let failed: Vec<&str> = report
+                .outcomes
+                .iter()
+                .filter(|o| o.result.is_err())
+                .map(|o| o.target.name.as_str())
+                .collect();
+            assert_eq!(failed, ["Task/t7"]);
+            let names: BTreeSet<&str> = report
+                .outcomes
+                .iter()
+                .map(|o| o.target.name.as_str())
+                .collect();
+            assert_eq!(names.len(), n, "one outcome per task");
+            let last = store
+                .read("Task", &format!("t{}", n - 1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(
+                crate::vocab::json::meta(&last, "versionId"),
+                Some(seen[n - 1].clone()),
+                "the last part was written too"
             );
         });
     }

@@ -162,10 +162,21 @@ impl Change {
     /// The changes this one stands for, one by one: each task's own change when folded,
     /// else itself.
     pub fn unfolded(&self) -> Vec<Change> {
+        self.unfolded_part(0..self.width())
+    }
+
+    /// [`Change::unfolded`], tasks `part` only (itself for `0..1` when not folded).
+    pub fn unfolded_part(&self, part: std::ops::Range<usize>) -> Vec<Change> {
         let Operation::RouteTasks { rule, order, tasks } = &self.operation else {
-            return vec![self.clone()];
+            return if part.contains(&0) {
+                vec![self.clone()]
+            } else {
+                Vec::new()
+            };
         };
         tasks
+            .get(part)
+            .unwrap_or_default()
             .iter()
             .map(|t| Change {
                 action: self.action,
