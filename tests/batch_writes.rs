@@ -822,27 +822,31 @@ fn care_team_joins_into_existing_care_teams_and_removals_go_in_bundles() {
     }
 }
 
-/// A care-team assignment whose PUT of one patient's care team is refused inside the
-/// Bundle: that patient fails (in the words of a single request's failure), the others are
-/// written, and the
-/// reads and writes went as one Bundle each, every PUT under the version read.
-#[test]
-fn a_failing_care_team_entry_fails_only_its_patient() {
+/// A patient's care team on the mock server of project `mockcare`: the PCP `dr` and the
+/// nurse `rn`, version 7.
+fn mock_team(pid: &str) -> Value {
+    let project = "mockcare";
+    json!({"resourceType": "CareTeam", "id": format!("ct-{pid}"), "meta": {"versionId": "7",
+    "tag": [{"system": "https://careplane.dev/project", "code": project}]},
+    "identifier": [{"system": format!("https://careplane.dev/id/{project}"), "value": format!("care-team/{pid}")}],
+    "status": "active", "subject": {"reference": format!("Patient/{pid}")},
+    "participant": [
+        {"member": {"reference": "Practitioner/dr"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": PCP.0}]}]},
+        {"member": {"reference": "Practitioner/rn"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": RN.0}]}]}
+    ]})
+}
+
+/// Apply the PCP `dr` joining (`before` → `after`) patients' care teams on a mock server
+/// that takes batches and answers each kind of Bundle (conditional creates, searches,
+/// PUTs) with `answers` (the entries of its batch-response): the outcome and the
+/// requests it got.
+fn mock_care_apply(
+    patients: (&[&str], &[&str]),
+    answers: [(&str, Vec<Value>); 3],
+) -> (apply::Report, Vec<wiremock::Request>) {
     use wiremock::matchers::{body_string_contains, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
-    let project = "mockcare";
-    let team = |pid: &str| {
-        json!({"resourceType": "CareTeam", "id": format!("ct-{pid}"), "meta": {"versionId": "7",
-        "tag": [{"system": "https://careplane.dev/project", "code": project}]},
-        "identifier": [{"system": format!("https://careplane.dev/id/{project}"), "value": format!("care-team/{pid}")}],
-        "status": "active", "subject": {"reference": format!("Patient/{pid}")},
-        "participant": [
-            {"member": {"reference": "Practitioner/dr"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": PCP.0}]}]},
-            {"member": {"reference": "Practitioner/rn"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": RN.0}]}]}
-        ]})
-    };
-    let pids = ["p1", "p2", "p3"];
-    let (report, requests) = runtime().block_on(async {
+    runtime().block_on(async {
         let mock = MockServer::start().await;
         let statement = json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server",
             "interaction": [{"code": "batch"}]}]});
@@ -851,39 +855,16 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
             .respond_with(ResponseTemplate::new(200).set_body_json(statement))
             .mount(&mock)
             .await;
-        let found: Vec<Value> = pids
-            .iter()
-            .map(|p| {
-                json!({"response": {"status": "200 OK"}, "resource": {"resourceType": "Bundle",
-                "type": "searchset", "entry": [{"resource": team(p)}]}})
-            })
-            .collect();
-        Mock::given(method("POST"))
-            .and(path("/fhir/"))
-            .and(body_string_contains("\"GET\""))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                json!({"resourceType": "Bundle", "type": "batch-response", "entry": found}),
-            ))
-            .mount(&mock)
-            .await;
-        let refused = json!({"response": {"status": "422 Unprocessable Entity", "outcome": {
-            "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invariant",
-            "details": {"text": "participant.role is not allowed here"}}]}}});
-        let ok = |p: &str| {
-            let mut t = team(p);
-            t["meta"]["versionId"] = json!("8");
-            json!({"response": {"status": "200 OK"}, "resource": t})
-        };
-        Mock::given(method("POST"))
-            .and(path("/fhir/"))
-            .and(body_string_contains("\"PUT\""))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"resourceType": "Bundle", "type": "batch-response",
-                    "entry": [ok("p1"), refused, ok("p3")]})),
-            )
-            .mount(&mock)
-            .await;
+        for (verb, entries) in answers {
+            Mock::given(method("POST"))
+                .and(path("/fhir/"))
+                .and(body_string_contains(format!("\"{verb}\"")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
+                ))
+                .mount(&mock)
+                .await;
+        }
         let base = format!("{}/fhir", mock.uri());
         let mut c = change(ObjectKind::CareTeamAssignment, "CareTeam", "panel", &[]);
         c.action = Action::Update;
@@ -898,7 +879,13 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
                 lead: false,
                 authoritative: true,
             });
-        let everyone: Vec<String> = pids.iter().map(|p| format!("Patient/{p}")).collect();
+        let list = |pids: &[&str]| {
+            json!(
+                pids.iter()
+                    .map(|p| format!("Patient/{p}"))
+                    .collect::<Vec<_>>()
+            )
+        };
         c.fields.push(FieldChange {
             field: "patients".into(),
             before: None,
@@ -906,9 +893,9 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
             source: None,
             labels: Default::default(),
             membership: None,
-            sealed: Some(Box::new((Some(json!(everyone)), Some(json!([]))))),
+            sealed: Some(Box::new((Some(list(patients.0)), Some(list(patients.1))))),
         });
-        let mut p = plan(project, vec![c]);
+        let mut p = plan("mockcare", vec![c]);
         p.target.endpoint = base.clone();
         let store = Store::Http(HttpStore::new(&base, Auth::None).unwrap());
         let report = apply::apply(
@@ -922,7 +909,50 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
         )
         .await;
         (report, mock.received_requests().await.unwrap())
-    });
+    })
+}
+
+/// A search entry's answer: a searchset of `teams`.
+fn found(teams: Vec<Value>) -> Value {
+    let entries: Vec<Value> = teams.into_iter().map(|t| json!({"resource": t})).collect();
+    json!({"response": {"status": "200 OK"}, "resource": {"resourceType": "Bundle",
+        "type": "searchset", "entry": entries}})
+}
+
+/// A write entry's answer: `team` at version 8.
+fn stored(mut team: Value, status: &str) -> Value {
+    team["meta"]["versionId"] = json!("8");
+    json!({"response": {"status": status}, "resource": team})
+}
+
+/// A care-team assignment whose PUT of one patient's care team is refused inside the
+/// Bundle: that patient fails (in the words of a single request's failure), the others are
+/// written, and the reads and writes went as one Bundle each, every PUT under the version
+/// read.
+#[test]
+fn a_failing_care_team_entry_fails_only_its_patient() {
+    let pids = ["p1", "p2", "p3"];
+    let refused = json!({"response": {"status": "422 Unprocessable Entity", "outcome": {
+        "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invariant",
+        "details": {"text": "participant.role is not allowed here"}}]}}});
+    let (report, requests) = mock_care_apply(
+        (&pids, &[]),
+        [
+            ("POST", vec![]),
+            (
+                "GET",
+                pids.iter().map(|p| found(vec![mock_team(p)])).collect(),
+            ),
+            (
+                "PUT",
+                vec![
+                    stored(mock_team("p1"), "200 OK"),
+                    refused,
+                    stored(mock_team("p3"), "200 OK"),
+                ],
+            ),
+        ],
+    );
     assert_eq!(
         sent(&requests),
         vec!["GET /fhir/metadata", "POST /fhir/", "POST /fhir/"],
@@ -962,6 +992,94 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
         "{err}"
     );
     assert!(!err.contains("p2"), "a patient id in the error: {err}");
+}
+
+/// Patients joining: a conditional create in the Bundle that finds the patient's care
+/// team (200) or meets more than one (412) is not a failure: those care teams are read
+/// (in a Bundle of searches, the first match, as a single read takes) and the PCP merged
+/// into each by a PUT under the version read (in a Bundle of PUTs), never one request per
+/// patient.
+#[test]
+fn joins_whose_conditional_create_finds_care_teams_are_merged_in_bundles() {
+    let without_pcp = |pid: &str| {
+        let mut t = mock_team(pid);
+        t["participant"] = json!([t["participant"][1]]);
+        t
+    };
+    let mut copy = mock_team("p2");
+    copy["id"] = json!("ct-p2-copy");
+    let several = json!({"response": {"status": "412 Precondition Failed", "outcome": {
+        "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "duplicate",
+        "details": {"text": "Multiple resources found matching condition"}}]}}});
+    let (report, requests) = mock_care_apply(
+        (&[], &["p1", "p2", "p3"]),
+        [
+            (
+                "POST",
+                vec![
+                    stored(mock_team("p1"), "201 Created"),
+                    several,
+                    stored(without_pcp("p3"), "200 OK"),
+                ],
+            ),
+            (
+                "GET",
+                vec![
+                    found(vec![without_pcp("p2"), copy]),
+                    found(vec![without_pcp("p3")]),
+                ],
+            ),
+            (
+                "PUT",
+                vec![
+                    stored(mock_team("p2"), "200 OK"),
+                    stored(mock_team("p3"), "200 OK"),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(
+        sent(&requests),
+        vec![
+            "GET /fhir/metadata",
+            "POST /fhir/",
+            "POST /fhir/",
+            "POST /fhir/"
+        ],
+        "{report:#?}"
+    );
+    let outcome = &report.outcomes[0];
+    assert!(outcome.result.is_ok(), "{report:#?}");
+    assert_eq!(outcome.writes, 3);
+    let creates: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert!(
+        creates["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["request"]["ifNoneExist"].is_string()),
+        "{creates:#}"
+    );
+    let searches: Value = serde_json::from_slice(&requests[2].body).unwrap();
+    assert_eq!(searches["entry"].as_array().unwrap().len(), 2);
+    let puts: Value = serde_json::from_slice(&requests[3].body).unwrap();
+    let entries = puts["entry"].as_array().unwrap();
+    let urls: Vec<&Value> = entries.iter().map(|e| &e["request"]["url"]).collect();
+    assert_eq!(urls, vec!["CareTeam/ct-p2", "CareTeam/ct-p3"]);
+    for e in entries {
+        assert_eq!(e["request"]["ifMatch"], "W/\"7\"");
+        let members: Vec<&Value> = e["resource"]["participant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["member"]["reference"])
+            .collect();
+        assert!(
+            members.contains(&&json!("Practitioner/dr"))
+                && members.contains(&&json!("Practitioner/rn")),
+            "{e:#}"
+        );
+    }
 }
 
 /// A saved plan checked in Bundles of reads before its first write: an object edited on
