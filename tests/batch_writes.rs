@@ -1151,7 +1151,15 @@ fn a_saved_plan_is_checked_in_bundles_and_a_stale_object_still_refuses_it() {
         "a team read alone: {log}"
     );
 
-    // planned again: the check and the apply read the teams in one Bundle each
+    // planned again, with three new teams: the check reads the teams and searches for
+    // the new ones in one Bundle, the apply reads the teams in another
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for k in 0..3 {
+        text.push_str(&format!(
+            "---\napiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: new-{k}\nspec:\n  displayName: New team {k} {project}\n  members: []\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
     save();
     let out = run(dir, "apply", &["--plan", file.to_str().unwrap()]);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -1159,11 +1167,36 @@ fn a_saved_plan_is_checked_in_bundles_and_a_stale_object_still_refuses_it() {
     let sent = requests(&log);
     assert_eq!(
         sent.iter()
-            .filter(|l| l.contains("batch of 20 (read 20)"))
+            .filter(|l| l.contains("batch of 23 (")
+                && l.contains("read 20")
+                && l.contains("search 3"))
             .count(),
-        2,
+        1,
         "{log}"
     );
-    assert!(!sent.iter().any(|l| l.contains(" read Group/")), "{log}");
+    assert_eq!(
+        sent.iter()
+            .filter(|l| l.contains("batch of 20 (read 20)"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|l| l.contains(" read Group/") || l.contains("Group search by identifier")),
+        "{log}"
+    );
+    assert_eq!(
+        p.server
+            .owned("Group", project)
+            .iter()
+            .filter(|g| g["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("New team"))
+            .count(),
+        3
+    );
     plan_is_empty(dir);
 }
