@@ -27,8 +27,8 @@
 //! wrote (careplane's identifier and managed fields, compared as diff compares them),
 //! counts the write as done, with a note.
 //!
-//! A saved plan is checked whole before its first write ([`stale_objects`]): one stale
-//! object refuses the whole plan.
+//! A saved plan is checked whole before its first write ([`stale_objects`], its reads in
+//! Bundles where the target takes them): one stale object refuses the whole plan.
 //!
 //! Every apply yields an [`ApplyRecord`] (what was written, and why), which the CLI saves
 //! with `--report` and, where the target keeps them, ops stores as a FHIR `Provenance`.
@@ -774,59 +774,175 @@ fn write_error(c: &Change, source: FhirError) -> ApplyError {
 /// Before the first write of a saved plan: every change with a precondition, checked
 /// against the target now (objects re-read; creates searched for). Returns every stale
 /// object (empty: the plan still holds). A read that fails counts as stale: the plan
-/// cannot be shown to hold.
+/// cannot be shown to hold. Where the target takes `batch` Bundles, the reads and searches
+/// go `batchSize` to a Bundle (smaller once one gets no answer in time), each entry's
+/// answer checked as its single request's would be.
 pub async fn stale_objects(
     plan: &Plan,
     store: &Store,
     dialect: &dyn Dialect,
-    concurrency: usize,
+    writes: Writes,
 ) -> Vec<ApplyError> {
     let project = plan.project.as_str();
-    let checks = plan.changes.iter().filter(|c| checked_before_apply(c));
-    let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(checks.enumerate())
-        .map(|(i, c)| async move {
-            let read_err = |source: FhirError| ApplyError::Write {
-                target: c.target.clone(),
-                origin: c.reason.source.clone(),
-                source,
-            };
-            let result = match c.action {
-                Action::Create => {
-                    let find = dialect.find_query(project, c.target.kind, &c.target.name);
-                    let fields = create_fields(c);
-                    match store.search(&find).await {
-                        Ok(found)
-                            if found.iter().any(|r| {
-                                dialect
-                                    .capabilities()
-                                    .same_object(c.target.kind, &fields, r)
-                            }) =>
-                        {
-                            Err(ApplyError::Stale {
-                                target: c.target.clone(),
-                                detail: "it exists now".into(),
-                            })
-                        }
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(read_err(e)),
-                    }
+    let checks: Vec<(usize, &Change)> = plan
+        .changes
+        .iter()
+        .filter(|c| checked_before_apply(c))
+        .enumerate()
+        .collect();
+    if checks.is_empty() {
+        return Vec::new();
+    }
+    let mode = Mode::of(store, dialect, writes).await;
+    let groups: Vec<Vec<(usize, &Change)>> = if mode.batches() {
+        checks.chunks(mode.batch).map(<[_]>::to_vec).collect()
+    } else {
+        checks.into_iter().map(|x| vec![x]).collect()
+    };
+    let mode = &mode;
+    let mut stale: Vec<(usize, ApplyError)> = futures::stream::iter(groups)
+        .map(|group| async move {
+            let mut out = Vec::new();
+            let mut rest = group.as_slice();
+            while !rest.is_empty() {
+                let n = mode.size().clamp(1, rest.len());
+                let (now, later) = rest.split_at(n);
+                rest = later;
+                if n == 1 {
+                    let (i, c) = now[0];
+                    out.push((i, stale_one(c, project, store, dialect).await));
+                } else {
+                    out.extend(stale_in_bundle(now, project, store, dialect, mode).await);
                 }
-                _ => {
-                    let id = c.target.id.as_deref().unwrap_or_default();
-                    match store.read(&c.target.resource_type, id).await {
-                        Ok(live) => check_live(c, project, dialect, live, true).map(|_| ()),
-                        Err(e) => Err(read_err(e)),
-                    }
-                }
-            };
-            result.err().map(|e| (i, e))
+            }
+            out
         })
-        .buffer_unordered(concurrency.max(1))
-        .filter_map(|x| async move { x })
+        .buffer_unordered(writes.concurrency.max(1))
+        .flat_map(futures::stream::iter)
+        .filter_map(|(i, r)| async move { r.err().map(|e| (i, e)) })
         .collect()
         .await;
     stale.sort_by_key(|(i, _)| *i);
     stale.into_iter().map(|(_, e)| e).collect()
+}
+
+/// A read for the stale check that failed: the plan cannot be shown to hold.
+fn unreadable(c: &Change, source: FhirError) -> ApplyError {
+    ApplyError::Write {
+        target: c.target.clone(),
+        origin: c.reason.source.clone(),
+        source,
+    }
+}
+
+/// Whether a create's object exists now, from what careplane's search finds.
+#[allow(clippy::result_large_err)] // the error is the outcome: it is kept, not propagated far
+fn absent_still(c: &Change, dialect: &dyn Dialect, found: &[Value]) -> Result<(), ApplyError> {
+    let fields = create_fields(c);
+    if found.iter().any(|r| {
+        dialect
+            .capabilities()
+            .same_object(c.target.kind, &fields, r)
+    }) {
+        return Err(ApplyError::Stale {
+            target: c.target.clone(),
+            detail: "it exists now".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One change of a saved plan checked with its own request: a create searched for, any
+/// other write's object read.
+async fn stale_one(
+    c: &Change,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+) -> Result<(), ApplyError> {
+    match c.action {
+        Action::Create => {
+            let find = dialect.find_query(project, c.target.kind, &c.target.name);
+            match store.search(&find).await {
+                Ok(found) => absent_still(c, dialect, &found),
+                Err(e) => Err(unreadable(c, e)),
+            }
+        }
+        _ => {
+            let id = c.target.id.as_deref().unwrap_or_default();
+            match store.read(&c.target.resource_type, id).await {
+                Ok(live) => check_live(c, project, dialect, live, true).map(|_| ()),
+                Err(e) => Err(unreadable(c, e)),
+            }
+        }
+    }
+}
+
+/// Changes of a saved plan checked in one Bundle of reads and searches. A Bundle that
+/// fails whole checks its changes one by one (reads are safe to send again); one without
+/// an answer in time makes the Bundles after it smaller. A search whose first page is not
+/// all of its matches is finished with the single search.
+async fn stale_in_bundle(
+    group: &[(usize, &Change)],
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    mode: &Mode,
+) -> Vec<(usize, Result<(), ApplyError>)> {
+    let entries: Vec<fhir::BatchEntry> = group
+        .iter()
+        .map(|(_, c)| match c.action {
+            Action::Create => {
+                fhir::BatchEntry::Search(dialect.find_query(project, c.target.kind, &c.target.name))
+            }
+            _ => fhir::BatchEntry::Read {
+                resource_type: c.target.resource_type.clone(),
+                id: c.target.id.clone().unwrap_or_default(),
+            },
+        })
+        .collect();
+    let mut out = Vec::with_capacity(group.len());
+    let answers = match store.batch(&entries).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            if unanswered(&e) {
+                mode.unanswered();
+            }
+            for (i, c) in group {
+                out.push((*i, stale_one(c, project, store, dialect).await));
+            }
+            return out;
+        }
+    };
+    for ((i, c), answer) in group.iter().zip(answers) {
+        let r = match answer {
+            Ok(fhir::BatchAnswer::Read(live)) if c.action != Action::Create => {
+                check_live(c, project, dialect, live, true).map(|_| ())
+            }
+            Ok(fhir::BatchAnswer::Found {
+                matches,
+                complete: true,
+            }) if c.action == Action::Create => absent_still(c, dialect, &matches),
+            // more than one page of matches: the single search reads them all
+            Ok(fhir::BatchAnswer::Found {
+                matches,
+                complete: false,
+            }) if c.action == Action::Create => match absent_still(c, dialect, &matches) {
+                Ok(()) => stale_one(c, project, store, dialect).await,
+                stale => stale,
+            },
+            Ok(_) => Err(unreadable(
+                c,
+                FhirError::InvalidResponse {
+                    what: fhir::BatchEntry::what(&entries[out.len()]),
+                    reason: "the batch answer does not answer this entry".into(),
+                },
+            )),
+            Err(e) => Err(unreadable(c, e)),
+        };
+        out.push((*i, r));
+    }
+    out
 }
 
 /// Whether a saved plan's change is checked against the target before the first write:
@@ -851,6 +967,8 @@ pub mod plugin;
 
 /// A care-team assignment: one read-modify-write per patient who joins or leaves (the
 /// patient lists are sealed in the change). Every other participant is sent back as read.
+/// Where the server takes batches, the conditional creates, the reads and the writes go in
+/// Bundles ([`care_teams_in_bundles`]).
 async fn apply_care_team(
     c: &Change,
     p: &crate::vocab::Participant,
@@ -913,8 +1031,7 @@ async fn apply_care_team(
     // on, always read.
     let create_first = dialect.capabilities().target().conditional_create;
     // Where the server takes batches, those first creates go `mode.size()` to a Bundle;
-    // a patient whose entry found a care team (or failed) goes the single way below,
-    // reading first.
+    // a patient whose entry found a care team (or failed) is read first, as below.
     let mut batched = BTreeSet::new();
     let mut read_first = BTreeSet::new();
     if create_first && mode.batches() {
@@ -967,16 +1084,54 @@ async fn apply_care_team(
             }
         }
     }
-    let mut failed = Vec::new();
-    let mut landed = 0;
-    for (patient, add, exists) in work.iter().filter(|(p, _, _)| !batched.contains(p)) {
-        let location = dialect.care_team_location(project, patient);
-        let read = || async {
-            match &location {
-                CareTeamLocation::Read { resource_type, id } => store.read(resource_type, id).await,
-                CareTeamLocation::Search(q) => Ok(store.search(q).await?.into_iter().next()),
+    let mut tally = CareTeamTally {
+        read_first,
+        ..Default::default()
+    };
+    // Every other patient's care team is read first (a removal, a handover, a join whose
+    // create found a care team or failed, a join where creates are not conditional).
+    // Where the server takes batches, those reads go `mode.size()` to a Bundle, then the
+    // merged care teams in another; what cannot go in a Bundle goes the single way below.
+    let pending = work
+        .iter()
+        .enumerate()
+        .filter(|(_, (patient, _, _))| !batched.contains(patient));
+    if mode.batches() {
+        let (reread, single): (Vec<usize>, Vec<usize>) = pending.map(|(k, _)| k).partition(|&k| {
+            let (patient, add, exists) = &work[k];
+            let conditional = matches!(
+                dialect.care_team_location(project, patient),
+                CareTeamLocation::Search(_)
+            );
+            !(*add
+                && !*exists
+                && conditional
+                && create_first
+                && !tally.read_first.contains(patient))
+        });
+        tally.single = single;
+        let mut rest = reread.as_slice();
+        while !rest.is_empty() {
+            let n = mode.size().clamp(1, rest.len());
+            if n == 1 {
+                tally.single.extend_from_slice(rest);
+                break;
             }
-        };
+            let (now, later) = rest.split_at(n);
+            rest = later;
+            care_teams_in_bundles(
+                now, &work, &change, project, store, dialect, mode, &mut tally,
+            )
+            .await;
+        }
+        tally.single.sort_unstable();
+    } else {
+        tally.single = pending.map(|(k, _)| k).collect();
+    }
+    for k in std::mem::take(&mut tally.single) {
+        let (patient, add, exists) = &work[k];
+        let location = dialect.care_team_location(project, patient);
+        let read_first = &tally.read_first;
         let result = async {
             // at most twice: a conditional create that finds the care team made meanwhile
             // by another write merges into it instead
@@ -991,7 +1146,7 @@ async fn apply_care_team(
                 {
                     None
                 } else {
-                    read().await?
+                    read_care_team(store, &location).await?
                 };
                 if live.is_none() && !*add {
                     return Ok(()); // nothing to take anyone off
@@ -1016,18 +1171,15 @@ async fn apply_care_team(
             Ok::<(), FhirError>(())
         }
         .await;
-        match result {
-            Ok(()) => {}
-            // the answer may have been lost after the write landed: re-read
-            Err(e) if maybe_landed(&e) => match read().await {
-                Ok(now) if participant_in_effect(now.as_ref(), &change(*add)) => landed += 1,
-                _ => failed.push(withhold(e, patient)),
-            },
-            Err(e) => failed.push(withhold(e, patient)),
+        if let Err(e) = result {
+            tally
+                .settle(k, patient, e, store, &location, &change(*add))
+                .await;
         }
     }
-    let count = failed.len();
-    match failed.into_iter().next() {
+    tally.failed.sort_by_key(|(k, _)| *k);
+    let (count, landed) = (tally.failed.len(), tally.landed);
+    match tally.failed.into_iter().next() {
         None => Ok(Done {
             written: None,
             note: (landed > 0).then(|| {
@@ -1035,12 +1187,210 @@ async fn apply_care_team(
             }),
             writes: work.len(),
         }),
-        Some(first) => Err(ApplyError::Partial {
+        Some((_, first)) => Err(ApplyError::Partial {
             target: c.target.clone(),
             failed: count,
             total: work.len(),
             first,
         }),
+    }
+}
+
+/// How a care-team assignment's patients went so far.
+#[derive(Default)]
+struct CareTeamTally {
+    /// (the patient's place in the work list, the error): the first reported is the first
+    /// patient's.
+    failed: Vec<(usize, FhirError)>,
+    /// Writes whose answer was lost, which re-reading shows landed.
+    landed: usize,
+    /// Patients still to write one request at a time.
+    single: Vec<usize>,
+    /// Patients whose care team is read before it is written (a conditional create found
+    /// one).
+    read_first: BTreeSet<String>,
+}
+
+impl CareTeamTally {
+    /// A patient's write failed with `e`: where its answer may have been lost, the care
+    /// team is read again and the write counts as done if it shows the change.
+    async fn settle(
+        &mut self,
+        k: usize,
+        patient: &str,
+        e: FhirError,
+        store: &Store,
+        location: &crate::dialect::CareTeamLocation,
+        change: &crate::dialect::ParticipantChange,
+    ) {
+        if maybe_landed(&e)
+            && let Ok(now) = read_care_team(store, location).await
+            && participant_in_effect(now.as_ref(), change)
+        {
+            self.landed += 1;
+        } else {
+            self.failed.push((k, withhold(e, patient)));
+        }
+    }
+}
+
+/// A patient's care team as it is now (the first match where it is searched for).
+async fn read_care_team(
+    store: &Store,
+    location: &crate::dialect::CareTeamLocation,
+) -> Result<Option<Value>, FhirError> {
+    match location {
+        crate::dialect::CareTeamLocation::Read { resource_type, id } => {
+            store.read(resource_type, id).await
+        }
+        crate::dialect::CareTeamLocation::Search(q) => {
+            Ok(store.search(q).await?.into_iter().next())
+        }
+    }
+}
+
+/// Patients (`now`, places in `work`) whose care teams are read in one Bundle and written
+/// in another: each merged care team a PUT under the version read (`ifMatch`), or, where
+/// the patient has none, a conditional create (`ifNoneExist`). Each entry's answer is its
+/// patient's: a failure is settled as a single write's would be; a create that finds a
+/// care team made meanwhile, a care team without a version to send (`If-Unmodified-Since`
+/// has no batch form), and every patient of a Bundle that failed whole (after a re-read
+/// where its answer may have been lost) go the single way.
+#[allow(clippy::too_many_arguments)]
+async fn care_teams_in_bundles(
+    now: &[usize],
+    work: &[(String, bool, bool)],
+    change: &dyn Fn(bool) -> crate::dialect::ParticipantChange,
+    project: &str,
+    store: &Store,
+    dialect: &dyn Dialect,
+    mode: &Mode,
+    tally: &mut CareTeamTally,
+) {
+    use crate::dialect::CareTeamLocation;
+    let locations: Vec<CareTeamLocation> = now
+        .iter()
+        .map(|&k| dialect.care_team_location(project, &work[k].0))
+        .collect();
+    let reads: Vec<fhir::BatchEntry> = locations
+        .iter()
+        .map(|l| match l {
+            CareTeamLocation::Read { resource_type, id } => fhir::BatchEntry::Read {
+                resource_type: resource_type.clone(),
+                id: id.clone(),
+            },
+            CareTeamLocation::Search(q) => fhir::BatchEntry::Search(q.clone()),
+        })
+        .collect();
+    let answers = match store.batch(&reads).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            // nothing was written yet: every patient the single way
+            if unanswered(&e) {
+                mode.unanswered();
+            }
+            tally.single.extend_from_slice(now);
+            return;
+        }
+    };
+    // (place in `now`, entry)
+    let mut writes: Vec<(usize, fhir::BatchEntry)> = Vec::new();
+    for (j, answer) in answers.into_iter().enumerate() {
+        let k = now[j];
+        let (patient, add, _) = &work[k];
+        let live = match answer {
+            Ok(fhir::BatchAnswer::Read(live)) => live,
+            Ok(fhir::BatchAnswer::Found { matches, .. }) => matches.into_iter().next(),
+            Ok(_) => {
+                let e = FhirError::InvalidResponse {
+                    what: reads[j].what(),
+                    reason: "the batch answer does not answer this entry".into(),
+                };
+                tally.failed.push((k, withhold(e, patient)));
+                continue;
+            }
+            Err(e) => {
+                tally
+                    .settle(k, patient, e, store, &locations[j], &change(*add))
+                    .await;
+                continue;
+            }
+        };
+        if live.is_none() && !*add {
+            continue; // nothing to take anyone off
+        }
+        let body = dialect.care_team_merge(project, patient, live.as_ref(), &change(*add));
+        let pre = live
+            .as_ref()
+            .map(crate::fhir::Precondition::seen_on)
+            .unwrap_or_default();
+        let entry = match &locations[j] {
+            _ if body.get("id").is_some() => {
+                if pre.version_id.is_none() && pre.last_updated.is_some() {
+                    tally.single.push(k);
+                    continue;
+                }
+                fhir::BatchEntry::Update {
+                    resource: body,
+                    pre,
+                }
+            }
+            CareTeamLocation::Search(q) => fhir::BatchEntry::Create {
+                resource: body,
+                if_none_exist: Some(q.clone()),
+            },
+            // an unconditional create is never in a Bundle (it is not safe to send again)
+            CareTeamLocation::Read { .. } => {
+                tally.single.push(k);
+                continue;
+            }
+        };
+        writes.push((j, entry));
+    }
+    if writes.is_empty() {
+        return;
+    }
+    let (places, entries): (Vec<usize>, Vec<fhir::BatchEntry>) = writes.into_iter().unzip();
+    match store.batch(&entries).await {
+        Ok(answers) => {
+            for (j, answer) in places.into_iter().zip(answers) {
+                let k = now[j];
+                let (patient, add, _) = &work[k];
+                match answer {
+                    // a care team made meanwhile by another write: merged into, singly
+                    Ok(fhir::BatchAnswer::Written(w)) if w.existed => {
+                        tally.read_first.insert(patient.clone());
+                        tally.single.push(k);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tally
+                            .settle(k, patient, e, store, &locations[j], &change(*add))
+                            .await;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            // The Bundle failed whole. Where its answer may have been lost, what landed is
+            // read back; the rest goes the single way (which reads again and writes under
+            // the version it finds).
+            if unanswered(&e) {
+                mode.unanswered();
+            }
+            let lost = maybe_landed(&e) || unanswered(&e);
+            for j in places {
+                let k = now[j];
+                if lost
+                    && let Ok(live) = read_care_team(store, &locations[j]).await
+                    && participant_in_effect(live.as_ref(), &change(work[k].1))
+                {
+                    tally.landed += 1;
+                } else {
+                    tally.single.push(k);
+                }
+            }
+        }
     }
 }
 
@@ -1137,7 +1487,7 @@ struct Progress {
 
 /// Whether a change may go in a batch Bundle: a whole create (conditional), update, adopt
 /// or delete of one object whose write carries a version (`ifMatch`). Care-team
-/// assignments batch their own per-patient creates; release steps go singly.
+/// assignments batch their own per-patient reads and writes; release steps go singly.
 fn batchable(c: &Change, step: Step, dialect: &dyn Dialect) -> bool {
     step == Step::Whole
         && !matches!(c.operation, crate::vocab::Operation::CareTeamParticipant(_))

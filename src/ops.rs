@@ -451,13 +451,8 @@ fn writes(target: &ResolvedTarget) -> apply::Writes {
 /// but a stale plugin stops the configuration as any stale object does).
 /// Returns every stale object; empty means the plan may be applied.
 pub async fn stale_objects(plan: &Plan, target: &ResolvedTarget) -> Vec<apply::ApplyError> {
-    let mut stale = apply::stale_objects(
-        plan,
-        &target.store,
-        target.dialect.as_ref(),
-        target.concurrency,
-    )
-    .await;
+    let mut stale =
+        apply::stale_objects(plan, &target.store, target.dialect.as_ref(), writes(target)).await;
     if let Some(c) = plan
         .changes
         .iter()

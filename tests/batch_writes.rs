@@ -2,8 +2,9 @@
 //! which lists `batch` and `patch` in its CapabilityStatement) and against mock servers
 //! that do not: FHIR `batch` Bundles give the same result as one request per change, a
 //! failing entry fails only its change (with the server's words), a few members joining
-//! or leaving a patient group go as a JSON Patch, and without the capability apply sends
-//! whole resources one by one.
+//! or leaving a patient group go as a JSON Patch, care-team removals and joins into care
+//! teams that exist go as Bundles of searches and of PUTs, a saved plan's stale check reads
+//! in Bundles, and without the capability apply sends whole resources one by one.
 
 mod common;
 
@@ -649,4 +650,553 @@ fn bundles_that_get_no_answer_in_time_shrink_and_their_changes_go_one_by_one() {
         .filter(|r| r.url.path() == "/fhir/Group" && r.method.as_str() == "POST")
         .count();
     assert_eq!(singles, 8, "every change written one by one after all");
+}
+
+// ---------------------------------------------------------------------------------------
+// Care-team assignments and the saved-plan stale check, batched.
+
+const PCP: (&str, &str) = ("453231000124104", "Primary care provider");
+const RN: (&str, &str) = ("224535009", "Registered nurse");
+
+/// A project putting `staff[0]` (authoritative) on the care teams of the patients carrying
+/// `panel`, and with `nursing`, `staff[1]` on those carrying `system`; target `srv` with
+/// `batchSize`.
+fn care_project(
+    dir: &Path,
+    project: &str,
+    staff: &[Staff],
+    (system, panel): (&str, &str),
+    nursing: bool,
+    batch: usize,
+) {
+    let mut care = format!(
+        "apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: pcp\nspec:\n  code: {{code: \"{}\", display: {}}}\n---\napiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name: rn\nspec:\n  code: {{code: \"{}\", display: {}}}\n---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: panel\nspec:\n  practitioner: {{npi: \"{}\"}}\n  careTeamRole: pcp\n  authoritative: true\n  maxRemovalShare: 1\n  patients:\n    rule:\n      identifier: {{system: \"{panel}\"}}\n",
+        PCP.0, PCP.1, RN.0, RN.1, staff[0].npi
+    );
+    if nursing {
+        care.push_str(&format!(
+            "---\napiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: nursing\nspec:\n  practitioner: {{npi: \"{}\"}}\n  careTeamRole: rn\n  patients:\n    rule:\n      identifier: {{system: \"{system}\"}}\n",
+            staff[1].npi
+        ));
+    }
+    write(
+        dir,
+        &[
+            (
+                "careplane.yaml",
+                format!(
+                    "apiVersion: careplane.dev/v1\nkind: Project\nmetadata:\n  name: {project}\nspec:\n  defaultTarget: srv\n  targets:\n    srv: {{type: fhir, url: \"{}\", batchSize: {batch}}}\n",
+                    fhir_url()
+                ),
+            ),
+            ("care.yaml", care),
+        ],
+    );
+}
+
+/// The project's care teams with ids, versions and the project's name taken out (so two
+/// projects' care teams compare), sorted.
+fn care_teams(server: &Server, project: &str) -> Vec<String> {
+    let mut all: Vec<String> = server
+        .owned("CareTeam", project)
+        .into_iter()
+        .map(|mut t| {
+            let o = t.as_object_mut().unwrap();
+            o.remove("id");
+            o.remove("meta");
+            if let Some(p) = o.get_mut("participant").and_then(Value::as_array_mut) {
+                p.sort_by_key(|x| x.to_string());
+            }
+            t.to_string().replace(project, "PROJECT")
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The requests apply sent after it read the CapabilityStatement (its writes and the
+/// reads before them; the plan's searches come first).
+fn apply_requests(log: &str) -> Vec<&str> {
+    let sent = requests(log);
+    let start = sent
+        .iter()
+        .position(|l| l.contains("read the CapabilityStatement"))
+        .expect("no CapabilityStatement read");
+    sent[start + 1..].to_vec()
+}
+
+/// Patients joining care teams that exist already, then every patient leaving one: on a
+/// server that takes batches the care teams are read in Bundles of searches and written
+/// in Bundles of PUTs (each under `ifMatch`), with the same care teams as one request at
+/// a time, and the next plan is empty.
+#[test]
+fn care_team_joins_into_existing_care_teams_and_removals_go_in_bundles() {
+    let server = Server::new();
+    let tag = unique("bwc");
+    let staff = seed_staff(&server, &tag, 2);
+    let system = format!("urn:test:{tag}");
+    let n = 30;
+    for i in 0..n {
+        server.post(&json!({"resourceType": "Patient", "active": true,
+            "identifier": [{"system": system, "value": format!("{i}")}]}));
+    }
+    let projects: Vec<(String, tempfile::TempDir, usize)> = [("bcb", 20), ("bcs", 1)]
+        .into_iter()
+        .map(|(prefix, batch)| (unique(prefix), tempfile::tempdir().unwrap(), batch))
+        .collect();
+    let step = |panel: &str, nursing: bool| -> Vec<String> {
+        projects
+            .iter()
+            .map(|(name, dir, batch)| {
+                care_project(dir.path(), name, &staff, (&system, panel), nursing, *batch);
+                apply_logged(dir.path())
+            })
+            .collect()
+    };
+    step(&system, false);
+    assert_eq!(
+        care_teams(&server, &projects[0].0),
+        care_teams(&server, &projects[1].0)
+    );
+
+    // the nurse joins every care team: each conditional create finds the care team, which
+    // is then read (one Bundle of searches) and merged (one Bundle of PUTs)
+    let logs = step(&system, true);
+    let batched = apply_requests(&logs[0]);
+    assert!(
+        !batched
+            .iter()
+            .any(|l| l.contains("update CareTeam") || l.contains("CareTeam search by")),
+        "a care team read or written alone: {}",
+        logs[0]
+    );
+    let bundles = |want: &str| batched.iter().filter(|l| l.contains(want)).count();
+    assert_eq!(
+        (bundles("(search 20)"), bundles("(search 10)")),
+        (1, 1),
+        "{}",
+        logs[0]
+    );
+    assert_eq!(
+        (bundles("(update 20)"), bundles("(update 10)")),
+        (1, 1),
+        "{}",
+        logs[0]
+    );
+    let single = apply_requests(&logs[1]);
+    assert!(
+        single.len() >= 2 * n,
+        "{} single requests: {}",
+        single.len(),
+        logs[1]
+    );
+    assert_eq!(
+        care_teams(&server, &projects[0].0),
+        care_teams(&server, &projects[1].0)
+    );
+
+    // the PCP leaves every care team: 2 Bundles of searches and 2 of PUTs (and the
+    // Provenance), against a read and a PUT per patient
+    let logs = step("urn:test:nobody", true);
+    let batched = apply_requests(&logs[0]);
+    assert!(
+        batched
+            .iter()
+            .all(|l| l.contains("batch of ") || l.contains("create Provenance")),
+        "{}",
+        logs[0]
+    );
+    assert_eq!(batched.len(), 5, "{}", logs[0]);
+    assert!(apply_requests(&logs[1]).len() >= 2 * n, "{}", logs[1]);
+    let teams = care_teams(&server, &projects[0].0);
+    assert_eq!(teams, care_teams(&server, &projects[1].0));
+    assert_eq!(teams.len(), n);
+    assert!(
+        teams
+            .iter()
+            .all(|t| !t.contains(&staff[0].id) && t.contains(&staff[1].id)),
+        "{teams:#?}"
+    );
+    for (_, dir, _) in &projects {
+        plan_is_empty(dir.path());
+    }
+}
+
+/// A patient's care team on the mock server of project `mockcare`: the PCP `dr` and the
+/// nurse `rn`, version 7.
+fn mock_team(pid: &str) -> Value {
+    let project = "mockcare";
+    json!({"resourceType": "CareTeam", "id": format!("ct-{pid}"), "meta": {"versionId": "7",
+    "tag": [{"system": "https://careplane.dev/project", "code": project}]},
+    "identifier": [{"system": format!("https://careplane.dev/id/{project}"), "value": format!("care-team/{pid}")}],
+    "status": "active", "subject": {"reference": format!("Patient/{pid}")},
+    "participant": [
+        {"member": {"reference": "Practitioner/dr"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": PCP.0}]}]},
+        {"member": {"reference": "Practitioner/rn"}, "role": [{"coding": [{"system": "http://snomed.info/sct", "code": RN.0}]}]}
+    ]})
+}
+
+/// Apply the PCP `dr` joining (`before` → `after`) patients' care teams on a mock server
+/// that takes batches and answers each kind of Bundle (conditional creates, searches,
+/// PUTs) with `answers` (the entries of its batch-response): the outcome and the
+/// requests it got.
+fn mock_care_apply(
+    patients: (&[&str], &[&str]),
+    answers: [(&str, Vec<Value>); 3],
+) -> (apply::Report, Vec<wiremock::Request>) {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    runtime().block_on(async {
+        let mock = MockServer::start().await;
+        let statement = json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server",
+            "interaction": [{"code": "batch"}]}]});
+        Mock::given(method("GET"))
+            .and(path("/fhir/metadata"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(statement))
+            .mount(&mock)
+            .await;
+        for (verb, entries) in answers {
+            Mock::given(method("POST"))
+                .and(path("/fhir/"))
+                .and(body_string_contains(format!("\"{verb}\"")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
+                ))
+                .mount(&mock)
+                .await;
+        }
+        let base = format!("{}/fhir", mock.uri());
+        let mut c = change(ObjectKind::CareTeamAssignment, "CareTeam", "panel", &[]);
+        c.action = Action::Update;
+        c.operation =
+            careplane::vocab::Operation::CareTeamParticipant(careplane::vocab::Participant {
+                practitioner: "Practitioner/dr".into(),
+                role: careplane::vocab::Coding {
+                    system: "http://snomed.info/sct".into(),
+                    code: PCP.0.into(),
+                    display: PCP.1.into(),
+                },
+                lead: false,
+                authoritative: true,
+            });
+        let list = |pids: &[&str]| {
+            json!(
+                pids.iter()
+                    .map(|p| format!("Patient/{p}"))
+                    .collect::<Vec<_>>()
+            )
+        };
+        c.fields.push(FieldChange {
+            field: "patients".into(),
+            before: None,
+            after: None,
+            source: None,
+            labels: Default::default(),
+            membership: None,
+            sealed: Some(Box::new((Some(list(patients.0)), Some(list(patients.1))))),
+        });
+        let mut p = plan("mockcare", vec![c]);
+        p.target.endpoint = base.clone();
+        let store = Store::Http(HttpStore::new(&base, Auth::None).unwrap());
+        let report = apply::apply(
+            &p,
+            &store,
+            &careplane::dialect::r4::R4::default(),
+            Writes {
+                concurrency: 4,
+                batch_size: 100,
+            },
+        )
+        .await;
+        (report, mock.received_requests().await.unwrap())
+    })
+}
+
+/// A search entry's answer: a searchset of `teams`.
+fn found(teams: Vec<Value>) -> Value {
+    let entries: Vec<Value> = teams.into_iter().map(|t| json!({"resource": t})).collect();
+    json!({"response": {"status": "200 OK"}, "resource": {"resourceType": "Bundle",
+        "type": "searchset", "entry": entries}})
+}
+
+/// A write entry's answer: `team` at version 8.
+fn stored(mut team: Value, status: &str) -> Value {
+    team["meta"]["versionId"] = json!("8");
+    json!({"response": {"status": status}, "resource": team})
+}
+
+/// A care-team assignment whose PUT of one patient's care team is refused inside the
+/// Bundle: that patient fails (in the words of a single request's failure), the others are
+/// written, and the reads and writes went as one Bundle each, every PUT under the version
+/// read.
+#[test]
+fn a_failing_care_team_entry_fails_only_its_patient() {
+    let pids = ["p1", "p2", "p3"];
+    let refused = json!({"response": {"status": "422 Unprocessable Entity", "outcome": {
+        "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invariant",
+        "details": {"text": "participant.role is not allowed here"}}]}}});
+    let (report, requests) = mock_care_apply(
+        (&pids, &[]),
+        [
+            ("POST", vec![]),
+            (
+                "GET",
+                pids.iter().map(|p| found(vec![mock_team(p)])).collect(),
+            ),
+            (
+                "PUT",
+                vec![
+                    stored(mock_team("p1"), "200 OK"),
+                    refused,
+                    stored(mock_team("p3"), "200 OK"),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(
+        sent(&requests),
+        vec!["GET /fhir/metadata", "POST /fhir/", "POST /fhir/"],
+        "{report:#?}"
+    );
+    let reads: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(reads["entry"].as_array().unwrap().len(), 3);
+    assert!(
+        reads["entry"][0]["request"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("CareTeam?identifier="),
+        "{reads:#}"
+    );
+    let writes: Value = serde_json::from_slice(&requests[2].body).unwrap();
+    for e in writes["entry"].as_array().unwrap() {
+        assert_eq!(e["request"]["method"], "PUT");
+        assert_eq!(e["request"]["ifMatch"], "W/\"7\"");
+        let members: Vec<&Value> = e["resource"]["participant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["member"]["reference"])
+            .collect();
+        assert_eq!(members, vec!["Practitioner/rn"], "the PCP taken off");
+    }
+    let err = report.outcomes[0].result.as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "1 of 3 patient care team(s) could not be written (the others were); first error: update CareTeam/(id withheld) failed: HTTP 422: "
+        ),
+        "{err}"
+    );
+    // as for a single request: the server's message on a care team may quote patient data
+    assert!(
+        err.ends_with("(the server's message is withheld: it may quote patient data)"),
+        "{err}"
+    );
+    assert!(!err.contains("p2"), "a patient id in the error: {err}");
+}
+
+/// Patients joining: a conditional create in the Bundle that finds the patient's care
+/// team (200) or meets more than one (412) is not a failure: those care teams are read
+/// (in a Bundle of searches, the first match, as a single read takes) and the PCP merged
+/// into each by a PUT under the version read (in a Bundle of PUTs), never one request per
+/// patient.
+#[test]
+fn joins_whose_conditional_create_finds_care_teams_are_merged_in_bundles() {
+    let without_pcp = |pid: &str| {
+        let mut t = mock_team(pid);
+        t["participant"] = json!([t["participant"][1]]);
+        t
+    };
+    let mut copy = mock_team("p2");
+    copy["id"] = json!("ct-p2-copy");
+    let several = json!({"response": {"status": "412 Precondition Failed", "outcome": {
+        "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "duplicate",
+        "details": {"text": "Multiple resources found matching condition"}}]}}});
+    let (report, requests) = mock_care_apply(
+        (&[], &["p1", "p2", "p3"]),
+        [
+            (
+                "POST",
+                vec![
+                    stored(mock_team("p1"), "201 Created"),
+                    several,
+                    stored(without_pcp("p3"), "200 OK"),
+                ],
+            ),
+            (
+                "GET",
+                vec![
+                    found(vec![without_pcp("p2"), copy]),
+                    found(vec![without_pcp("p3")]),
+                ],
+            ),
+            (
+                "PUT",
+                vec![
+                    stored(mock_team("p2"), "200 OK"),
+                    stored(mock_team("p3"), "200 OK"),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(
+        sent(&requests),
+        vec![
+            "GET /fhir/metadata",
+            "POST /fhir/",
+            "POST /fhir/",
+            "POST /fhir/"
+        ],
+        "{report:#?}"
+    );
+    let outcome = &report.outcomes[0];
+    assert!(outcome.result.is_ok(), "{report:#?}");
+    assert_eq!(outcome.writes, 3);
+    let creates: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert!(
+        creates["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["request"]["ifNoneExist"].is_string()),
+        "{creates:#}"
+    );
+    let searches: Value = serde_json::from_slice(&requests[2].body).unwrap();
+    assert_eq!(searches["entry"].as_array().unwrap().len(), 2);
+    let puts: Value = serde_json::from_slice(&requests[3].body).unwrap();
+    let entries = puts["entry"].as_array().unwrap();
+    let urls: Vec<&Value> = entries.iter().map(|e| &e["request"]["url"]).collect();
+    assert_eq!(urls, vec!["CareTeam/ct-p2", "CareTeam/ct-p3"]);
+    for e in entries {
+        assert_eq!(e["request"]["ifMatch"], "W/\"7\"");
+        let members: Vec<&Value> = e["resource"]["participant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["member"]["reference"])
+            .collect();
+        assert!(
+            members.contains(&&json!("Practitioner/dr"))
+                && members.contains(&&json!("Practitioner/rn")),
+            "{e:#}"
+        );
+    }
+}
+
+/// A saved plan checked in Bundles of reads before its first write: an object edited on
+/// the server after the plan was made still refuses the whole plan (nothing written, the
+/// object named); a plan that holds is checked and applied without a read of its own per
+/// object.
+#[test]
+fn a_saved_plan_is_checked_in_bundles_and_a_stale_object_still_refuses_it() {
+    let p = pair(40, 0);
+    let (project, dir) = (&p.batched.0, p.batched.1.path());
+    apply_logged(dir);
+    let path = dir.join("org.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("displayName: Team ", "displayName: Renamed team ");
+    std::fs::write(&path, text).unwrap();
+    let file = dir.join("saved.plan.json");
+    let save = || {
+        let out = run(dir, "plan", &["--out", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    save();
+    // one team edited by hand after the plan was made
+    let groups = p.server.owned("Group", project);
+    let mut edited = groups
+        .iter()
+        .find(|g| g["identifier"][0]["value"] == "team/team-7")
+        .unwrap()
+        .clone();
+    edited["name"] = json!("Edited by hand");
+    p.server.put(&edited);
+    let versions = || {
+        let mut v: Vec<String> = ["Group", "CodeSystem", "PractitionerRole"]
+            .iter()
+            .flat_map(|rt| p.server.owned(rt, project))
+            .map(|r| format!("{}/{}", r["id"], r["meta"]["versionId"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions();
+    let out = run(dir, "apply", &["--plan", file.to_str().unwrap()]);
+    let (stdout, log) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{log}");
+    assert!(stdout.contains("Nothing was written"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "team 'team-7' (Group/{}) changed on the server after the plan was made",
+            edited["id"].as_str().unwrap()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("✗ stale").count(), 1, "{stdout}");
+    assert_eq!(versions(), before, "nothing written");
+    let sent = requests(&log);
+    assert!(
+        sent.iter().any(|l| l.contains("batch of 20 (read 20)")),
+        "the 20 teams not read in a Bundle: {log}"
+    );
+    assert!(
+        !sent.iter().any(|l| l.contains(" read Group/")),
+        "a team read alone: {log}"
+    );
+
+    // planned again, with three new teams: the check reads the teams and searches for
+    // the new ones in one Bundle, the apply reads the teams in another
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for k in 0..3 {
+        text.push_str(&format!(
+            "---\napiVersion: careplane.dev/v1\nkind: Team\nmetadata:\n  name: new-{k}\nspec:\n  displayName: New team {k} {project}\n  members: []\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    save();
+    let out = run(dir, "apply", &["--plan", file.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let sent = requests(&log);
+    assert_eq!(
+        sent.iter()
+            .filter(|l| l.contains("batch of 23 (")
+                && l.contains("read 20")
+                && l.contains("search 3"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        sent.iter()
+            .filter(|l| l.contains("batch of 20 (read 20)"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|l| l.contains(" read Group/") || l.contains("Group search by identifier")),
+        "{log}"
+    );
+    assert_eq!(
+        p.server
+            .owned("Group", project)
+            .iter()
+            .filter(|g| g["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("New team"))
+            .count(),
+        3
+    );
+    plan_is_empty(dir);
 }

@@ -689,59 +689,7 @@ impl HttpStore {
                 }
                 _ => return Err(Self::not_a(&what, "Bundle", &resp)),
             };
-            let mut entries = match bundle.get_mut("entry").map(Value::take) {
-                Some(Value::Array(e)) => e,
-                _ => Vec::new(),
-            };
-            let page_entries = entries.len() as u64;
-            for entry in entries.iter_mut() {
-                // Some(true): a match; Some(false): an outcome; None: anything else
-                let is_match = match entry.pointer("/search/mode").and_then(Value::as_str) {
-                    None | Some("match") => Some(true),
-                    Some("outcome") => Some(false),
-                    Some(_) => None,
-                };
-                let Some(resource) = entry.get_mut("resource") else {
-                    continue;
-                };
-                match is_match {
-                    Some(true) => {
-                        let rt = resource.get("resourceType").and_then(Value::as_str);
-                        if rt != Some(q.resource_type.as_str()) {
-                            return Err(FhirError::InvalidResponse {
-                                what,
-                                reason: format!(
-                                    "the server returned a {} as a match of a {} search; careplane will not act on a result it did not ask for",
-                                    rt.unwrap_or("resource without a type"),
-                                    q.resource_type
-                                ),
-                            });
-                        }
-                        each(resource.take());
-                    }
-                    Some(false) => {
-                        let severe = resource
-                            .get("issue")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .any(|i| {
-                                matches!(
-                                    i.get("severity").and_then(Value::as_str),
-                                    Some("fatal" | "error" | "warning")
-                                )
-                            });
-                        if severe {
-                            return Err(FhirError::Unsupported(format!(
-                                "{what}: the server reported a problem with the search ({}); careplane will not act on a partial result",
-                                message(&what, Some(resource))
-                                    .unwrap_or_else(|| "no details".into())
-                            )));
-                        }
-                    }
-                    None => {}
-                }
-            }
+            let page_entries = page_matches(q, &what, &mut bundle, each)?;
             if pages == 1
                 && let Some(t) = bundle.get("total").and_then(Value::as_u64)
             {
@@ -756,14 +704,7 @@ impl HttpStore {
             if let Some(hook) = &self.on_page {
                 hook(&q.resource_type, pages, need_pages);
             }
-            let next = bundle
-                .get("link")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
-                .and_then(|l| l.get("url").and_then(Value::as_str));
-            match next {
+            match next_link(&bundle) {
                 Some(n) => url = self.follow(&url, n, &what)?,
                 None => return Ok(()),
             }
@@ -983,6 +924,13 @@ impl HttpStore {
             let mut entry = serde_json::Map::new();
             let (method, url) = match e {
                 BatchEntry::Read { resource_type, id } => ("GET", format!("{resource_type}/{id}")),
+                BatchEntry::Search(q) => {
+                    let mut q = q.clone();
+                    if !q.params.iter().any(|(k, _)| k == "_count") {
+                        q = q.param("_count", self.page_size.to_string());
+                    }
+                    ("GET", format!("{}?{}", q.resource_type, search_params(&q)))
+                }
                 BatchEntry::Create {
                     resource,
                     if_none_exist,
@@ -1035,6 +983,7 @@ impl HttpStore {
         for e in entries {
             let verb = match e {
                 BatchEntry::Read { .. } => "read",
+                BatchEntry::Search(_) => "search",
                 BatchEntry::Create { .. } => "create",
                 BatchEntry::Update { .. } => "update",
                 BatchEntry::Patch { .. } => "patch",
@@ -1112,7 +1061,7 @@ impl HttpStore {
 }
 
 /// One entry's answer in a batch-response, as the single request's answer would be.
-fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError> {
+fn batch_answer(e: &BatchEntry, mut answer: Value) -> Result<BatchAnswer, FhirError> {
     let what = e.what();
     let status: u16 = answer
         .pointer("/response/status")
@@ -1123,6 +1072,43 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
             what: what.clone(),
             reason: "the batch answer for this entry has no status".into(),
         })?;
+    let failed = |answer: &Value| FhirError::Http {
+        what: what.clone(),
+        status,
+        message: message(&what, answer.pointer("/response/outcome")),
+    };
+    if let BatchEntry::Search(q) = e {
+        if !(200..=299).contains(&status) {
+            return Err(failed(&answer));
+        }
+        let Some(bundle) = answer
+            .get_mut("resource")
+            .filter(|b| b["resourceType"] == "Bundle")
+        else {
+            return Err(FhirError::InvalidResponse {
+                what,
+                reason: "the batch answer for this search holds no Bundle".into(),
+            });
+        };
+        let mut matches = Vec::new();
+        page_matches(q, &what, bundle, &mut |r| matches.push(r))?;
+        // A batch entry cannot ask for strict handling (`Prefer: handling=strict`): a
+        // server that ignored an identifier or tag it did not understand must not hand
+        // back a resource the search did not ask for.
+        if let Some(r) = matches.iter().find(|r| !carries_tokens(q, r)) {
+            return Err(FhirError::InvalidResponse {
+                what,
+                reason: format!(
+                    "the server answered with a {} the search's identifier or tag does not match; careplane will not act on a result it did not ask for",
+                    r["resourceType"].as_str().unwrap_or("resource")
+                ),
+            });
+        }
+        return Ok(BatchAnswer::Found {
+            complete: next_link(bundle).is_none(),
+            matches,
+        });
+    }
     let resource = answer.get("resource").filter(|r| r.is_object());
     let (rt, id) = match e {
         BatchEntry::Read { resource_type, id }
@@ -1132,6 +1118,7 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
         | BatchEntry::Delete {
             resource_type, id, ..
         } => (resource_type.clone(), id.clone()),
+        BatchEntry::Search(q) => (q.resource_type.clone(), String::new()),
         BatchEntry::Create { resource, .. } | BatchEntry::Update { resource, .. } => (
             resource["resourceType"]
                 .as_str()
@@ -1139,11 +1126,6 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
                 .to_owned(),
             resource["id"].as_str().unwrap_or_default().to_owned(),
         ),
-    };
-    let failed = || FhirError::Http {
-        what: what.clone(),
-        status,
-        message: message(&what, answer.pointer("/response/outcome")),
     };
     let conflict = || FhirError::Conflict {
         resource: if id.is_empty() {
@@ -1153,51 +1135,16 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
         },
         status,
     };
+    // what was written, as for a single request (the entry's resource, location, etag),
+    // else the id as sent
     let written = || -> Result<Written, FhirError> {
-        if let Some(r) = resource
-            && let Some(id) = r["id"].as_str()
-        {
-            return Ok(Written {
-                id: id.to_owned(),
-                version_id: r
-                    .pointer("/meta/versionId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                existed: false,
-            });
-        }
-        let etag = answer
-            .pointer("/response/etag")
-            .and_then(Value::as_str)
-            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
-        let loc = answer
-            .pointer("/response/location")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let segs: Vec<&str> = loc
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let found = segs.iter().rposition(|s| *s == rt).and_then(|i| {
-            let id = segs.get(i + 1)?.to_string();
-            let version = match (segs.get(i + 2), segs.get(i + 3)) {
-                (Some(&"_history"), Some(v)) => Some(v.to_string()),
-                _ => etag.clone(),
-            };
-            Some((id, version))
-        });
-        match found {
-            Some((id, version_id)) => Ok(Written {
-                id,
-                version_id,
-                existed: false,
-            }),
+        let etag = answer.pointer("/response/etag").and_then(Value::as_str);
+        let location = answer.pointer("/response/location").and_then(Value::as_str);
+        match written_from(&rt, resource, location, etag) {
+            Some(w) => Ok(w),
             None if !id.is_empty() => Ok(Written {
                 id: id.clone(),
-                version_id: etag,
+                version_id: etag.map(etag_version),
                 existed: false,
             }),
             None => Err(FhirError::InvalidResponse {
@@ -1218,8 +1165,9 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
                 }),
             },
             404 | 410 => Ok(BatchAnswer::Read(None)),
-            _ => Err(failed()),
+            _ => Err(failed(&answer)),
         },
+        BatchEntry::Search(_) => unreachable!("answered above"),
         BatchEntry::Create { if_none_exist, .. } => match status {
             200..=299 => {
                 let mut w = written()?;
@@ -1227,19 +1175,121 @@ fn batch_answer(e: &BatchEntry, answer: Value) -> Result<BatchAnswer, FhirError>
                 Ok(BatchAnswer::Written(w))
             }
             409 | 412 => Err(conflict()),
-            _ => Err(failed()),
+            _ => Err(failed(&answer)),
         },
         BatchEntry::Update { .. } | BatchEntry::Patch { .. } => match status {
             200..=299 => Ok(BatchAnswer::Written(written()?)),
             409 | 412 => Err(conflict()),
-            _ => Err(failed()),
+            _ => Err(failed(&answer)),
         },
         BatchEntry::Delete { .. } => match status {
             200..=299 | 404 | 410 => Ok(BatchAnswer::Deleted),
             409 | 412 => Err(conflict()),
-            _ => Err(failed()),
+            _ => Err(failed(&answer)),
         },
     }
+}
+
+/// Whether `r` carries every `identifier` and `_tag` token of the search (`system|value`,
+/// or a bare value; ignoring case, as some servers match tokens).
+fn carries_tokens(q: &Query, r: &Value) -> bool {
+    q.params.iter().all(|(k, v)| {
+        let (list, value_key) = match k.as_str() {
+            "identifier" => (r.get("identifier"), "value"),
+            "_tag" => (r.pointer("/meta/tag"), "code"),
+            _ => return true,
+        };
+        let (system, value) = match v.split_once('|') {
+            Some((s, v)) => (Some(s), v),
+            None => (None, v.as_str()),
+        };
+        list.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let is = |key: &str, want: &str| {
+                    t.get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(want))
+                };
+                is(value_key, value) && system.is_none_or(|s| is("system", s))
+            })
+    })
+}
+
+/// One page of a search (`bundle`, a searchset): each match handed to `each` (moved out),
+/// outcomes with a problem an error, a match of another resource type an error. Returns
+/// how many entries the page held.
+fn page_matches(
+    q: &Query,
+    what: &str,
+    bundle: &mut Value,
+    each: &mut (dyn FnMut(Value) + Send),
+) -> Result<u64, FhirError> {
+    let mut entries = match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(e)) => e,
+        _ => Vec::new(),
+    };
+    let page_entries = entries.len() as u64;
+    for entry in entries.iter_mut() {
+        // Some(true): a match; Some(false): an outcome; None: anything else
+        let is_match = match entry.pointer("/search/mode").and_then(Value::as_str) {
+            None | Some("match") => Some(true),
+            Some("outcome") => Some(false),
+            Some(_) => None,
+        };
+        let Some(resource) = entry.get_mut("resource") else {
+            continue;
+        };
+        match is_match {
+            Some(true) => {
+                let rt = resource.get("resourceType").and_then(Value::as_str);
+                if rt != Some(q.resource_type.as_str()) {
+                    return Err(FhirError::InvalidResponse {
+                        what: what.to_owned(),
+                        reason: format!(
+                            "the server returned a {} as a match of a {} search; careplane will not act on a result it did not ask for",
+                            rt.unwrap_or("resource without a type"),
+                            q.resource_type
+                        ),
+                    });
+                }
+                each(resource.take());
+            }
+            Some(false) => {
+                let severe = resource
+                    .get("issue")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|i| {
+                        matches!(
+                            i.get("severity").and_then(Value::as_str),
+                            Some("fatal" | "error" | "warning")
+                        )
+                    });
+                if severe {
+                    return Err(FhirError::Unsupported(format!(
+                        "{what}: the server reported a problem with the search ({}); careplane will not act on a partial result",
+                        message(what, Some(resource)).unwrap_or_else(|| "no details".into())
+                    )));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(page_entries)
+}
+
+/// A searchset's `next` link, if it has one.
+fn next_link(bundle: &Value) -> Option<&str> {
+    bundle
+        .get("link")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+        .and_then(|l| l.get("url").and_then(Value::as_str))
 }
 
 /// A URL as it may be printed: scheme, host, port and path, never the query (search
@@ -1398,14 +1448,29 @@ fn precondition_headers(pre: &Precondition) -> HeaderMap {
 }
 
 /// The id and version of a created/updated resource: from the body if the server sent
-/// one, else from `Location` (`…/Type/id[/_history/vid]`), else `ETag`.
+/// one, else from `Location` / `Content-Location` (`…/Type/id[/_history/vid]`), else `ETag`.
 fn written(rt: &str, resp: &Response) -> Option<Written> {
-    let etag_version = resp
-        .headers
-        .get("ETag")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
-    if let Some(b) = resp.body()
+    let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
+    written_from(
+        rt,
+        resp.body(),
+        header("Location").or_else(|| header("Content-Location")),
+        header("ETag"),
+    )
+}
+
+/// What a create or update wrote, from the server's answer (a single request's body,
+/// location header and ETag, or a batch entry's `resource`, `response.location` and
+/// `response.etag`): the id and version from the resource if it holds one, else from the
+/// location (`…/Type/id[/_history/vid]`); the version else from the ETag.
+fn written_from(
+    rt: &str,
+    body: Option<&Value>,
+    location: Option<&str>,
+    etag: Option<&str>,
+) -> Option<Written> {
+    let etag = etag.map(etag_version);
+    if let Some(b) = body
         && let Some(id) = b.get("id").and_then(Value::as_str)
     {
         return Some(Written {
@@ -1414,29 +1479,28 @@ fn written(rt: &str, resp: &Response) -> Option<Written> {
                 .pointer("/meta/versionId")
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .or(etag_version),
+                .or(etag),
             existed: false,
         });
     }
-    let loc = resp
-        .headers
-        .get("Location")
-        .or_else(|| resp.headers.get("Content-Location"))?
-        .to_str()
-        .ok()?;
-    let path = loc.split('?').next()?;
+    let path = location?.split('?').next()?;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let i = segs.iter().rposition(|s| *s == rt)?;
     let id = segs.get(i + 1)?.to_string();
     let version = match (segs.get(i + 2), segs.get(i + 3)) {
         (Some(&"_history"), Some(v)) => Some(v.to_string()),
-        _ => etag_version,
+        _ => etag,
     };
     Some(Written {
         id,
         version_id: version,
         existed: false,
     })
+}
+
+/// The version an ETag names (`W/"3"` → `3`).
+fn etag_version(etag: &str) -> String {
+    etag.trim_start_matches("W/").trim_matches('"').to_owned()
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -1545,6 +1609,103 @@ mod tests {
         assert_eq!(
             crate::output::scrub("failed for svc:pw-in-url-4711@"),
             "failed for svc:[redacted]@"
+        );
+    }
+
+    #[test]
+    fn a_batch_search_answer_is_checked_like_a_single_search() {
+        let q = Query::new("CareTeam")
+            .param("identifier", "https://careplane.dev/id/p|care-team/1")
+            .param("_tag", "https://careplane.dev/project|p");
+        let team = |value: &str| {
+            serde_json::json!({"resourceType": "CareTeam", "id": value,
+                "meta": {"tag": [{"system": "https://careplane.dev/project", "code": "p"}]},
+                "identifier": [{"system": "https://careplane.dev/id/p", "value": value}]})
+        };
+        let answer = |teams: Vec<Value>, next: bool| {
+            let entries: Vec<Value> = teams
+                .into_iter()
+                .map(|t| serde_json::json!({"resource": t}))
+                .collect();
+            let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "entry": entries});
+            if next {
+                b["link"] = serde_json::json!([{"relation": "next", "url": "CareTeam?page=2"}]);
+            }
+            serde_json::json!({"response": {"status": "200 OK"}, "resource": b})
+        };
+        let entry = BatchEntry::Search(q);
+        assert_eq!(
+            batch_answer(&entry, answer(vec![team("care-team/1")], false)).unwrap(),
+            BatchAnswer::Found {
+                matches: vec![team("care-team/1")],
+                complete: true
+            }
+        );
+        assert!(matches!(
+            batch_answer(&entry, answer(vec![], true)).unwrap(),
+            BatchAnswer::Found {
+                complete: false,
+                ..
+            }
+        ));
+        // a server that ignored the identifier: refused, not the first care team it had
+        let e = batch_answer(&entry, answer(vec![team("care-team/2")], false)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("careplane will not act on a result it did not ask for"),
+            "{e}"
+        );
+        let failed = serde_json::json!({"response": {"status": "400 Bad Request"}});
+        assert!(matches!(
+            batch_answer(&entry, failed),
+            Err(FhirError::Http { status: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn what_was_written_is_read_alike_from_a_body_a_location_or_an_etag() {
+        let body = serde_json::json!({"id": "g1", "meta": {"versionId": "4"}});
+        let w = |id: &str, v: Option<&str>| Written {
+            id: id.into(),
+            version_id: v.map(str::to_owned),
+            existed: false,
+        };
+        assert_eq!(
+            written_from("Group", Some(&body), None, Some("W/\"9\"")),
+            Some(w("g1", Some("4")))
+        );
+        assert_eq!(
+            written_from(
+                "Group",
+                Some(&serde_json::json!({"id": "g1"})),
+                None,
+                Some("W/\"9\"")
+            ),
+            Some(w("g1", Some("9")))
+        );
+        assert_eq!(
+            written_from(
+                "Group",
+                None,
+                Some("https://x/fhir/Group/g2/_history/3"),
+                Some("W/\"9\"")
+            ),
+            Some(w("g2", Some("3")))
+        );
+        assert_eq!(
+            written_from("Group", None, Some("Group/g2"), Some("W/\"9\"")),
+            Some(w("g2", Some("9")))
+        );
+        assert_eq!(written_from("Group", None, Some("Patient/x"), None), None);
+        // a batch entry without either: the id it was sent with
+        let update = BatchEntry::Update {
+            resource: serde_json::json!({"resourceType": "Group", "id": "g3"}),
+            pre: Precondition::default(),
+        };
+        let a = serde_json::json!({"response": {"status": "200 OK", "etag": "W/\"5\""}});
+        assert_eq!(
+            batch_answer(&update, a).unwrap(),
+            BatchAnswer::Written(w("g3", Some("5")))
         );
     }
 }

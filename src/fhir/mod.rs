@@ -84,6 +84,8 @@ pub enum BatchEntry {
         resource_type: String,
         id: String,
     },
+    /// A search, answered with its first page (see [`BatchAnswer::Found`]).
+    Search(Query),
     Create {
         resource: Value,
         if_none_exist: Option<Query>,
@@ -111,6 +113,7 @@ impl BatchEntry {
     pub fn what(&self) -> String {
         match self {
             BatchEntry::Read { resource_type, id } => format!("read {}", shown(resource_type, id)),
+            BatchEntry::Search(q) => format!("{} (GET {})", q.describe(), q.resource_type),
             BatchEntry::Create { resource, .. } => format!(
                 "create {}",
                 resource["resourceType"].as_str().unwrap_or("resource")
@@ -137,6 +140,12 @@ impl BatchEntry {
 pub enum BatchAnswer {
     /// A read: the resource, or `None` when it is gone (404, 410).
     Read(Option<Value>),
+    /// A search: the matches of its first page, and whether that page is all of them
+    /// (no `next` link).
+    Found {
+        matches: Vec<Value>,
+        complete: bool,
+    },
     /// A create, update or patch.
     Written(Written),
     Deleted,
@@ -410,6 +419,12 @@ impl Store {
                     out.push(match e {
                         BatchEntry::Read { resource_type, id } => {
                             s.read(resource_type, id).await.map(BatchAnswer::Read)
+                        }
+                        BatchEntry::Search(q) => {
+                            s.search(q).await.map(|matches| BatchAnswer::Found {
+                                matches,
+                                complete: true,
+                            })
                         }
                         BatchEntry::Create {
                             resource,
