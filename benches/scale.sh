@@ -21,6 +21,9 @@
 #   TARGETS=local               the file store only (no test server): for N the in-memory
 #                               test server cannot load in reasonable time (200,000)
 #   TASKS=N                     open tasks (default N/2)
+#   GROUP_ONLY=1                only the opt-out patient group as rules (no memberOf group,
+#                               care-team assignment or routing rule): the group-update
+#                               apply is then the large group's write alone
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -109,10 +112,11 @@ if [ "$TARGETS" != local ]; then
   BASE="$(PORT="$PORT" MAX_COUNT=1000 PIDFILE="$WORK/fhir.pid" LOG="$WORK/fhir.log" bash tests/fhir-server/start-fhir-test-server.sh)"
 fi
 
-python3 - "$WORK" "$N" "$STAFF" "$TEAMS" "$PAGE" "${TASKS:-$((N / 2))}" "$TARGETS" <<'PY'
+python3 - "$WORK" "$N" "$STAFF" "$TEAMS" "$PAGE" "${TASKS:-$((N / 2))}" "$TARGETS" "${GROUP_ONLY:-0}" <<'PY'
 import json, os, sys
 work, n, staff, teams, page, tasks = sys.argv[1], *map(int, sys.argv[2:7])
 bundles = sys.argv[7] != "local"
+group_only = sys.argv[8] == "1"
 org = f"{work}/org"
 os.makedirs(f"{org}/store", exist_ok=True)
 os.makedirs(f"{work}/bundles", exist_ok=True)
@@ -160,12 +164,13 @@ docs.append("apiVersion: careplane.dev/v1\nkind: CareTeamRole\nmetadata:\n  name
 # the opt-out group (the large one); OPT_OUT_EXTRA is replaced for the second apply
 docs.append("apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: opt-out\nspec:\n  displayName: Opt-out\n  mode: authoritative\n  maxRemovalShare: 1\n"
             "  rule:\n    all:\n      - active: true\n      - not:\n          consent: {code: A0001, status: rejected}\nOPT_OUT_EXTRA")
-docs.append("apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: seniors-on-payer\nspec:\n  displayName: Seniors on payer\n  rule:\n    all:\n"
-            "      - memberOf: opt-out\n      - age: {min: 65}\n      - identifier: {system: \"urn:bench:payer\"}\n")
-docs.append("apiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: s0-pcp\nspec:\n  practitioner: {npi: \"2000000000\"}\n"
-            "  careTeamRole: pcp\n  patients: {group: seniors-on-payer}\n  lead: true\n  maxRemovalShare: 1\n")
-docs.append("apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: psychiatry\nspec:\n  order: 10\n  match:\n    description: \"Refer patient to Psychiatry (TBD)\"\n  set:\n    team: team-0\n    addLabels: [Internal Referral]\n")
-docs.append("apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: labs\nspec:\n  order: 20\n  match:\n    descriptionMatches: \"(?i)^(lab|result) follow-up\"\n  set:\n    team: team-1\n")
+if not group_only:
+    docs.append("apiVersion: careplane.dev/v1\nkind: PatientGroup\nmetadata:\n  name: seniors-on-payer\nspec:\n  displayName: Seniors on payer\n  rule:\n    all:\n"
+                "      - memberOf: opt-out\n      - age: {min: 65}\n      - identifier: {system: \"urn:bench:payer\"}\n")
+    docs.append("apiVersion: careplane.dev/v1\nkind: CareTeamAssignment\nmetadata:\n  name: s0-pcp\nspec:\n  practitioner: {npi: \"2000000000\"}\n"
+                "  careTeamRole: pcp\n  patients: {group: seniors-on-payer}\n  lead: true\n  maxRemovalShare: 1\n")
+    docs.append("apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: psychiatry\nspec:\n  order: 10\n  match:\n    description: \"Refer patient to Psychiatry (TBD)\"\n  set:\n    team: team-0\n    addLabels: [Internal Referral]\n")
+    docs.append("apiVersion: careplane.dev/v1\nkind: RoutingRule\nmetadata:\n  name: labs\nspec:\n  order: 20\n  match:\n    descriptionMatches: \"(?i)^(lab|result) follow-up\"\n  set:\n    team: team-1\n")
 text = "---\n".join(docs)
 open(f"{work}/org-0.yaml", "w").write(text.replace("OPT_OUT_EXTRA", ""))
 open(f"{work}/org-1.yaml", "w").write(text.replace("OPT_OUT_EXTRA", "      - identifier: {system: \"urn:bench:payer\"}\n"))
