@@ -2390,6 +2390,25 @@ fn a_task_careplane_routed_is_never_routed_again_even_after_a_person_re_routes_i
     );
 }
 
+/// `routing_state`'s rules over `observed`, routed tasks diffed one at a time as the
+/// planner does (`diff_streamed`): how many tasks were routed, and the diff.
+fn diff_routed(observed: &crate::observe::Observed) -> (usize, DiffResult) {
+    let d = R4::default();
+    let m = manifests(routing_state(NPI_A));
+    let (routed, _) =
+        crate::reconcile::routing::routes(&m.desired, &d, observed, &Memberships::new(), false)
+            .unwrap();
+    let diff = diff::diff_streamed(
+        &desired_of(&d, &m.desired, observed),
+        &mut routed.iter().map(|r| r.object(&m.desired, observed, true)),
+        observed,
+        &d,
+        Options::default(),
+        &pseudo(),
+    );
+    (routed.len(), diff)
+}
+
 /// Open tasks as observe keeps them (compact, in `task_objects`) plan exactly as whole
 /// observed objects do: routed ones are found (an update with the version seen, never a
 /// create), marked and assigned ones are left alone, and routed tasks diffed one at a time
@@ -2423,22 +2442,10 @@ fn compact_open_tasks_plan_as_whole_ones_do() {
         .into_iter()
         .map(crate::vocab::CompactObject::new)
         .collect();
-    let m = manifests(routing_state(NPI_A));
-    let (routed, _) =
-        crate::reconcile::routing::routes(&m.desired, &d, &observed, &Memberships::new(), false)
-            .unwrap();
+    let (routed, compact) = diff_routed(&observed);
     assert_eq!(
-        routed.len(),
-        1,
+        routed, 1,
         "t1 only: t2 is assigned, t3 marked, t4 matches no rule"
-    );
-    let compact = diff::diff_streamed(
-        &desired_of(&d, &m.desired, &observed),
-        &mut routed.iter().map(|r| r.object(&m.desired, &observed, true)),
-        &observed,
-        &d,
-        Options::default(),
-        &pseudo(),
     );
     // streamed routing changes come folded, one per rule: unfolded, they are diff's
     assert_eq!(
@@ -2487,22 +2494,10 @@ fn many_routed_tasks_fold_into_one_change_per_rule() {
     }
     let resources = with_staff(resources);
     let (whole, _) = plan_routing(routing_state(NPI_A), resources.clone()).unwrap();
-    let d = R4::default();
-    let mut observed = observed_from(&d, &resources);
+    let mut observed = observed_from(&R4::default(), &resources);
     observed.tasks = crate::rules::task_facts(&resources);
-    let m = manifests(routing_state(NPI_A));
-    let (routed, _) =
-        crate::reconcile::routing::routes(&m.desired, &d, &observed, &Memberships::new(), false)
-            .unwrap();
-    assert_eq!(routed.len(), 40);
-    let streamed = diff::diff_streamed(
-        &desired_of(&d, &m.desired, &observed),
-        &mut routed.iter().map(|r| r.object(&m.desired, &observed, true)),
-        &observed,
-        &d,
-        Options::default(),
-        &pseudo(),
-    );
+    let (routed, streamed) = diff_routed(&observed);
+    assert_eq!(routed, 40);
     let routing: Vec<&Change> = streamed
         .changes
         .iter()
