@@ -78,45 +78,87 @@ struct Session {
     tables: HashMap<String, Table>,
 }
 
-/// One resource type in memory: the rows in file order (a deleted row leaves `None`
-/// so the positions in the indexes stay valid), an index by id and one by
-/// `identifier` (`system|value`).
-#[derive(Default)]
+/// One resource type in memory: each row as its NDJSON text, in file order (a deleted
+/// row leaves `None` so the positions in the indexes stay valid), an index by id and
+/// one by `identifier` (`system|value`).
+///
+/// A row is parsed only when it is read, searched or rewritten: a parsed resource
+/// (`preserve_order` maps) takes about ten times its text, so holding a large type
+/// parsed would cost far more memory than the file. The indexes are built while
+/// loading from a transient parse of each line's `id` and `identifier` only. A row
+/// written in the session is serialised at once (no more memory than its text), and a
+/// row never written is copied to the new file as it was read, byte for byte.
 struct Table {
-    rows: Vec<Option<Value>>,
-    by_id: HashMap<String, usize>,
+    rt: String,
+    rows: Vec<Option<Box<str>>>,
+    /// The line in `<rt>.ndjson` of each row read from it (rows past the end were
+    /// written in this session), for the error a row that cannot be parsed gives.
+    lines: Vec<u32>,
+    by_id: HashMap<Box<str>, usize>,
     /// `system|value` → rows that carried it when written; may hold stale positions
     /// (a row whose identifier changed), so every hit is checked against the query.
-    by_identifier: HashMap<String, Vec<usize>>,
+    by_identifier: HashMap<Box<str>, Vec<usize>>,
     dirty: bool,
 }
 
+/// The top-level elements a row's index entries come from.
+const INDEX_KEYS: &[&str] = &["id", "identifier"];
+
 impl Table {
-    fn new(rows: Vec<Value>) -> Self {
-        let mut t = Table::default();
-        for r in rows {
-            t.push(r);
+    fn empty(rt: &str) -> Self {
+        Table {
+            rt: rt.to_owned(),
+            rows: Vec::new(),
+            lines: Vec::new(),
+            by_id: HashMap::new(),
+            by_identifier: HashMap::new(),
+            dirty: false,
         }
-        t.dirty = false;
-        t
     }
 
-    fn index(&mut self, i: usize) {
-        let Some(r) = &self.rows[i] else { return };
-        if let Some(id) = r.get("id").and_then(Value::as_str) {
-            self.by_id.insert(id.to_owned(), i);
+    /// Why row `i` cannot be parsed (it is valid JSON, or loading would have refused
+    /// it, but not a value careplane can hold: a number out of range, or nested too deep).
+    fn bad_row(&self, i: usize, e: &serde_json::Error) -> String {
+        match self.lines.get(i) {
+            Some(n) => format!("{}.ndjson line {n}: not JSON ({e})", self.rt),
+            None => format!(
+                "{} row {} written in this session: not JSON ({e})",
+                self.rt,
+                i + 1
+            ),
         }
-        for ident in r
-            .get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+    }
+
+    /// Row `i` parsed whole, or `None` if it was deleted.
+    fn parse(&self, i: usize) -> Result<Option<Value>, String> {
+        self.rows[i]
+            .as_deref()
+            .map(|t| serde_json::from_str(t).map_err(|e| self.bad_row(i, &e)))
+            .transpose()
+    }
+
+    /// Row `i`'s `meta` only (for a precondition or its version), or `None` if deleted.
+    fn head(&self, i: usize) -> Result<Option<Value>, String> {
+        self.rows[i]
+            .as_deref()
+            .map(|t| parse_keys(t, &["meta"]).map_err(|e| self.bad_row(i, &e)))
+            .transpose()
+    }
+
+    /// Index row `i` by its `id` and its `identifier` element.
+    fn index(&mut self, i: usize, id: Option<&str>, identifier: Option<&Value>) {
+        if let Some(id) = id {
+            self.by_id.insert(id.into(), i);
+        }
+        for ident in identifier.and_then(Value::as_array).into_iter().flatten() {
             if let (Some(s), Some(v)) = (
                 ident.get("system").and_then(Value::as_str),
                 ident.get("value").and_then(Value::as_str),
             ) {
-                let at = self.by_identifier.entry(format!("{s}|{v}")).or_default();
+                let at = self
+                    .by_identifier
+                    .entry(format!("{s}|{v}").into())
+                    .or_default();
                 if at.last() != Some(&i) {
                     at.push(i);
                 }
@@ -124,9 +166,37 @@ impl Table {
         }
     }
 
-    fn push(&mut self, r: Value) {
-        self.rows.push(Some(r));
-        self.index(self.rows.len() - 1);
+    /// Append a row read from line `line` of the file, indexed by `head` (its `id`
+    /// and `identifier`).
+    fn push_loaded(&mut self, text: &str, line: u32, head: &Value) {
+        self.rows.push(Some(text.into()));
+        self.lines.push(line);
+        let id = head.get("id").and_then(Value::as_str);
+        self.index(self.rows.len() - 1, id, head.get("identifier"));
+    }
+
+    /// Write `r` (at row `at`, or appended), indexed by `id` and its `identifier`.
+    fn put(&mut self, at: Option<usize>, r: Stamped) -> Result<(), String> {
+        let text = serde_json::to_string(&r)
+            .map_err(|e| format!("{} could not be written as JSON ({e})", self.rt))?;
+        let i = match at {
+            Some(i) => {
+                self.rows[i] = Some(text.into());
+                i
+            }
+            None => {
+                self.rows.push(Some(text.into()));
+                self.rows.len() - 1
+            }
+        };
+        self.index(i, Some(r.id), r.resource.get("identifier"));
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn remove(&mut self, i: usize, id: &str) {
+        self.rows[i] = None;
+        self.by_id.remove(id);
         self.dirty = true;
     }
 
@@ -137,24 +207,11 @@ impl Table {
             .filter(|&i| self.rows[i].is_some())
     }
 
-    fn get(&self, id: &str) -> Option<&Value> {
-        self.position(id).and_then(|i| self.rows[i].as_ref())
-    }
-
-    fn replace(&mut self, i: usize, r: Value) {
-        self.rows[i] = Some(r);
-        self.index(i);
-        self.dirty = true;
-    }
-
-    fn remove(&mut self, i: usize) {
-        if let Some(id) = self.rows[i]
-            .take()
-            .and_then(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
-        {
-            self.by_id.remove(&id);
+    fn get(&self, id: &str) -> Result<Option<Value>, String> {
+        match self.position(id) {
+            Some(i) => self.parse(i),
+            None => Ok(None),
         }
-        self.dirty = true;
     }
 
     /// The rows that may match `params`, in file order: through an index when the
@@ -165,9 +222,12 @@ impl Table {
             let hits: Option<Vec<usize>> = match k.as_str() {
                 "_id" => Some(v.split(',').filter_map(|x| self.position(x)).collect()),
                 "identifier" if !v.contains(',') => match v.split_once('|') {
-                    Some((s, c)) if !s.is_empty() && !c.is_empty() => {
-                        Some(self.by_identifier.get(v).cloned().unwrap_or_default())
-                    }
+                    Some((s, c)) if !s.is_empty() && !c.is_empty() => Some(
+                        self.by_identifier
+                            .get(v.as_str())
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
                     _ => None,
                 },
                 _ => None,
@@ -188,20 +248,213 @@ impl Table {
         }
     }
 
-    fn find(&self, params: &[(String, String)]) -> impl Iterator<Item = &Value> {
-        self.candidates(params)
+    /// The rows matching the query, in file order, each parsed as `how` says.
+    fn find<'a>(
+        &'a self,
+        how: &'a Reading<'a>,
+    ) -> impl Iterator<Item = Result<Value, String>> + 'a {
+        self.candidates(how.params)
             .into_iter()
-            .filter_map(|i| self.rows[i].as_ref())
-            .filter(move |r| matches(r, params))
+            .filter_map(move |i| {
+                let text = self.rows[i].as_deref()?;
+                how.read(text).map_err(|e| self.bad_row(i, &e)).transpose()
+            })
     }
 
-    fn text(&self) -> String {
-        let mut text = String::new();
+    /// The file's new text, row by row: rows never written in this session exactly
+    /// as they were read.
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         for r in self.rows.iter().flatten() {
-            text.push_str(&serde_json::to_string(r).unwrap_or_default());
-            text.push('\n');
+            w.write_all(r.as_bytes())?;
+            w.write_all(b"\n")?;
         }
-        text
+        Ok(())
+    }
+}
+
+/// How a search reads a row: the whole row, or (`_elements`) only the elements it
+/// returns and those its parameters test; then the query's test, then its shape.
+struct Reading<'q> {
+    params: &'q [(String, String)],
+    /// `_elements`: the top-level elements returned (with `resourceType`, `id`, `meta`).
+    keep: Option<Vec<&'q str>>,
+    /// The top-level elements parsed (`None`: the whole row).
+    parsed: Option<Vec<&'q str>>,
+}
+
+impl<'q> Reading<'q> {
+    fn new(params: &'q [(String, String)]) -> Self {
+        let keep: Option<Vec<&str>> =
+            params.iter().find(|(k, _)| k == "_elements").map(|(_, v)| {
+                let mut keep = vec!["resourceType", "id", "meta"];
+                keep.extend(v.split(',').map(str::trim));
+                keep
+            });
+        let parsed = keep.as_ref().map(|keep| {
+            let mut parsed = keep.clone();
+            parsed.extend(params.iter().filter_map(|(k, _)| tested_element(k)));
+            parsed
+        });
+        Reading {
+            params,
+            keep,
+            parsed,
+        }
+    }
+
+    /// The row if it matches the query, shaped by `_elements`.
+    fn read(&self, text: &str) -> Result<Option<Value>, serde_json::Error> {
+        let r = match &self.parsed {
+            Some(keys) => parse_keys(text, keys)?,
+            None => serde_json::from_str(text)?,
+        };
+        if !matches(&r, self.params) {
+            return Ok(None);
+        }
+        Ok(Some(match &self.keep {
+            Some(keep) => subset(r, keep),
+            None => r,
+        }))
+    }
+}
+
+/// The top-level element a search parameter tests, if any.
+fn tested_element(param: &str) -> Option<&'static str> {
+    Some(match param {
+        "_id" => "id",
+        "_tag" | "_lastUpdated" => "meta",
+        "identifier" => "identifier",
+        "type" => "type",
+        "url" => "url",
+        "status" => "status",
+        _ => return None,
+    })
+}
+
+/// A resource as the store writes it (compact JSON on one line), without copying it:
+/// its elements in order, `id` set (a create adds it), `meta.versionId` and
+/// `meta.lastUpdated` stamped (a `meta` is added at the end if it has none).
+struct Stamped<'r> {
+    resource: &'r serde_json::Map<String, Value>,
+    id: &'r str,
+    meta: Value,
+}
+
+impl<'r> Stamped<'r> {
+    fn new(resource: &'r serde_json::Map<String, Value>, id: &'r str, version: u64) -> Self {
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let stamp = |mut m: serde_json::Map<String, Value>| {
+            m.insert("versionId".into(), json!(version.to_string()));
+            m.insert("lastUpdated".into(), json!(now));
+            Value::Object(m)
+        };
+        let meta = match resource.get("meta") {
+            Some(Value::Object(m)) => stamp(m.clone()),
+            // not an object: kept as it is
+            Some(other) => other.clone(),
+            None => stamp(serde_json::Map::new()),
+        };
+        Stamped { resource, id, meta }
+    }
+
+    fn written(&self) -> Written {
+        Written {
+            id: self.id.to_owned(),
+            version_id: self
+                .meta
+                .get("versionId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            existed: false,
+        }
+    }
+}
+
+impl serde::Serialize for Stamped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.resource {
+            match k.as_str() {
+                "id" => m.serialize_entry(k, self.id)?,
+                "meta" => m.serialize_entry(k, &self.meta)?,
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        if !self.resource.contains_key("id") {
+            m.serialize_entry("id", self.id)?;
+        }
+        if !self.resource.contains_key("meta") {
+            m.serialize_entry("meta", &self.meta)?;
+        }
+        m.end()
+    }
+}
+
+/// Parse only the top-level elements `keys` of a row (the others are checked for JSON
+/// syntax and skipped, not built): an object with those elements, in the row's order.
+/// A row that is not an object is parsed whole.
+fn parse_keys(text: &str, keys: &[&str]) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    if !text.trim_start().starts_with('{') {
+        return serde_json::from_str(text);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let r = Keys(keys).deserialize(&mut de)?;
+    de.end()?;
+    Ok(r)
+}
+
+/// [`parse_keys`]'s visitor: an object, keeping the elements named in `.0`.
+struct Keys<'k>(&'k [&'k str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Keys<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Keys<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = m.next_key_seed(Key(self.0))? {
+            match k {
+                Some(k) => {
+                    // a repeated key: the last one wins, as in a whole parse
+                    out.insert(self.0[k].to_owned(), m.next_value()?);
+                }
+                None => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A key of the object [`Keys`] reads: its place in the wanted keys, if wanted
+/// (compared without allocating unless the key has escapes).
+struct Key<'k>(&'k [&'k str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|w| *w == k))
     }
 }
 
@@ -266,7 +519,7 @@ impl FileStore {
         let mut temps: Vec<(PathBuf, PathBuf, &str)> = Vec::new();
         let mut failed = None;
         for (rt, table) in dirty {
-            match self.write_temp(rt, &table.text()) {
+            match self.write_temp(rt, table) {
                 Ok((tmp, path)) => temps.push((tmp, path, rt)),
                 Err(e) => {
                     failed = Some(e);
@@ -373,14 +626,29 @@ impl FileStore {
         Ok(self.dir.join(format!("{rt}.ndjson")))
     }
 
-    fn load(&self, rt: &str) -> Result<Vec<Value>, FhirError> {
-        let mut out = Vec::new();
-        self.load_each(rt, &mut |r| out.push(r))?;
-        Ok(out)
+    /// `<rt>.ndjson` as a [`Table`]: each row kept as its text, indexed from a parse of
+    /// its `id` and `identifier` alone (a missing file is an empty table).
+    fn load(&self, rt: &str) -> Result<Table, FhirError> {
+        let mut table = Table::empty(rt);
+        self.lines(rt, &mut |n, line| {
+            let head = parse_keys(line, INDEX_KEYS).map_err(|e| self.not_json(rt, n, &e))?;
+            table.push_loaded(line, n, &head);
+            Ok(())
+        })?;
+        Ok(table)
     }
 
-    /// Every row of `<rt>.ndjson`, parsed one line at a time (a missing file has none).
-    fn load_each(&self, rt: &str, each: &mut dyn FnMut(Value)) -> Result<(), FhirError> {
+    fn not_json(&self, rt: &str, line: u32, e: &serde_json::Error) -> FhirError {
+        self.err(format!("{rt}.ndjson line {line}: not JSON ({e})"))
+    }
+
+    /// Every non-blank line of `<rt>.ndjson` with its number, read one at a time and
+    /// trimmed (a missing file has none).
+    fn lines(
+        &self,
+        rt: &str,
+        each: &mut dyn FnMut(u32, &str) -> Result<(), FhirError>,
+    ) -> Result<(), FhirError> {
         use std::io::BufRead;
         let path = self.file(rt)?;
         let cannot = |e: std::io::Error| self.err(format!("cannot read {rt}.ndjson: {e}"));
@@ -391,19 +659,17 @@ impl FileStore {
         };
         let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
         let mut line = String::new();
-        let mut n = 0usize;
+        let mut n = 0u32;
         loop {
             line.clear();
             if reader.read_line(&mut line).map_err(cannot)? == 0 {
                 return Ok(());
             }
             n += 1;
-            if line.trim().is_empty() {
-                continue;
+            let text = line.trim();
+            if !text.is_empty() {
+                each(n, text)?;
             }
-            let r = serde_json::from_str(&line)
-                .map_err(|e| self.err(format!("{rt}.ndjson line {n}: not JSON ({e})")))?;
-            each(r);
         }
     }
 
@@ -425,18 +691,19 @@ impl FileStore {
         )
     }
 
-    /// Write `text` to a new unique temporary file and fsync it; returns it and the
+    /// Write `table` to a new unique temporary file and fsync it; returns it and the
     /// `<rt>.ndjson` it is meant to replace. Called with the lock held.
-    fn write_temp(&self, rt: &str, text: &str) -> Result<(PathBuf, PathBuf), FhirError> {
+    fn write_temp(&self, rt: &str, table: &Table) -> Result<(PathBuf, PathBuf), FhirError> {
         let path = self.file(rt)?;
         let tmp = self.dir.join(self.temp_name(rt));
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.sync_all()
+            .and_then(|f| {
+                let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+                table.write_to(&mut w)?;
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()
             });
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -448,7 +715,7 @@ impl FileStore {
     /// Replace `<rt>.ndjson` with `table`: unique temporary file, fsync, rename,
     /// directory fsync. Called with the lock held.
     fn save(&self, rt: &str, table: &Table) -> Result<(), FhirError> {
-        let (tmp, path) = self.write_temp(rt, &table.text())?;
+        let (tmp, path) = self.write_temp(rt, table)?;
         if let Err(e) = std::fs::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(self.err(format!("cannot write {rt}.ndjson: {e}")));
@@ -474,14 +741,14 @@ impl FileStore {
         match g.as_mut() {
             Some(session) => {
                 if !session.tables.contains_key(rt) {
-                    let table = Table::new(self.load(rt)?);
+                    let table = self.load(rt)?;
                     session.tables.insert(rt.to_owned(), table);
                 }
                 op(session.tables.get_mut(rt).expect("loaded above"))
             }
             None => {
                 let _lock = self.acquire(&|_| {}).await?;
-                let mut table = Table::new(self.load(rt)?);
+                let mut table = self.load(rt)?;
                 let out = op(&mut table)?;
                 if table.dirty {
                     self.save(rt, &table)?;
@@ -499,19 +766,6 @@ impl FileStore {
             .as_nanos();
         let h = Sha256::digest(format!("{now}:{n}:{}", std::process::id()));
         format!("{:x}", h)[..32].to_owned()
-    }
-
-    fn stamp(resource: &mut Value, version: u64) {
-        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let meta = resource
-            .as_object_mut()
-            .expect("resource is an object")
-            .entry("meta")
-            .or_insert_with(|| json!({}));
-        if let Some(m) = meta.as_object_mut() {
-            m.insert("versionId".into(), json!(version.to_string()));
-            m.insert("lastUpdated".into(), json!(now));
-        }
     }
 
     /// Search one resource type: the session's copy if this session wrote it, else the
@@ -550,36 +804,42 @@ impl FileStore {
                 )));
             }
         }
-        let elements: Option<Vec<&str>> = q
-            .params
-            .iter()
-            .find(|(k, _)| k == "_elements")
-            .map(|(_, v)| v.split(',').map(str::trim).collect());
-        let shape = |r: Value| match &elements {
-            Some(keep) => subset(r, keep),
-            None => r,
-        };
+        let how = Reading::new(&q.params);
         if let Some(table) = g.as_ref().and_then(|s| s.tables.get(&q.resource_type)) {
-            table.find(&q.params).cloned().map(shape).for_each(each);
+            for r in table.find(&how) {
+                each(r.map_err(|reason| self.err(reason))?);
+            }
             return Ok(());
         }
-        self.load_each(&q.resource_type, &mut |r| {
-            if matches(&r, &q.params) {
-                each(shape(r));
+        let rt = &q.resource_type;
+        self.lines(rt, &mut |n, line| {
+            if let Some(r) = how.read(line).map_err(|e| self.not_json(rt, n, &e))? {
+                each(r);
             }
+            Ok(())
         })
     }
 
+    /// One resource by id: inside a session that wrote its type, the one row the index
+    /// names, parsed; else the file read line by line, each parsed for its `id` alone
+    /// until the row is found.
     pub async fn read(&self, rt: &str, id: &str) -> Result<Option<Value>, FhirError> {
         let g = self.lock.lock().await;
         self.ops.fetch_add(1, Ordering::Relaxed);
         if let Some(table) = g.as_ref().and_then(|s| s.tables.get(rt)) {
-            return Ok(table.get(id).cloned());
+            return table.get(id).map_err(|reason| self.err(reason));
         }
-        Ok(self
-            .load(rt)?
-            .into_iter()
-            .find(|r| r.get("id").and_then(Value::as_str) == Some(id)))
+        let mut found = None;
+        self.lines(rt, &mut |n, line| {
+            if found.is_none() {
+                let head = parse_keys(line, &["id"]).map_err(|e| self.not_json(rt, n, &e))?;
+                if head.get("id").and_then(Value::as_str) == Some(id) {
+                    found = Some(serde_json::from_str(line).map_err(|e| self.not_json(rt, n, &e))?);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     pub async fn create(
@@ -587,37 +847,39 @@ impl FileStore {
         resource: &Value,
         if_none_exist: Option<&Query>,
     ) -> Result<Written, FhirError> {
-        let rt = resource_type(resource)?;
+        let (rt, obj) = typed(resource)?;
         let id = self.new_id();
         self.write(rt, |table| {
             if let Some(q) = if_none_exist
-                && let Some(existing) = table.find(&q.params).next()
+                && let Some(existing) = table.find(&Reading::new(&q.params)).next()
             {
+                let existing = existing.map_err(|reason| self.err(reason))?;
                 return Ok(Written {
                     existed: true,
-                    ..written(existing)
+                    ..written(&existing)
                 });
             }
-            let mut r = resource.clone();
-            r["id"] = json!(id);
-            Self::stamp(&mut r, 1);
-            let w = written(&r);
-            table.push(r);
+            let r = Stamped::new(obj, &id, 1);
+            let w = r.written();
+            table.put(None, r).map_err(|reason| self.err(reason))?;
             Ok(w)
         })
         .await
     }
 
     pub async fn update(&self, resource: &Value, pre: &Precondition) -> Result<Written, FhirError> {
-        let rt = resource_type(resource)?;
+        let (rt, obj) = typed(resource)?;
         let id = resource
             .get("id")
             .and_then(Value::as_str)
             .ok_or_else(|| self.err(format!("update of {rt} without an id")))?;
         self.write(rt, |table| {
             let pos = table.position(id);
-            let current = pos.and_then(|i| table.rows[i].as_ref());
-            let refused = match current {
+            let current = match pos {
+                Some(i) => table.head(i).map_err(|reason| self.err(reason))?,
+                None => None,
+            };
+            let refused = match &current {
                 Some(c) => !precondition_holds(c, pre),
                 None => pre.version_id.is_some(),
             };
@@ -627,13 +889,10 @@ impl FileStore {
                     status: 412,
                 });
             }
-            let mut r = resource.clone();
-            Self::stamp(&mut r, current.map(version_of).unwrap_or(0) + 1);
-            let w = written(&r);
-            match pos {
-                Some(i) => table.replace(i, r),
-                None => table.push(r),
-            }
+            let version = current.as_ref().map(version_of).unwrap_or(0) + 1;
+            let r = Stamped::new(obj, id, version);
+            let w = r.written();
+            table.put(pos, r).map_err(|reason| self.err(reason))?;
             Ok(w)
         })
         .await
@@ -644,16 +903,14 @@ impl FileStore {
             let Some(i) = table.position(id) else {
                 return Ok(());
             };
-            if !table.rows[i]
-                .as_ref()
-                .is_some_and(|c| precondition_holds(c, pre))
-            {
+            let current = table.head(i).map_err(|reason| self.err(reason))?;
+            if !current.is_some_and(|c| precondition_holds(&c, pre)) {
                 return Err(FhirError::Conflict {
                     resource: super::shown(rt, id),
                     status: 412,
                 });
             }
-            table.remove(i);
+            table.remove(i, id);
             Ok(())
         })
         .await
@@ -691,15 +948,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `_elements`: only the listed top-level elements (plus `resourceType`, `id`, `meta`).
+/// `_elements`: only the top-level elements in `keep` (which [`Reading`] gives
+/// `resourceType`, `id` and `meta` too).
 fn subset(r: Value, keep: &[&str]) -> Value {
     match r {
         Value::Object(o) => Value::Object(
             o.into_iter()
-                .filter(|(k, _)| {
-                    matches!(k.as_str(), "resourceType" | "id" | "meta")
-                        || keep.contains(&k.as_str())
-                })
+                .filter(|(k, _)| keep.contains(&k.as_str()))
                 .collect(),
         ),
         other => other,
@@ -721,6 +976,15 @@ fn precondition_holds(current: &Value, pre: &Precondition) -> bool {
         return current.pointer("/meta/lastUpdated").and_then(Value::as_str) == Some(t.as_str());
     }
     true
+}
+
+/// A resource's resource type and elements.
+fn typed(resource: &Value) -> Result<(&str, &serde_json::Map<String, Value>), FhirError> {
+    let rt = resource_type(resource)?;
+    let obj = resource
+        .as_object()
+        .ok_or_else(|| FhirError::Unsupported("a resource that is not a JSON object".into()))?;
+    Ok((rt, obj))
 }
 
 fn written(r: &Value) -> Written {
@@ -1073,5 +1337,147 @@ mod tests {
             let none = store.search(&Query::new("CodeSystem").param("identifier", "urn:other|a")).await.unwrap();
             assert!(none.is_empty());
         });
+    }
+
+    #[test]
+    fn a_stamped_row_is_the_resource_with_id_and_meta_set_in_place() {
+        // what a copy of the resource, given its id and stamped meta, serialises to
+        let copied = |r: &Value, id: &str, version: u64, now: &Value| {
+            let mut c = r.clone();
+            c["id"] = json!(id);
+            let meta = c
+                .as_object_mut()
+                .unwrap()
+                .entry("meta")
+                .or_insert(json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("versionId".into(), json!(version.to_string()));
+                m.insert("lastUpdated".into(), now.clone());
+            }
+            serde_json::to_string(&c).unwrap()
+        };
+        for r in [
+            json!({"resourceType":"Group","name":"no id, no meta"}),
+            json!({"resourceType":"Group","meta":{"tag":[{"code":"x"}],"versionId":"4"},"id":"a","name":"n"}),
+            json!({"resourceType":"Group","id":"a","meta":{"lastUpdated":"old"},"member":[{"entity":{"reference":"Patient/1"}}]}),
+            json!({"resourceType":"Group","meta":"not an object","id":"a"}),
+        ] {
+            let s = Stamped::new(r.as_object().unwrap(), "a", 5);
+            let now = s.meta.get("lastUpdated").cloned().unwrap_or(Value::Null);
+            assert_eq!(serde_json::to_string(&s).unwrap(), copied(&r, "a", 5, &now));
+            assert_eq!(s.written().id, "a");
+        }
+    }
+
+    fn lines_of(dir: &Path, rt: &str) -> Vec<String> {
+        std::fs::read_to_string(dir.join(format!("{rt}.ndjson")))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn writes_copy_the_rows_they_do_not_touch_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        // rows another program wrote (spaces, an escape, a decimal's trailing zero, key
+        // order) and one careplane wrote: a whole parse and re-serialisation would
+        // change the first three
+        let theirs = [
+            r#"{"resourceType": "Group", "id": "a", "name": "caf\u00e9", "quantity": 1.50}"#,
+            r#"{ "id":"b","resourceType":"Group","meta":{"versionId":"1"},"name":"B" }"#,
+            r#"{"resourceType":"Group","id":"c","name":"\u0043"}"#,
+        ];
+        let ours = r#"{"resourceType":"Group","id":"d","meta":{"versionId":"3","lastUpdated":"2026-01-01T00:00:00.000Z"},"name":"D"}"#;
+        std::fs::write(
+            dir.path().join("Group.ndjson"),
+            format!("{}\n{}\n\n{}\n{ours}\n", theirs[0], theirs[1], theirs[2]),
+        )
+        .unwrap();
+        let store = FileStore::new(dir.path());
+        let v1 = Precondition {
+            version_id: Some("1".into()),
+            last_updated: None,
+        };
+        rt().block_on(async {
+            store.begin_session(&|_| {}).await.unwrap();
+            let mut b = store.read("Group", "b").await.unwrap().unwrap();
+            b["name"] = json!("B2");
+            store.update(&b, &v1).await.unwrap();
+            let e = json!({"resourceType":"Group","name":"E"});
+            store.create(&e, None).await.unwrap();
+            store.end_session().await.unwrap();
+            // a write outside a session copies them too
+            store.create(&e, None).await.unwrap();
+        });
+        let lines = lines_of(dir.path(), "Group");
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert_eq!(lines[0], theirs[0]);
+        assert_eq!(lines[2], theirs[2]);
+        assert_eq!(lines[3], ours);
+        let b: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(
+            (&b["name"], &b["meta"]["versionId"]),
+            (&json!("B2"), &json!("2"))
+        );
+        assert!(lines[1].starts_with(r#"{"id":"b","resourceType":"Group","meta":{"#));
+        assert!(lines[4].contains(r#""name":"E""#) && lines[5].contains(r#""name":"E""#));
+    }
+
+    #[test]
+    fn a_row_is_parsed_only_when_it_is_read_searched_or_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        // valid JSON that careplane cannot hold as a value (the number is beyond f64):
+        // the table must index it without building it, and copy it as it is
+        let odd = r#"{"resourceType":"Group","id":"odd","identifier":[{"system":"urn:x","value":"odd"}],"extension":[{"url":"urn:e","valueDecimal":1e400}]}"#;
+        let plain = |id: &str| {
+            format!(
+                r#"{{"resourceType":"Group","id":"{id}","meta":{{"versionId":"1"}},"identifier":[{{"system":"urn:x","value":"{id}"}}],"name":"{id}"}}"#
+            )
+        };
+        std::fs::write(
+            dir.path().join("Group.ndjson"),
+            format!("{}\n\n{odd}\n{}\n", plain("a"), plain("b")),
+        )
+        .unwrap();
+        let store = FileStore::new(dir.path());
+        let v1 = Precondition {
+            version_id: Some("1".into()),
+            last_updated: None,
+        };
+        let unreadable = |e: FhirError| {
+            let m = e.to_string();
+            assert!(m.contains("Group.ndjson line 3: not JSON"), "{m}");
+        };
+        rt().block_on(async {
+            // outside a session: reads by id and `_elements` searches pass over it
+            assert_eq!(
+                store.read("Group", "b").await.unwrap().unwrap()["name"],
+                "b"
+            );
+            let names = Query::new("Group").param("_elements", "name");
+            assert_eq!(store.search(&names).await.unwrap().len(), 3);
+            unreadable(store.read("Group", "odd").await.unwrap_err());
+
+            store.begin_session(&|_| {}).await.unwrap();
+            let mut a = store.read("Group", "a").await.unwrap().unwrap();
+            a["name"] = json!("a2");
+            store.update(&a, &v1).await.unwrap();
+            let cond = Query::new("Group").param("identifier", "urn:x|b");
+            let b = json!({"resourceType":"Group","name":"dup"});
+            assert!(store.create(&b, Some(&cond)).await.unwrap().existed);
+            let by_id = Query::new("Group").param("_id", "a,b");
+            assert_eq!(store.search(&by_id).await.unwrap().len(), 2);
+            assert_eq!(store.search(&names).await.unwrap().len(), 3);
+            // the row itself, read or searched whole, is reported with its line
+            unreadable(store.read("Group", "odd").await.unwrap_err());
+            unreadable(store.search(&Query::new("Group")).await.unwrap_err());
+            store.end_session().await.unwrap();
+        });
+        let lines = lines_of(dir.path(), "Group");
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains(r#""name":"a2""#));
+        assert_eq!(lines[1], odd);
+        assert_eq!(lines[2], plain("b"));
     }
 }
