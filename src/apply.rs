@@ -620,17 +620,20 @@ fn prepare(
             .map(|f| (f.field.clone(), written_value(f)))
             .collect(),
     };
-    let merged = dialect.merge(c.target.kind, &live, &fields);
     // A patch where the server takes one for this type and the version guards it (an
-    // adoption rewrites ownership marks in `meta`: sent whole).
-    let patch = (c.action == Action::Update
+    // adoption rewrites ownership marks in `meta`: sent whole). Otherwise the live
+    // resource is not needed after the merge: it becomes the merged one, uncopied.
+    let patchable = c.action == Action::Update
         && pre.version_id.is_some()
-        && mode.patch.contains(&c.target.resource_type))
-    .then(|| fhir::patch::diff(&live, &merged))
-    .flatten();
-    let write = match patch {
-        Some(ops) => Write::Patch(ops, pre),
-        None => Write::Put(merged, pre),
+        && mode.patch.contains(&c.target.resource_type);
+    let write = if patchable {
+        let merged = dialect.merge(c.target.kind, &live, &fields);
+        match fhir::patch::diff(&live, &merged) {
+            Some(ops) => Write::Patch(ops, pre),
+            None => Write::Put(merged, pre),
+        }
+    } else {
+        Write::Put(dialect.merge_owned(c.target.kind, live, &fields), pre)
     };
     Ok(Prepared {
         write: Some(write),
@@ -931,14 +934,10 @@ async fn stale_in_bundle(
                 Ok(()) => stale_one(c, project, store, dialect).await,
                 stale => stale,
             },
-            Ok(_) => Err(unreadable(
-                c,
-                FhirError::InvalidResponse {
-                    what: fhir::BatchEntry::what(&entries[out.len()]),
-                    reason: "the batch answer does not answer this entry".into(),
-                },
-            )),
-            Err(e) => Err(unreadable(c, e)),
+            // an entry the Bundle could not answer (or answered with something else) is
+            // asked again on its own: reads are safe to repeat, and a server may take a
+            // request singly that it refuses inside a batch
+            Ok(_) | Err(_) => stale_one(c, project, store, dialect).await,
         };
         out.push((*i, r));
     }
@@ -1301,18 +1300,11 @@ async fn care_teams_in_bundles(
         let live = match answer {
             Ok(fhir::BatchAnswer::Read(live)) => live,
             Ok(fhir::BatchAnswer::Found { matches, .. }) => matches.into_iter().next(),
-            Ok(_) => {
-                let e = FhirError::InvalidResponse {
-                    what: reads[j].what(),
-                    reason: "the batch answer does not answer this entry".into(),
-                };
-                tally.failed.push((k, withhold(e, patient)));
-                continue;
-            }
-            Err(e) => {
-                tally
-                    .settle(k, patient, e, store, &locations[j], &change(*add))
-                    .await;
+            // a read the Bundle could not answer: nothing was written for this patient
+            // yet, so the single way reads (and writes) again; a server may take a read
+            // singly that it refuses inside a batch
+            Ok(_) | Err(_) => {
+                tally.single.push(k);
                 continue;
             }
         };
@@ -1699,6 +1691,7 @@ async fn apply_chunk(
 #[allow(clippy::too_many_arguments)]
 async fn run_level<'a>(
     items: Vec<(usize, &'a Change, Step)>,
+    index: &'a [usize],
     plan: &'a Plan,
     store: &'a Store,
     dialect: &'a dyn Dialect,
@@ -1713,7 +1706,7 @@ async fn run_level<'a>(
             Err(e) => (Err(e), None, 0),
         };
         let outcome = Outcome {
-            change: i,
+            change: index[i],
             action: c.action,
             target: c.target.clone(),
             result,
@@ -1817,7 +1810,8 @@ pub async fn apply_with(
             Action::Create | Action::Update | Action::Delete | Action::Adopt
         ) && !is_plugin(c)
     };
-    // Every write is numbered: `of_item[n]` is the index in the plan of write `n`'s change.
+    // Every write is numbered: `of_item[n]` is the index in the plan of write `n`'s change
+    // (what its outcome carries, for `on_done` too).
     // A folded routing change is unfolded (one change per task) a part at a time when its
     // level comes, each task numbered then: 75,000 routed tasks are never all unfolded.
     let mut of_item: Vec<usize> = Vec::new();
@@ -1920,6 +1914,7 @@ pub async fn apply_with(
         };
         for o in run_level(
             releases,
+            &of_item,
             plan,
             store,
             dialect,
@@ -1937,7 +1932,8 @@ pub async fn apply_with(
         }
         let mut rest = Vec::new();
         for (i, c) in &batch {
-            if failed_release.contains(i) {
+            // outcomes carry plan indexes; `i` numbers the write
+            if failed_release.contains(&of_item[*i]) {
                 continue;
             }
             let step = if needs_release.contains(i) {
@@ -1950,6 +1946,7 @@ pub async fn apply_with(
         report.outcomes.extend(
             run_level(
                 rest,
+                &of_item,
                 plan,
                 store,
                 dialect,
@@ -1975,6 +1972,7 @@ pub async fn apply_with(
                 report.outcomes.extend(
                     run_level(
                         items,
+                        &of_item,
                         plan,
                         store,
                         dialect,
@@ -1987,10 +1985,6 @@ pub async fn apply_with(
                 );
             }
         }
-    }
-    report.outcomes.sort_by_key(|o| o.change);
-    for o in &mut report.outcomes {
-        o.change = of_item[o.change];
     }
     report.outcomes.sort_by_key(|o| o.change);
     report

@@ -220,7 +220,8 @@ pub async fn report(plan: &Plan, store: &Store, dialect: &dyn Dialect) -> DriftR
             Action::Update => DriftState::Changed,
             Action::Create => DriftState::Missing,
             Action::NoOp => {
-                summary.in_sync += 1;
+                // a folded routing change stands for its tasks
+                summary.in_sync += c.width();
                 continue;
             }
             // Checklist items cannot be observed; deletes are not planned without --prune.

@@ -704,7 +704,7 @@ impl Dialect for R4 {
             .iter()
             .map(|(k, v)| (k.clone(), Some(v.clone())))
             .collect();
-        self.merge_with_project(kind, &r, &set, project)
+        self.merge_with_project(kind, r, &set, project)
     }
 
     fn merge(
@@ -713,8 +713,17 @@ impl Dialect for R4 {
         live: &Value,
         fields: &BTreeMap<String, Option<Value>>,
     ) -> Value {
+        self.merge_owned(kind, live.clone(), fields)
+    }
+
+    fn merge_owned(
+        &self,
+        kind: ObjectKind,
+        live: Value,
+        fields: &BTreeMap<String, Option<Value>>,
+    ) -> Value {
         // The project is recorded in the resource's own tag.
-        let project = crate::vocab::ownership::tagged_project(live).unwrap_or_default();
+        let project = crate::vocab::ownership::tagged_project(&live).unwrap_or_default();
         self.merge_with_project(kind, live, fields, &project)
     }
 
@@ -810,14 +819,14 @@ impl R4 {
     fn merge_with_project(
         &self,
         kind: ObjectKind,
-        live: &Value,
+        live: Value,
         fields: &BTreeMap<String, Option<Value>>,
         project: &str,
     ) -> Value {
-        let mut r = live.clone();
+        let mut r = live;
         match kind {
             ObjectKind::TaskRouting => {
-                let mut r = util::task_merge(live, fields, TASK_TEAM_EXTENSION);
+                let mut r = util::task_merge(&r, fields, TASK_TEAM_EXTENSION);
                 if let Some(Some(by)) = fields.get("routedBy")
                     && let Some(by) = by.as_str()
                 {
@@ -831,7 +840,7 @@ impl R4 {
                     r["name"] = v.clone().unwrap_or(Value::Null);
                 }
                 if let Some(v) = fields.get("members") {
-                    let members = util::merge_members(&r, &str_list(v.as_ref()), &json!({}));
+                    let members = util::take_members(&mut r, &str_list(v.as_ref()), &json!({}));
                     set_or_remove(&mut r, "member", members);
                 }
             }
@@ -885,7 +894,7 @@ impl R4 {
                     set_or_remove(&mut r, "characteristic", chars);
                 }
                 if let Some(v) = fields.get("members") {
-                    let members = util::merge_members(&r, &str_list(v.as_ref()), &json!({}));
+                    let members = util::take_members(&mut r, &str_list(v.as_ref()), &json!({}));
                     set_or_remove(&mut r, "member", members);
                 }
             }

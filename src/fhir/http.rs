@@ -1156,12 +1156,13 @@ fn batch_answer(e: &BatchEntry, mut answer: Value) -> Result<BatchAnswer, FhirEr
     match e {
         BatchEntry::Read { .. } => match status {
             200 => match resource {
-                Some(r) if r["resourceType"] == rt.as_str() => {
+                // the resource asked for: an answer for another entry's is no answer
+                Some(r) if r["resourceType"] == rt.as_str() && r["id"] == id.as_str() => {
                     Ok(BatchAnswer::Read(Some(r.clone())))
                 }
                 _ => Err(FhirError::InvalidResponse {
                     what,
-                    reason: format!("the batch answer for this entry holds no {rt}"),
+                    reason: format!("the batch answer for this entry holds no {rt} of its id"),
                 }),
             },
             404 | 410 => Ok(BatchAnswer::Read(None)),
@@ -1210,7 +1211,9 @@ fn carries_tokens(q: &Query, r: &Value) -> bool {
                 let is = |key: &str, want: &str| {
                     t.get(key)
                         .and_then(Value::as_str)
-                        .is_some_and(|v| v.eq_ignore_ascii_case(want))
+                        // exact: careplane wrote these tokens (a server matching them
+                        // case-blind must not hand back another patient's care team)
+                        .is_some_and(|v| v == want)
                 };
                 is(value_key, value) && system.is_none_or(|s| is("system", s))
             })
@@ -1659,6 +1662,31 @@ mod tests {
         assert!(matches!(
             batch_answer(&entry, failed),
             Err(FhirError::Http { status: 400, .. })
+        ));
+        // tokens match exactly: a case-blind server's other care team is not this one
+        let e = batch_answer(&entry, answer(vec![team("CARE-TEAM/1")], false)).unwrap_err();
+        assert!(e.to_string().contains("did not ask for"), "{e}");
+    }
+
+    /// A read answered with another resource (a server that mixed up the answers of a
+    /// Bundle) is no answer for that entry.
+    #[test]
+    fn a_batch_read_answer_must_be_the_resource_asked_for() {
+        let entry = BatchEntry::Read {
+            resource_type: "Group".into(),
+            id: "g1".into(),
+        };
+        let answer = |id: &str| {
+            serde_json::json!({"response": {"status": "200 OK"},
+                "resource": {"resourceType": "Group", "id": id, "meta": {"versionId": "1"}}})
+        };
+        assert!(matches!(
+            batch_answer(&entry, answer("g1")),
+            Ok(BatchAnswer::Read(Some(_)))
+        ));
+        assert!(matches!(
+            batch_answer(&entry, answer("g2")),
+            Err(FhirError::InvalidResponse { .. })
         ));
     }
 

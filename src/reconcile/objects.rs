@@ -734,8 +734,11 @@ fn note_manual_references(changes: &mut [Change], dialect: &dyn Dialect) {
 /// apply releases them first.
 fn note_moves(changes: &mut [Change], dialect: &dyn Dialect) {
     let caps = dialect.capabilities();
-    let mut released: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut taken: BTreeMap<(String, String), String> = BTreeMap::new();
+    // who gives a value up and who takes it, by kind and name (a routing rule's folded
+    // change may share a team's name)
+    type Holder = (ObjectKind, String);
+    let mut released: BTreeMap<(String, String), Holder> = BTreeMap::new();
+    let mut taken: BTreeMap<(String, String), Holder> = BTreeMap::new();
     for c in changes.iter() {
         let Some(cap) = caps.of(c.target.kind) else {
             continue;
@@ -747,27 +750,33 @@ fn note_moves(changes: &mut [Change], dialect: &dyn Dialect) {
         {
             let before: Vec<&Value> = f.before.as_ref().map(items).unwrap_or_default();
             let after: Vec<&Value> = f.after.as_ref().map(items).unwrap_or_default();
+            let holder = || (c.target.kind, c.target.name.clone());
             for v in before.iter().filter(|v| !after.contains(v)) {
-                released.insert((f.field.clone(), v.to_string()), c.target.name.clone());
+                released.insert((f.field.clone(), v.to_string()), holder());
             }
             for v in after.iter().filter(|v| !before.contains(v)) {
-                taken.insert((f.field.clone(), v.to_string()), c.target.name.clone());
+                taken.insert((f.field.clone(), v.to_string()), holder());
             }
         }
     }
     for c in changes.iter_mut() {
+        let is = |h: &Holder| h.0 == c.target.kind && h.1 == c.target.name;
+        let mut notes = Vec::new();
         for ((field, value), from) in &released {
             if let Some(to) = taken.get(&(field.clone(), value.clone())) {
-                if &c.target.name == from {
-                    c.notes.push(format!(
-                        "releases {value} ({field}) first, so that '{to}' can take it"
+                if is(from) {
+                    notes.push(format!(
+                        "releases {value} ({field}) first, so that '{}' can take it",
+                        to.1
                     ));
-                } else if &c.target.name == to {
-                    c.notes.push(format!(
-                        "takes {value} ({field}) after '{from}' has released it"
+                } else if is(to) {
+                    notes.push(format!(
+                        "takes {value} ({field}) after '{}' has released it",
+                        from.1
                     ));
                 }
             }
         }
+        c.notes.extend(notes);
     }
 }
