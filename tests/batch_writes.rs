@@ -844,6 +844,15 @@ fn mock_care_apply(
     patients: (&[&str], &[&str]),
     answers: [(&str, Vec<Value>); 3],
 ) -> (apply::Report, Vec<wiremock::Request>) {
+    mock_care_apply_with(patients, answers, Vec::new())
+}
+
+/// [`mock_care_apply`], the mock also answering single requests: (method, path, answer).
+fn mock_care_apply_with(
+    patients: (&[&str], &[&str]),
+    answers: [(&str, Vec<Value>); 3],
+    singles: Vec<(&str, String, Value)>,
+) -> (apply::Report, Vec<wiremock::Request>) {
     use wiremock::matchers::{body_string_contains, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     runtime().block_on(async {
@@ -862,6 +871,13 @@ fn mock_care_apply(
                 .respond_with(ResponseTemplate::new(200).set_body_json(
                     json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
                 ))
+                .mount(&mock)
+                .await;
+        }
+        for (verb, at, answer) in singles {
+            Mock::given(method(verb))
+                .and(path(at))
+                .respond_with(ResponseTemplate::new(200).set_body_json(answer))
                 .mount(&mock)
                 .await;
         }
@@ -992,6 +1008,67 @@ fn a_failing_care_team_entry_fails_only_its_patient() {
         "{err}"
     );
     assert!(!err.contains("p2"), "a patient id in the error: {err}");
+}
+
+/// A care-team read the Bundle cannot answer (the server refuses that entry) is not that
+/// patient's failure: nothing was written for them yet, so their care team is read and
+/// written the single way, and every patient is done.
+#[test]
+fn a_care_team_read_a_bundle_cannot_answer_is_done_the_single_way() {
+    let refused = json!({"response": {"status": "400 Bad Request"}});
+    let (report, requests) = mock_care_apply_with(
+        (&["p1", "p2", "p3"], &[]),
+        [
+            ("POST", vec![]),
+            (
+                "GET",
+                vec![
+                    found(vec![mock_team("p1")]),
+                    refused,
+                    found(vec![mock_team("p3")]),
+                ],
+            ),
+            (
+                "PUT",
+                vec![
+                    stored(mock_team("p1"), "200 OK"),
+                    stored(mock_team("p3"), "200 OK"),
+                ],
+            ),
+        ],
+        vec![
+            (
+                "GET",
+                "/fhir/CareTeam".into(),
+                json!({"resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": mock_team("p2")}]}),
+            ),
+            (
+                "PUT",
+                "/fhir/CareTeam/ct-p2".into(),
+                stored(mock_team("p2"), "200 OK")["resource"].clone(),
+            ),
+        ],
+    );
+    let outcome = &report.outcomes[0];
+    assert!(outcome.result.is_ok(), "{report:#?}");
+    assert_eq!(outcome.writes, 3);
+    assert_eq!(
+        sent(&requests),
+        vec![
+            "GET /fhir/metadata",
+            "POST /fhir/",
+            "POST /fhir/",
+            "GET /fhir/CareTeam",
+            "PUT /fhir/CareTeam/ct-p2"
+        ]
+    );
+    let put = requests.last().unwrap();
+    assert_eq!(
+        put.headers.get("if-match").map(|v| v.to_str().unwrap()),
+        Some("W/\"7\""),
+        "the single write is under the version read"
+    );
 }
 
 /// Patients joining: a conditional create in the Bundle that finds the patient's care
