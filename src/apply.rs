@@ -1686,20 +1686,32 @@ async fn apply_chunk(
     out
 }
 
-/// One level's changes, `concurrency` requests at a time: in batch Bundles of
-/// `mode.batch` where the target takes them, one request per change otherwise.
-#[allow(clippy::too_many_arguments)]
-async fn run_level<'a>(
-    items: Vec<(usize, &'a Change, Step)>,
-    index: &'a [usize],
-    plan: &'a Plan,
+/// Where and how one level's changes are written (the same for every level of an apply).
+#[derive(Clone, Copy)]
+struct Level<'a> {
+    project: &'a str,
     store: &'a Store,
     dialect: &'a dyn Dialect,
     concurrency: usize,
     mode: &'a Mode,
+}
+
+/// One level's changes, `concurrency` requests at a time: in batch Bundles of
+/// `mode.batch` where the target takes them, one request per change otherwise.
+async fn run_level<'a>(
+    items: Vec<(usize, &'a Change, Step)>,
+    index: &'a [usize],
+    at: Level<'a>,
     control: &'a Control<'a>,
     progress: &'a Progress,
 ) -> Vec<Outcome> {
+    let Level {
+        project,
+        store,
+        dialect,
+        concurrency,
+        mode,
+    } = at;
     let report = |i: usize, c: &Change, result: Result<Done, ApplyError>| {
         let (result, note, writes) = match result {
             Ok(d) => (Ok(d.written), d.note, d.writes),
@@ -1740,7 +1752,7 @@ async fn run_level<'a>(
                     })
                     .collect::<Vec<_>>();
             }
-            let results = apply_adaptive(&chunk, &plan.project, store, dialect, mode).await;
+            let results = apply_adaptive(&chunk, project, store, dialect, mode).await;
             let changes: BTreeMap<usize, &Change> =
                 chunk.iter().map(|(i, c, _)| (*i, *c)).collect();
             results
@@ -1756,7 +1768,7 @@ async fn run_level<'a>(
                 let target = c.target.clone();
                 Err(ApplyError::NotStarted { target })
             } else {
-                apply_one(c, step, &plan.project, store, dialect, mode).await
+                apply_one(c, step, project, store, dialect, mode).await
             };
             report(i, c, result)
         })
@@ -1845,6 +1857,13 @@ pub async fn apply_with(
     } else {
         Mode::of(store, dialect, settings).await
     };
+    let at = Level {
+        project: &plan.project,
+        store,
+        dialect,
+        concurrency,
+        mode: &mode,
+    };
     for (_, batch) in phases {
         let (folded, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, c)| c.unfolds());
         // Exclusive values taken by some change of this batch: whoever gives one of them
@@ -1912,19 +1931,7 @@ pub async fn apply_with(
             total: 0,
             done: std::sync::atomic::AtomicUsize::new(0),
         };
-        for o in run_level(
-            releases,
-            &of_item,
-            plan,
-            store,
-            dialect,
-            concurrency,
-            &mode,
-            &quiet,
-            &release_progress,
-        )
-        .await
-        {
+        for o in run_level(releases, &of_item, at, &quiet, &release_progress).await {
             if o.result.is_err() {
                 failed_release.insert(o.change);
                 report.outcomes.push(o);
@@ -1943,20 +1950,9 @@ pub async fn apply_with(
             };
             rest.push((*i, *c, step));
         }
-        report.outcomes.extend(
-            run_level(
-                rest,
-                &of_item,
-                plan,
-                store,
-                dialect,
-                concurrency,
-                &mode,
-                control,
-                &progress,
-            )
-            .await,
-        );
+        report
+            .outcomes
+            .extend(run_level(rest, &of_item, at, control, &progress).await);
         // folded routing changes (no exclusive values: nothing to release first)
         let part = UNFOLDED_AT_ONCE.max(mode.batch * concurrency);
         for (n, c) in folded {
@@ -1969,20 +1965,9 @@ pub async fn apply_with(
                         (of_item.len() - 1, t, Step::Whole)
                     })
                     .collect();
-                report.outcomes.extend(
-                    run_level(
-                        items,
-                        &of_item,
-                        plan,
-                        store,
-                        dialect,
-                        concurrency,
-                        &mode,
-                        control,
-                        &progress,
-                    )
-                    .await,
-                );
+                report
+                    .outcomes
+                    .extend(run_level(items, &of_item, at, control, &progress).await);
             }
         }
     }
