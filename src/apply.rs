@@ -2739,18 +2739,7 @@ mod tests {
             }
             let mut fold = crate::plan::fold::Fold::default();
             for (i, version) in seen.iter().enumerate() {
-                let mut c = change(
-                    ObjectKind::TaskRouting,
-                    "Task",
-                    Some(&format!("t{i}")),
-                    Action::Update,
-                );
-                c.target.name = format!("Task/t{i}");
-                c.operation = crate::vocab::Operation::RouteTask {
-                    rule: "labs".into(),
-                    order: 10,
-                };
-                c.fields.push(crate::plan::FieldChange {
+                let team = crate::plan::FieldChange {
                     field: "team".into(),
                     before: None,
                     after: Some(json!("Group/g1")),
@@ -2758,7 +2747,13 @@ mod tests {
                     labels: Default::default(),
                     membership: None,
                     sealed: None,
-                });
+                };
+                let mut c = crate::plan::fold::routed_task(
+                    &format!("t{i}"),
+                    "labs",
+                    Action::Update,
+                    vec![team],
+                );
                 c.precondition.version_id = Some(version.clone());
                 fold.push(c);
             }
@@ -2771,19 +2766,7 @@ mod tests {
                 .await
                 .unwrap();
             let role = change(ObjectKind::Role, "CodeSystem", None, Action::NoOp);
-            let plan = Plan::new(
-                "proj",
-                TargetInfo {
-                    name: "local".into(),
-                    dialect: "fhir-r4".into(),
-                    endpoint: "store".into(),
-                },
-                Vec::new(),
-                "sha",
-                false,
-                vec![role, folded[0].clone()],
-                Vec::new(),
-            );
+            let plan = Plan::local(vec![role, folded[0].clone()]);
             let report = apply(&plan, &store, &dialect, Writes::single(4)).await;
             assert_eq!(report.outcomes.len(), n);
             assert!(report.outcomes.iter().all(|o| o.change == 1));

@@ -325,8 +325,6 @@ pub fn schema_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Change, FieldChange, Precondition, Reason, ReasonCode, Target, TargetInfo};
-    use crate::vocab::Operation;
 
     /// A task already routed as its `mode: enforce` rule says is in sync, and a plan folds
     /// such tasks into one change per rule: drift counts each task, not the folded change.
@@ -334,46 +332,16 @@ mod tests {
     fn tasks_in_sync_are_counted_one_by_one_when_folded() {
         let mut fold = crate::plan::fold::Fold::default();
         for i in 0..3 {
-            fold.push(Change {
-                action: Action::NoOp,
-                target: Target {
-                    kind: ObjectKind::TaskRouting,
-                    name: format!("Task/t{i}"),
-                    resource_type: "Task".into(),
-                    id: Some(format!("t{i}")),
-                },
-                fields: Vec::<FieldChange>::new(),
-                reason: Reason {
-                    code: ReasonCode::RoutingRule,
-                    source: None,
-                    rule: "routing rule 'labs' routes it".into(),
-                },
-                operation: Operation::RouteTask {
-                    rule: "labs".into(),
-                    order: 1,
-                },
-                precondition: Precondition {
-                    version_id: Some("1".into()),
-                    ..Precondition::default()
-                },
-                notes: Vec::new(),
-            });
+            fold.push(crate::plan::fold::routed_task(
+                &format!("t{i}"),
+                "labs",
+                Action::NoOp,
+                Vec::new(),
+            ));
         }
         let changes = fold.finish();
         assert_eq!(changes.len(), 1);
-        let plan = Plan::new(
-            "proj",
-            TargetInfo {
-                name: "local".into(),
-                dialect: "fhir-r4".into(),
-                endpoint: "store".into(),
-            },
-            Vec::new(),
-            "sha",
-            false,
-            changes,
-            Vec::new(),
-        );
+        let plan = Plan::local(changes);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::File(crate::fhir::file::FileStore::new(dir.path()));
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -917,12 +917,40 @@ pub mod effects;
 mod tests {
     use super::write_inside;
 
+    /// A plan's change that installs project `clinic`'s rules plugin, with `fields`.
+    fn plugin_create(fields: Vec<crate::plan::FieldChange>) -> crate::plan::Change {
+        use crate::plan::{Action, Change, Precondition, Reason, ReasonCode, Target};
+        Change {
+            action: Action::Create,
+            target: Target {
+                kind: crate::vocab::ObjectKind::Plugin,
+                name: "careplane_clinic".into(),
+                resource_type: "Plugin".into(),
+                id: None,
+            },
+            fields,
+            reason: Reason {
+                code: ReasonCode::Missing,
+                source: None,
+                rule: "missing".into(),
+            },
+            operation: crate::vocab::Operation::Plugin {
+                sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
+            },
+            precondition: Precondition {
+                absent: true,
+                ..Default::default()
+            },
+            notes: Vec::new(),
+        }
+    }
+
     /// A saved plan's plugin change gets an outcome even when apply is interrupted before
     /// it (no fresh plan to rebuild its rules from): not started, never silently dropped.
     #[test]
     fn an_interrupted_saved_apply_reports_its_plugin_as_not_started() {
-        use crate::plan::{Action, Change, Plan, Precondition, Reason, ReasonCode, Target};
-        use crate::vocab::{ObjectKind, Operation};
+        use crate::plan::Plan;
+        use crate::vocab::ObjectKind;
         use wiremock::matchers::{method, path};
         use wiremock::{Mock, MockServer, ResponseTemplate};
         let dir = tempfile::tempdir().unwrap();
@@ -946,29 +974,7 @@ mod tests {
                 &api.uri(),
                 crate::fhir::auth::Auth::None,
             ));
-            let plugin = Change {
-                action: Action::Create,
-                target: Target {
-                    kind: ObjectKind::Plugin,
-                    name: "careplane_clinic".into(),
-                    resource_type: "Plugin".into(),
-                    id: None,
-                },
-                fields: Vec::new(),
-                reason: Reason {
-                    code: ReasonCode::Missing,
-                    source: None,
-                    rule: "missing".into(),
-                },
-                operation: Operation::Plugin {
-                    sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
-                },
-                precondition: Precondition {
-                    absent: true,
-                    ..Default::default()
-                },
-                notes: Vec::new(),
-            };
+            let plugin = plugin_create(Vec::new());
             let saved = Plan::new(
                 "clinic",
                 target.info.clone(),
@@ -1010,10 +1016,8 @@ mod tests {
     #[test]
     fn the_plugin_is_not_installed_when_a_create_it_depends_on_failed() {
         use crate::apply::{ApplyError, Outcome, Report};
-        use crate::plan::{
-            Action, Change, FieldChange, Plan, Precondition, Reason, ReasonCode, Target,
-        };
-        use crate::vocab::{ObjectKind, Operation};
+        use crate::plan::{Action, FieldChange, Plan, Target};
+        use crate::vocab::ObjectKind;
         use wiremock::matchers::{method, path};
         use wiremock::{Mock, MockServer, ResponseTemplate};
         let dir = tempfile::tempdir().unwrap();
@@ -1031,32 +1035,15 @@ mod tests {
             "routing": [{"name": "psych", "set": {"team": {"name": "bh", "displayName": "BH", "groupId": null}}}],
             "groups": [{"name": "opted-out", "displayName": "Opted out", "groupId": null}],
         });
-        let plugin = Change {
-            action: Action::Create,
-            target: target_of(ObjectKind::Plugin, "careplane_clinic", "Plugin"),
-            fields: vec![FieldChange {
-                field: crate::dialect::plugin::RULES_FIELD.into(),
-                before: None,
-                after: None,
-                source: None,
-                labels: Default::default(),
-                membership: None,
-                sealed: Some(Box::new((None, Some(rules)))),
-            }],
-            reason: Reason {
-                code: ReasonCode::Missing,
-                source: None,
-                rule: "missing".into(),
-            },
-            operation: Operation::Plugin {
-                sdk_version: crate::dialect::plugin::SDK_VERSION.into(),
-            },
-            precondition: Precondition {
-                absent: true,
-                ..Default::default()
-            },
-            notes: Vec::new(),
-        };
+        let plugin = plugin_create(vec![FieldChange {
+            field: crate::dialect::plugin::RULES_FIELD.into(),
+            before: None,
+            after: None,
+            source: None,
+            labels: Default::default(),
+            membership: None,
+            sealed: Some(Box::new((None, Some(rules)))),
+        }]);
         let failed = |kind, name: &str, rt: &str, e: ApplyError| Outcome {
             change: 0,
             action: Action::Create,

@@ -215,13 +215,48 @@ impl Change {
     }
 }
 
+/// Test fixture: the change routing open task `Task/<id>` (seen at version `1`) by rule
+/// `rule`, setting `fields`.
+#[cfg(test)]
+pub(crate) fn routed_task(
+    id: &str,
+    rule: &str,
+    action: super::Action,
+    fields: Vec<FieldChange>,
+) -> Change {
+    Change {
+        action,
+        target: Target {
+            kind: crate::vocab::ObjectKind::TaskRouting,
+            name: format!("Task/{id}"),
+            resource_type: "Task".into(),
+            id: Some(id.into()),
+        },
+        fields,
+        reason: super::Reason {
+            code: super::ReasonCode::RoutingRule,
+            source: None,
+            rule: format!("routing rule '{rule}' routes it"),
+        },
+        operation: Operation::RouteTask {
+            rule: rule.into(),
+            order: 10,
+        },
+        precondition: Precondition {
+            version_id: Some("1".into()),
+            last_updated: None,
+            absent: false,
+        },
+        notes: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Source;
-    use crate::plan::{Action, Reason, ReasonCode};
-    use crate::vocab::ObjectKind;
-    use serde_json::json;
+    use crate::plan::Action;
+    use serde_json::{Value, json};
 
     fn routed(id: &str, rule: &str, labels_before: Option<Vec<&str>>, version: &str) -> Change {
         let source = Some(Source {
@@ -229,52 +264,27 @@ mod tests {
             line: 3,
             col: 5,
         });
-        let mut fields = vec![FieldChange {
-            field: "team".into(),
-            before: None,
-            after: Some(json!("Group/t1")),
+        let field = |name: &str, before: Option<Value>, after: Value| FieldChange {
+            field: name.into(),
+            before,
+            after: Some(after),
             source: source.clone(),
             labels: Default::default(),
             membership: None,
             sealed: None,
-        }];
+        };
         let mut after = vec!["Internal Referral"];
         after.extend(labels_before.iter().flatten());
         after.sort();
-        fields.push(FieldChange {
-            field: "labels".into(),
-            before: labels_before.map(|l| json!(l)),
-            after: Some(json!(after)),
-            source: source.clone(),
-            labels: Default::default(),
-            membership: None,
-            sealed: None,
-        });
-        Change {
-            action: Action::Update,
-            target: Target {
-                kind: ObjectKind::TaskRouting,
-                name: format!("Task/{id}"),
-                resource_type: "Task".into(),
-                id: Some(id.into()),
-            },
-            fields,
-            reason: Reason {
-                code: ReasonCode::RoutingRule,
-                source,
-                rule: format!("routing rule '{rule}' routes it"),
-            },
-            operation: Operation::RouteTask {
-                rule: rule.into(),
-                order: 10,
-            },
-            precondition: Precondition {
-                version_id: Some(version.into()),
-                last_updated: Some("2026-12-01T10:00:00Z".into()),
-                absent: false,
-            },
-            notes: Vec::new(),
-        }
+        let fields = vec![
+            field("team", None, json!("Group/t1")),
+            field("labels", labels_before.map(|l| json!(l)), json!(after)),
+        ];
+        let mut c = routed_task(id, rule, Action::Update, fields);
+        c.reason.source = source;
+        c.precondition.version_id = Some(version.into());
+        c.precondition.last_updated = Some("2026-12-01T10:00:00Z".into());
+        c
     }
 
     #[test]

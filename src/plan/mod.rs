@@ -716,3 +716,24 @@ pub struct Stats {
     pub requests: u64,
     pub elapsed: std::time::Duration,
 }
+
+/// Test fixture: a plan of project `proj` on a file-store target named `local`.
+#[cfg(test)]
+impl Plan {
+    pub(crate) fn local(changes: Vec<Change>) -> Plan {
+        let target = TargetInfo {
+            name: "local".into(),
+            dialect: "fhir-r4".into(),
+            endpoint: "store".into(),
+        };
+        Plan::new(
+            "proj",
+            target,
+            Vec::new(),
+            "sha",
+            false,
+            changes,
+            Vec::new(),
+        )
+    }
+}
