@@ -330,16 +330,7 @@ fn a_failing_entry_fails_only_its_change_with_the_servers_words() {
     ];
     let plan = plan(&project, changes);
     let store = Store::Http(HttpStore::new(&fhir_url(), Auth::None).unwrap());
-    let dialect = careplane::dialect::r4::R4::default();
-    let report = runtime().block_on(apply::apply(
-        &plan,
-        &store,
-        &dialect,
-        Writes {
-            concurrency: 4,
-            batch_size: 100,
-        },
-    ));
+    let report = runtime().block_on(apply_r4(&plan, &store, 4, 100));
     // the CapabilityStatement, then one Bundle with the three creates
     assert_eq!(store.request_count(), 2, "{report:#?}");
     let results: Vec<bool> = report.outcomes.iter().map(|o| o.result.is_ok()).collect();
@@ -449,20 +440,25 @@ fn mock_apply(statement: Value) -> Vec<wiremock::Request> {
             .await;
         let base = format!("{}/fhir", mock.uri());
         let store = Store::Http(HttpStore::new(&base, Auth::None).unwrap());
-        let dialect = careplane::dialect::r4::R4::default();
-        let report = apply::apply(
-            &mock_plan(project, &base),
-            &store,
-            &dialect,
-            Writes {
-                concurrency: 1,
-                batch_size: 100,
-            },
-        )
-        .await;
+        let report = apply_r4(&mock_plan(project, &base), &store, 1, 100).await;
         assert_eq!(report.failed(), 0, "{report:#?}");
         mock.received_requests().await.unwrap()
     })
+}
+
+/// Apply `plan` to `store` as an R4 target, `concurrency` requests at a time and
+/// `batch_size` writes per Bundle.
+async fn apply_r4(
+    plan: &Plan,
+    store: &Store,
+    concurrency: usize,
+    batch_size: usize,
+) -> apply::Report {
+    let writes = Writes {
+        concurrency,
+        batch_size,
+    };
+    apply::apply(plan, store, &careplane::dialect::r4::R4::default(), writes).await
 }
 
 fn sent(requests: &[wiremock::Request]) -> Vec<String> {
@@ -623,16 +619,7 @@ fn bundles_that_get_no_answer_in_time_shrink_and_their_changes_go_one_by_one() {
             .collect();
         let mut plan = plan("slowproj", teams);
         plan.target.endpoint = base.clone();
-        let report = apply::apply(
-            &plan,
-            &store,
-            &careplane::dialect::r4::R4::default(),
-            Writes {
-                concurrency: 1,
-                batch_size: 4,
-            },
-        )
-        .await;
+        let report = apply_r4(&plan, &store, 1, 4).await;
         assert_eq!(report.failed(), 0, "{report:#?}");
         mock.received_requests().await.unwrap()
     });
@@ -914,16 +901,7 @@ fn mock_care_apply_with(
         let mut p = plan("mockcare", vec![c]);
         p.target.endpoint = base.clone();
         let store = Store::Http(HttpStore::new(&base, Auth::None).unwrap());
-        let report = apply::apply(
-            &p,
-            &store,
-            &careplane::dialect::r4::R4::default(),
-            Writes {
-                concurrency: 4,
-                batch_size: 100,
-            },
-        )
-        .await;
+        let report = apply_r4(&p, &store, 4, 100).await;
         (report, mock.received_requests().await.unwrap())
     })
 }
